@@ -1,0 +1,47 @@
+# Two commands: `make run` and `make test`. Both create/refresh .venv first.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+# One TensorFlow package, chosen deliberately: the CPU wheel unless an NVIDIA driver is present.
+TF_EXTRA ?= $(if $(shell command -v nvidia-smi 2>/dev/null),gpu,cpu)
+STAMP  := $(VENV)/.installed-$(TF_EXTRA)
+PIPELINE ?= cifar10_resnet
+KEDRO_ENV ?= base
+
+export KEDRO_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+.PHONY: install run smoke test viz mlflow-ui benchmarks clean-venv
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or run 'make PYTHON=python3 ...'"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[$(TF_EXTRA),dev]"
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+run: install
+	$(BIN)/kedro run --pipelines=$(PIPELINE) --env=$(KEDRO_ENV)
+
+smoke: install
+	$(BIN)/kedro run --pipelines=$(PIPELINE) --env=smoke
+
+test: install
+	$(BIN)/python -m pytest
+
+viz: install
+	$(BIN)/kedro viz run
+
+mlflow-ui: install
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db
+
+benchmarks: install
+	$(BIN)/python benchmarks/bench_parse_cifar.py
+	$(BIN)/python benchmarks/bench_training_throughput.py
+
+clean-venv:
+	rm -rf $(VENV)

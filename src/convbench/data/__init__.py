@@ -1,0 +1,1 @@
+"""Acquiring raw data files: checksum-verified, resumable downloads."""

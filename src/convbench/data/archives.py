@@ -1,0 +1,302 @@
+"""Safe access to tar archives (plain, gzip, bz2 or xz), shared by every archive reader.
+
+Two ways in:
+
+* :func:`read_tar_members` (and its lazy form :func:`iter_tar_members`) streams an archive
+  once, front to back, and returns the wanted members' bytes. Nothing is written to disk and
+  nothing is unpickled; every member name is checked on the way.
+* :func:`safe_extract` extracts a whole archive into a folder, refusing any member that could
+  land outside it.
+
+Both turn the many ways a damaged archive fails (``tarfile.ReadError``, ``EOFError``,
+``zlib.error``...) into :class:`ArchiveFormatError`, whose message names the archive, the
+member when there is one, and what was expected versus found.
+"""
+
+from __future__ import annotations
+
+import lzma
+import os
+import re
+import tarfile
+import zlib
+from collections.abc import Collection, Iterator
+from pathlib import Path
+
+STREAM_BUFSIZE = 1024 * 1024
+"""Compressed bytes fed to the decompressor per step while streaming an archive."""
+
+_ARCHIVE_ERRORS = (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError)
+"""Exceptions that mean "this archive is damaged or not an archive" while reading it."""
+
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+class ArchiveFormatError(ValueError):
+    """An archive or one of its members is not what was expected.
+
+    The message starts with the archive (and the member, when one is concerned) and says
+    what was expected and what was found. The same parts are kept as attributes.
+
+    Attributes:
+        archive: The archive file (or another description of the data's source), if known.
+        member: The member concerned, if any.
+    """
+
+    def __init__(self, message: str, *, archive: str | os.PathLike[str] | None = None, member: str | None = None):
+        self.archive = archive
+        self.member = member
+        prefix = ""
+        if archive is not None:
+            prefix = f"{os.fspath(archive)}"
+            if member is not None:
+                prefix += f", member {member!r}"
+            prefix += ": "
+        super().__init__(prefix + message)
+
+
+class UnsafeArchiveError(ArchiveFormatError):
+    """A member could escape the folder it is extracted to.
+
+    Raised for a member whose path is absolute or contains ``..``, for a link (symbolic or
+    hard) where a file is needed, and by :func:`safe_extract` for any link or special file.
+    """
+
+
+def read_tar_members(archive: str | os.PathLike[str], wanted: Collection[str]) -> dict[str, bytes]:
+    """Return the bytes of the `wanted` members of a tar archive, read in one pass.
+
+    The archive is streamed (tarfile mode ``"r|*"``: plain tar or gzip/bz2/xz compressed,
+    detected from its first bytes), so a ``.tar.gz`` is decompressed once, front to back,
+    without seeking and without extracting anything to disk. Every member name is checked,
+    not only the wanted ones. Member names match with or without a leading ``./``.
+
+    Args:
+        archive: Path of the tar archive.
+        wanted: Member paths inside the archive, e.g. ``"cifar-10-batches-bin/test_batch.bin"``.
+
+    Returns:
+        A mapping from each name in `wanted` (as given) to the member's bytes.
+
+    Raises:
+        UnsafeArchiveError: A member path is absolute or contains ``..``, or a wanted member
+            is a symbolic or hard link.
+        ArchiveFormatError: The file is not a tar archive, is truncated or corrupt (the member
+            being read is named), a wanted member is missing (all missing ones are listed),
+            is not a regular file or occurs twice.
+        FileNotFoundError: `archive` does not exist.
+    """
+    return dict(iter_tar_members(archive, wanted))
+
+
+def iter_tar_members(archive: str | os.PathLike[str], wanted: Collection[str]) -> Iterator[tuple[str, bytes]]:
+    """Yield ``(name, bytes)`` for each wanted member, in archive order, as it is read.
+
+    The lazy form of :func:`read_tar_members` (same checks, same errors), for callers that
+    process one member while the next is being decompressed. The checks that need the
+    whole archive (missing members, a truncated compressed stream) run after the last
+    member has been yielded, so a caller must exhaust the iterator before trusting the data.
+
+    Args:
+        archive: Path of the tar archive.
+        wanted: Member paths inside the archive.
+
+    Yields:
+        ``(name, data)``: a name from `wanted` (as given) and the member's bytes.
+    """
+    archive = Path(archive)
+    by_key = {_normalise(name): name for name in wanted}
+    found: dict[str, str] = {}
+    seen: list[str] = []
+    current: str | None = None  # the member whose data is being read, if any
+    with archive.open("rb") as raw:
+        try:
+            with tarfile.open(fileobj=raw, mode="r|*", bufsize=STREAM_BUFSIZE) as tar:
+                for info in tar:
+                    _check_name(archive, info)
+                    seen.append(info.name)
+                    name = by_key.get(_normalise(info.name))
+                    if name is None:
+                        continue
+                    _check_wanted_type(archive, info)
+                    if name in found:
+                        raise ArchiveFormatError(
+                            f"expected one member named {name!r}, found it twice "
+                            f"(as {found[name]!r} and {info.name!r})",
+                            archive=archive,
+                            member=info.name,
+                        )
+                    current = info.name
+                    data = _read_member(tar, info)
+                    current = None
+                    if len(data) != info.size:
+                        raise ArchiveFormatError(
+                            f"expected {info.size:,} bytes of data, found {len(data):,}: the archive is truncated",
+                            archive=archive,
+                            member=info.name,
+                        )
+                    found[name] = info.name
+                    yield name, data
+                _check_stream_complete(archive, tar)
+        except ArchiveFormatError:
+            raise
+        except _ARCHIVE_ERRORS as exc:
+            raise _damaged(archive, current, exc, after=seen[-1] if seen else None) from exc
+    missing = [name for name in by_key.values() if name not in found]
+    if missing:
+        listed = ", ".join(seen[:20]) + (f" ... ({len(seen)} in all)" if len(seen) > 20 else "")
+        raise ArchiveFormatError(
+            f"expected member(s) {', '.join(missing)} but they are missing; "
+            f"the archive holds: {listed or 'no members'}",
+            archive=archive,
+        )
+
+
+def safe_extract(archive: str | os.PathLike[str], target: str | os.PathLike[str]) -> list[Path]:
+    """Extract a tar archive into `target`, refusing anything that could land outside it.
+
+    All member names and types are checked before anything is written: paths must be
+    relative, free of ``..``, and resolve inside `target` (existing symbolic links in
+    `target` included); only regular files and folders are accepted. Extraction then uses
+    tarfile's ``filter="data"`` as a second line of defence (it also drops unsafe modes).
+    If the archive turns out to be truncated during extraction, the files written so far
+    stay in `target`.
+
+    Args:
+        archive: Path of the tar archive (plain, gzip, bz2 or xz).
+        target: Folder to extract into; created if needed.
+
+    Returns:
+        The paths of the extracted regular files, in archive order.
+
+    Raises:
+        UnsafeArchiveError: A member is absolute, contains ``..``, resolves outside
+            `target`, or is a link or special file. Nothing has been written then.
+        ArchiveFormatError: The file is not a tar archive, or is truncated or corrupt.
+        FileNotFoundError: `archive` does not exist.
+    """
+    archive = Path(archive)
+    if not archive.is_file():
+        raise FileNotFoundError(f"No archive at {archive}")
+    root = Path(target).resolve()
+    try:
+        with tarfile.open(archive, mode="r:*") as tar:
+            members = tar.getmembers()
+            for info in members:
+                _check_name(archive, info)
+                if not (info.isreg() or info.isdir()):
+                    raise UnsafeArchiveError(
+                        f"expected only regular files and folders, found a {_kind(info)}",
+                        archive=archive,
+                        member=info.name,
+                    )
+                destination = (root / info.name).resolve()
+                if destination != root and root not in destination.parents:
+                    raise UnsafeArchiveError(
+                        f"expected a path inside {root}, found one resolving to {destination}",
+                        archive=archive,
+                        member=info.name,
+                    )
+            root.mkdir(parents=True, exist_ok=True)
+            tar.extractall(root, members=members, filter="data")
+    except ArchiveFormatError:
+        raise
+    except tarfile.FilterError as exc:
+        raise UnsafeArchiveError(f"refused by tarfile's data filter: {exc}", archive=archive) from exc
+    except _ARCHIVE_ERRORS as exc:
+        raise _damaged(archive, None, exc) from exc
+    return [root / info.name for info in members if info.isreg()]
+
+
+def _normalise(name: str) -> str:
+    """Return a member name without ``.`` components, empty components or a trailing slash."""
+    return "/".join(part for part in name.split("/") if part not in ("", "."))
+
+
+def _check_name(archive: Path, info: tarfile.TarInfo) -> None:
+    """Raise UnsafeArchiveError if the member's path is absolute or contains ``..``."""
+    name = info.name
+    if name.startswith(("/", "\\")) or _DRIVE.match(name):
+        raise UnsafeArchiveError("expected a relative path, found an absolute one", archive=archive, member=name)
+    if ".." in re.split(r"[/\\]", name):
+        raise UnsafeArchiveError(
+            "expected a path inside the archive's folder, found one containing '..'", archive=archive, member=name
+        )
+
+
+def _check_wanted_type(archive: Path, info: tarfile.TarInfo) -> None:
+    """Raise if a wanted member is not a regular file (links are unsafe, others wrong)."""
+    if info.issym() or info.islnk():
+        raise UnsafeArchiveError(
+            f"expected a regular file, found a {_kind(info)} to {info.linkname!r}", archive=archive, member=info.name
+        )
+    if not info.isreg():
+        raise ArchiveFormatError(f"expected a regular file, found a {_kind(info)}", archive=archive, member=info.name)
+
+
+def _kind(info: tarfile.TarInfo) -> str:
+    """Return a word for the member's type."""
+    if info.issym():
+        return "symbolic link"
+    if info.islnk():
+        return "hard link"
+    if info.isdir():
+        return "folder"
+    if info.isreg():
+        return "regular file"
+    if info.isfifo():
+        return "FIFO"
+    if info.ischr() or info.isblk():
+        return "device file"
+    return f"member of tar type {info.type!r}"
+
+
+def _read_member(tar: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
+    """Return a regular member's bytes with a single read (no buffering layer in between)."""
+    member = tar.extractfile(info)
+    assert member is not None, "regular members always have a file object"
+    # ExFileObject is an io.BufferedReader; reading its raw object directly saves a copy.
+    return member.raw.read(info.size)
+
+
+def _check_stream_complete(archive: Path, tar: tarfile.TarFile) -> None:
+    """Raise if a compressed archive ended before its compressed stream did.
+
+    tarfile stops iterating quietly when a stream ends in the middle of a header, which
+    would make a truncated archive look complete; reading to the end and asking the
+    decompressor whether it saw the end-of-stream marker catches that. (A truncated plain,
+    uncompressed tar is caught only if a wanted member is cut or missing.)
+    """
+    stream = tar.fileobj
+    decompressor = getattr(stream, "cmp", None)  # tarfile's _Stream keeps its decompressor here
+    if not hasattr(decompressor, "eof"):
+        return
+    while stream.read(STREAM_BUFSIZE):
+        pass
+    if not decompressor.eof:
+        raise ArchiveFormatError(
+            "expected a complete compressed stream, found it cut short: the archive is truncated "
+            "(an interrupted download?)",
+            archive=archive,
+        )
+
+
+def _damaged(
+    archive: Path, member: str | None, exc: BaseException, *, after: str | None = None
+) -> ArchiveFormatError:
+    """Return the ArchiveFormatError for a low-level read failure `exc`.
+
+    Args:
+        archive: The archive being read.
+        member: The member whose data was being read, if any.
+        exc: The low-level error.
+        after: The last member header read successfully, if any.
+    """
+    detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    if member is not None:
+        what = "expected the member's complete data, but the archive is truncated or corrupt"
+    elif after is not None:
+        what = f"expected another member header or the end of the archive after member {after!r}, but it is truncated or corrupt"
+    else:
+        what = "expected a complete tar archive (plain, gzip, bz2 or xz compressed), but it is not one or is truncated"
+    return ArchiveFormatError(f"{what} ({detail})", archive=archive, member=member)

@@ -1,0 +1,117 @@
+"""Kedro hooks: per-dataset MLflow experiments and a record of every node run in the MLflow run."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from kedro.framework.hooks import hook_impl
+from kedro.pipeline.node import Node
+
+from convbench.pipeline_registry import dataset_of
+
+logger = logging.getLogger(__name__)
+
+
+def git_commit(project_path: Path) -> tuple[str, bool] | None:
+    """The HEAD commit of the project's git checkout and whether the work tree is dirty, if any."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=project_path, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=project_path, capture_output=True, text=True, check=True
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit, bool(status.strip())
+
+
+class MlflowExperimentHook:
+    """Puts each run in the experiment of its dataset (`cifar10_resnet` -> experiment `cifar10`).
+
+    Runs before kedro-mlflow's own `before_pipeline_run`, which starts the MLflow run in the
+    experiment its configuration names.
+    """
+
+    def __init__(self) -> None:
+        self._context = None
+
+    @hook_impl
+    def after_context_created(self, context) -> None:
+        self._context = context
+
+    @hook_impl(tryfirst=True)
+    def before_pipeline_run(self, run_params: dict[str, Any]) -> None:
+        mlflow_config = getattr(self._context, "mlflow", None)
+        names = run_params.get("pipeline_names") or ["__default__"]
+        datasets = {dataset_of(name) for name in names}
+        if mlflow_config is None or len(datasets) != 1 or None in datasets:
+            return
+        mlflow_config.tracking.experiment.name = datasets.pop()
+        mlflow_config._set_experiment()
+
+
+class MlflowNodeTrackingHook:
+    """Records every node run in the active MLflow run.
+
+    Per node: metric `node_time_s.<node>` (seconds) and tag `node_status.<node>`
+    (completed / failed). At the end, `node_runs.json` lists all of them in run order.
+    Also tags the run with the git commit, the pipeline names and the Kedro env.
+    """
+
+    def __init__(self) -> None:
+        self._started: dict[str, float] = {}
+        self._records: list[dict[str, Any]] = []
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any]) -> None:
+        self._started.clear()
+        self._records.clear()
+        if mlflow.active_run() is None:
+            return
+        tags = {
+            "convbench.pipelines": ",".join(run_params.get("pipeline_names") or ["__default__"]),
+            "convbench.env": run_params.get("env") or "base",
+        }
+        commit = git_commit(Path(run_params.get("project_path") or "."))
+        if commit:
+            tags["mlflow.source.git.commit"], dirty = commit
+            tags["convbench.git_dirty"] = str(dirty).lower()
+        mlflow.set_tags(tags)
+
+    @hook_impl
+    def before_node_run(self, node: Node) -> None:
+        self._started[node.name] = time.perf_counter()
+
+    def _record(self, node: Node, status: str) -> None:
+        seconds = time.perf_counter() - self._started.pop(node.name, time.perf_counter())
+        self._records.append({"node": node.name, "status": status, "seconds": round(seconds, 4)})
+        if mlflow.active_run() is None:
+            return
+        mlflow.log_metric(f"node_time_s.{node.name}", seconds)
+        mlflow.set_tag(f"node_status.{node.name}", status)
+
+    @hook_impl
+    def after_node_run(self, node: Node) -> None:
+        self._record(node, "completed")
+
+    @hook_impl(tryfirst=True)
+    def on_node_error(self, node: Node) -> None:
+        self._record(node, "failed")
+
+    def _log_summary(self) -> None:
+        if mlflow.active_run() is not None and self._records:
+            mlflow.log_dict({"nodes": self._records}, "node_runs.json")
+
+    @hook_impl(tryfirst=True)
+    def after_pipeline_run(self) -> None:
+        self._log_summary()
+
+    @hook_impl(tryfirst=True)
+    def on_pipeline_error(self) -> None:
+        self._log_summary()

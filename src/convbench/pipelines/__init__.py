@@ -1,0 +1,1 @@
+"""Kedro pipelines: ingestion, preprocessing, training and reporting templates."""

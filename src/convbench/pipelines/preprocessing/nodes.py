@@ -1,0 +1,163 @@
+"""Seeded stratified splits, channel statistics and the dataset card."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+STATS_CHUNK = 4096  # images per chunk when summing pixels, bounds the int64 temporaries
+
+
+def stratified_sample(labels: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted indices of `size` elements drawn so every class keeps its share (largest remainder).
+
+    Args:
+        labels: Integer class of each element.
+        size: How many to draw, at most `len(labels)`.
+        rng: Source of randomness.
+
+    Returns:
+        Sorted int64 indices into `labels`.
+    """
+    if not 0 <= size <= len(labels):
+        raise ValueError(f"Cannot draw {size} of {len(labels)} elements")
+    classes, counts = np.unique(labels, return_counts=True)
+    exact = counts * (size / len(labels))
+    quota = np.floor(exact).astype(np.int64)
+    shortfall = size - int(quota.sum())
+    quota[np.argsort(-(exact - quota), kind="stable")[:shortfall]] += 1
+    chosen = [
+        rng.choice(np.flatnonzero(labels == cls), size=int(n), replace=False) for cls, n in zip(classes, quota) if n
+    ]
+    return np.sort(np.concatenate(chosen)) if chosen else np.empty(0, dtype=np.int64)
+
+
+def split_dataset(
+    train_labels: np.ndarray, test_labels: np.ndarray, split: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Train/validation indices carved from the official train set, and the test indices.
+
+    Args:
+        train_labels: Labels of the official training set.
+        test_labels: Labels of the official test set (kept whole unless `subset.test` is set).
+        split: `val_size` (images), `seed`, and optional `subset: {train, val, test}` sizes
+            for small, still stratified, runs (the smoke env).
+
+    Returns:
+        train_indices, val_indices (into the official train set), test_indices (into the test set).
+    """
+    rng = np.random.default_rng(int(split["seed"]))
+    val_indices = stratified_sample(train_labels, int(split["val_size"]), rng)
+    train_indices = np.setdiff1d(np.arange(len(train_labels)), val_indices)
+    test_indices = np.arange(len(test_labels))
+    if int(split["val_size"]) >= len(train_labels):
+        raise ValueError(
+            f"val_size={split['val_size']} leaves no training images: the official training set has {len(train_labels)}"
+        )
+    splits = {"train": (train_indices, train_labels), "val": (val_indices, train_labels), "test": (test_indices, test_labels)}
+    subset = split.get("subset") or {}
+    for name, size in subset.items():
+        if not size:
+            continue
+        if name not in splits:
+            raise ValueError(f"Unknown split {name!r} in subset {subset}; known: train, val, test")
+        indices, labels = splits[name]
+        if size > len(indices):
+            raise ValueError(f"subset.{name}={size} is larger than the {name} split ({len(indices)} images)")
+        splits[name] = (indices[stratified_sample(labels[indices], int(size), rng)], labels)
+    (train_indices, _), (val_indices, _), (test_indices, _) = splits.values()
+    return train_indices.astype(np.int64), val_indices.astype(np.int64), test_indices.astype(np.int64)
+
+
+def channel_statistics(train_images: np.ndarray, train_indices: np.ndarray) -> dict[str, Any]:
+    """Per-channel mean and standard deviation (0-255 scale) over the training split only.
+
+    Args:
+        train_images: uint8 images [N, H, W, C] of the official training set.
+        train_indices: The training split.
+
+    Returns:
+        {"mean": [...], "std": [...], "images": n, "split": "train"}, exact (integer sums).
+    """
+    channels = train_images.shape[-1]
+    total = np.zeros(channels, dtype=np.int64)
+    total_sq = np.zeros(channels, dtype=np.int64)
+    for start in range(0, len(train_indices), STATS_CHUNK):
+        chunk = train_images[np.sort(train_indices[start : start + STATS_CHUNK])].reshape(-1, channels)
+        total += chunk.sum(axis=0, dtype=np.int64)
+        wide = chunk.astype(np.int64)
+        total_sq += np.einsum("ij,ij->j", wide, wide)
+    pixels = len(train_indices) * int(np.prod(train_images.shape[1:-1]))
+    mean = total / pixels
+    std = np.sqrt(np.maximum(total_sq / pixels - mean**2, 0.0))
+    return {"mean": mean.tolist(), "std": std.tolist(), "images": int(len(train_indices)), "split": "train"}
+
+
+def _class_counts(labels: np.ndarray, num_classes: int) -> list[int]:
+    return np.bincount(labels, minlength=num_classes).astype(int).tolist()
+
+
+def build_dataset_card(
+    source: dict[str, Any],
+    train_images: np.ndarray,
+    train_labels: np.ndarray,
+    test_labels: np.ndarray,
+    train_indices: np.ndarray,
+    val_indices: np.ndarray,
+    test_indices: np.ndarray,
+    class_names: list[str],
+    statistics: dict[str, Any],
+) -> tuple[dict[str, Any], str]:
+    """The dataset card: where the data came from and what each split holds, as JSON and Markdown.
+
+    Returns:
+        The card as a dict, and the same card rendered as Markdown.
+    """
+    num_classes = len(class_names)
+    splits = {
+        "train": train_labels[train_indices],
+        "val": train_labels[val_indices],
+        "test": test_labels[test_indices],
+    }
+    archive = Path(source["destination"])
+    card = {
+        "source": {
+            "url": source["url"],
+            "file": archive.name,
+            "bytes": archive.stat().st_size if archive.exists() else None,
+            "checksum": source.get("known_hash"),
+        },
+        "image_shape": list(train_images.shape[1:]),
+        "dtype": str(train_images.dtype),
+        "classes": list(class_names),
+        "split_sizes": {name: int(len(labels)) for name, labels in splits.items()},
+        "class_counts": {name: _class_counts(labels, num_classes) for name, labels in splits.items()},
+        "channel_statistics": {"mean": statistics["mean"], "std": statistics["std"], "computed_on": "train split"},
+    }
+    return card, render_dataset_card(card)
+
+
+def render_dataset_card(card: dict[str, Any]) -> str:
+    """The dataset card as a Markdown document."""
+    source = card["source"]
+    counts = card["class_counts"]
+    lines = [
+        f"# Dataset card: {source['file']}",
+        "",
+        f"- Source: {source['url']}",
+        f"- File: `{source['file']}` ({source['bytes']:,} bytes), checksum `{source['checksum']}`"
+        if source["bytes"] is not None
+        else f"- File: `{source['file']}`, checksum `{source['checksum']}`",
+        f"- Image shape: {tuple(card['image_shape'])}, {card['dtype']}",
+        "- Split sizes: " + ", ".join(f"{name} {size:,}" for name, size in card["split_sizes"].items()),
+        "- Channel mean (train split): " + ", ".join(f"{v:.3f}" for v in card["channel_statistics"]["mean"]),
+        "- Channel std (train split): " + ", ".join(f"{v:.3f}" for v in card["channel_statistics"]["std"]),
+        "",
+        "| class | " + " | ".join(counts) + " |",
+        "|---|" + "---:|" * len(counts),
+    ]
+    for index, name in enumerate(card["classes"]):
+        lines.append(f"| {name} | " + " | ".join(f"{counts[split][index]:,}" for split in counts) + " |")
+    return "\n".join(lines) + "\n"

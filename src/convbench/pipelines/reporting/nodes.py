@@ -1,0 +1,148 @@
+"""Tables and figures that summarise one training run."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+SAMPLE_GRID = 4  # the sample-prediction figure shows SAMPLE_GRID x SAMPLE_GRID test images
+
+
+def metrics_table(
+    history: dict[str, list[float]],
+    training_summary: dict[str, Any],
+    evaluation: dict[str, Any],
+    run: dict[str, str],
+) -> tuple[pd.DataFrame, str]:
+    """One row per run: final train/val loss and accuracy, test metrics, size, epochs and time.
+
+    Args:
+        history: Per-epoch `loss`, `accuracy`, `val_loss`, `val_accuracy`.
+        training_summary: `parameters`, `epochs`, `wall_time_s`, `train_images_per_s`.
+        evaluation: Output of `evaluate_predictions`.
+        run: `dataset` and `architecture` names.
+
+    Returns:
+        The table, and the same table as Markdown.
+    """
+    row = {
+        "dataset": run["dataset"],
+        "architecture": run["architecture"],
+        "parameters": training_summary["parameters"],
+        "epochs": training_summary["epochs"],
+        "train_loss": history["loss"][-1],
+        "train_accuracy": history["accuracy"][-1],
+        "val_loss": history["val_loss"][-1],
+        "val_accuracy": history["val_accuracy"][-1],
+        **evaluation["metrics"],
+        "wall_time_s": training_summary["wall_time_s"],
+        "train_images_per_s": training_summary["train_images_per_s"],
+    }
+    table = pd.DataFrame([row])
+    return table, to_markdown(table)
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table; floats below 1 with 4 decimals, others with 1 or none."""
+
+    def cell(value: Any) -> str:
+        if isinstance(value, float | np.floating):
+            if math.isnan(value):
+                return "n/a"
+            return f"{value:.4f}" if abs(value) < 1 else f"{value:,.1f}"
+        if isinstance(value, int | np.integer):
+            return f"{value:,}"
+        return str(value)
+
+    header = "| " + " | ".join(table.columns) + " |"
+    rule = "|" + "|".join("---" if table[c].dtype == object else "---:" for c in table.columns) + "|"
+    rows = ["| " + " | ".join(cell(v) for v in record) + " |" for record in table.itertuples(index=False)]
+    return "\n".join([header, rule, *rows]) + "\n"
+
+
+def per_class_table(evaluation: dict[str, Any]) -> pd.DataFrame:
+    """Test accuracy and support of every class."""
+    confusion = np.asarray(evaluation["confusion_matrix"])
+    return pd.DataFrame(
+        {
+            "class": evaluation["class_names"],
+            "test_accuracy": list(evaluation["per_class_accuracy"].values()),
+            "support": confusion.sum(axis=1),
+        }
+    )
+
+
+def plot_learning_curves(history: dict[str, list[float]], run: dict[str, str]) -> Figure:
+    """Loss and accuracy per epoch, training vs validation, side by side."""
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    for axis, metric, title in ((loss_axis, "loss", "Loss"), (accuracy_axis, "accuracy", "Accuracy")):
+        axis.plot(epochs, history[metric], marker="o", markersize=3, label="train")
+        axis.plot(epochs, history[f"val_{metric}"], marker="o", markersize=3, label="validation")
+        axis.set_xlabel("epoch")
+        axis.set_title(title)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.suptitle(f"{run['architecture']} on {run['dataset']}: learning curves")
+    figure.tight_layout()
+    return figure
+
+
+def plot_confusion_matrix(evaluation: dict[str, Any], run: dict[str, str]) -> Figure:
+    """Row-normalised test confusion matrix (true class down, predicted across)."""
+    confusion = np.asarray(evaluation["confusion_matrix"], dtype=float)
+    names = evaluation["class_names"]
+    rates = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+    size = max(5.0, 0.45 * len(names) + 2)
+    figure, axis = plt.subplots(figsize=(size + 1, size))
+    image = axis.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04, label="fraction of the true class")
+    if len(names) <= 30:
+        axis.set_xticks(range(len(names)), names, rotation=45, ha="right")
+        axis.set_yticks(range(len(names)), names)
+        for (row, col), count in np.ndenumerate(confusion):
+            if count:
+                axis.text(col, row, int(count), ha="center", va="center", fontsize=7,
+                          color="white" if rates[row, col] > 0.5 else "black")
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    axis.set_title(f"{run['architecture']} on {run['dataset']}: test confusion matrix")
+    figure.tight_layout()
+    return figure
+
+
+def plot_sample_predictions(
+    test_images: np.ndarray,
+    test_labels: np.ndarray,
+    test_indices: np.ndarray,
+    probabilities: np.ndarray,
+    class_names: list[str],
+    run: dict[str, str],
+) -> Figure:
+    """The first 16 test images with true and predicted class (green if right, red if wrong)."""
+    count = min(SAMPLE_GRID * SAMPLE_GRID, len(test_indices))
+    figure, axes = plt.subplots(SAMPLE_GRID, SAMPLE_GRID, figsize=(8, 9))
+    for slot, axis in enumerate(axes.flat):
+        axis.axis("off")
+        if slot >= count:
+            continue
+        image = test_images[test_indices[slot]]
+        true, predicted = int(test_labels[test_indices[slot]]), int(probabilities[slot].argmax())
+        axis.imshow(image.squeeze(), cmap="gray" if image.shape[-1] == 1 else None, vmin=0, vmax=255)
+        axis.set_title(
+            f"true: {class_names[true]}\npred: {class_names[predicted]} ({probabilities[slot, predicted]:.0%})",
+            fontsize=8,
+            color="green" if true == predicted else "red",
+        )
+    figure.suptitle(f"{run['architecture']} on {run['dataset']}: sample test predictions")
+    figure.tight_layout()
+    return figure

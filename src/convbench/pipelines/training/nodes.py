@@ -1,0 +1,107 @@
+"""Nodes that build, train, export and evaluate one architecture on one dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from convbench.models.preprocessing import with_normalization
+from convbench.models.registry import get_builder
+from convbench.training.fit import fit
+
+TOP_K_MIN_CLASSES = 20  # top-5 accuracy is reported for datasets with at least this many classes
+
+
+def build_model(
+    train_images: np.ndarray, class_names: list[str], normalization: dict[str, Any], recipe: dict[str, Any]
+) -> keras.Model:
+    """The recipe's architecture for this dataset, taking raw uint8 images (z-score inside).
+
+    Args:
+        train_images: Training images; only their shape [H, W, C] is used.
+        class_names: One name per class; their number sizes the softmax.
+        normalization: `mean` and `std` per channel from the training split.
+        recipe: `architecture` (a name in the model registry) and `model` (its hyperparameters).
+    """
+    builder = get_builder(recipe["architecture"])
+    backbone = builder(tuple(train_images.shape[1:]), len(class_names), **(recipe.get("model") or {}))
+    return with_normalization(backbone, normalization["mean"], normalization["std"], name=backbone.name)
+
+
+def train_model(
+    model: keras.Model,
+    train_images: np.ndarray,
+    train_labels: np.ndarray,
+    train_indices: np.ndarray,
+    val_indices: np.ndarray,
+    class_names: list[str],
+    recipe: dict[str, Any],
+    checkpoint_dir: Path,
+) -> tuple[keras.Model, dict[str, list[float]], dict[str, Any]]:
+    """Fits `model` with the recipe; per-epoch curves go to MLflow as they happen.
+
+    An interrupted run resumes from the per-epoch checkpoint in `checkpoint_dir`.
+
+    Returns:
+        The trained model, its per-epoch history and a training summary.
+    """
+    return fit(
+        model,
+        train=(train_images[train_indices], train_labels[train_indices]),
+        val=(train_images[val_indices], train_labels[val_indices]),
+        num_classes=len(class_names),
+        recipe=recipe,
+        checkpoint_dir=Path(checkpoint_dir),
+        metric_prefix=recipe["architecture"],
+    )
+
+
+def export_model(model: keras.Model) -> keras.Model:
+    """The trained model as handed to MLflow's Keras flavor (raw uint8 images in, probabilities out)."""
+    return model
+
+
+def predict_test_set(
+    model: keras.Model, test_images: np.ndarray, test_indices: np.ndarray, recipe: dict[str, Any]
+) -> np.ndarray:
+    """Class probabilities [N, classes] (float32) for the test split, in `test_indices` order."""
+    batch_size = int(recipe.get("eval_batch_size", 1000))
+    return model.predict(test_images[test_indices], batch_size=batch_size, verbose=0).astype(np.float32)
+
+
+def evaluate_predictions(
+    probabilities: np.ndarray,
+    test_labels: np.ndarray,
+    test_indices: np.ndarray,
+    class_names: list[str],
+) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
+    """Test loss, top-1 (and top-5 with many classes) accuracy, per-class accuracy, confusion matrix.
+
+    Returns:
+        Metrics in kedro-mlflow's `{name: {value, step}}` form, and the full evaluation
+        (`metrics`, `per_class_accuracy`, `confusion_matrix` rows = true, columns = predicted).
+    """
+    labels = test_labels[test_indices].astype(np.int64)
+    num_classes = len(class_names)
+    predicted = probabilities.argmax(axis=1)
+    true_probability = np.clip(probabilities[np.arange(len(labels)), labels], 1e-7, 1.0)
+    metrics = {
+        "test_loss": float(-np.log(true_probability).mean()),
+        "test_accuracy": float((predicted == labels).mean()),
+    }
+    if num_classes >= TOP_K_MIN_CLASSES:
+        top5 = np.argpartition(-probabilities, 5, axis=1)[:, :5]
+        metrics["test_top5_accuracy"] = float((top5 == labels[:, None]).any(axis=1).mean())
+    confusion = np.bincount(labels * num_classes + predicted, minlength=num_classes**2).reshape(num_classes, num_classes)
+    support = confusion.sum(axis=1)
+    per_class = np.divide(np.diag(confusion), support, out=np.full(num_classes, np.nan), where=support > 0)
+    evaluation = {
+        "metrics": metrics,
+        "per_class_accuracy": {name: float(acc) for name, acc in zip(class_names, per_class)},
+        "confusion_matrix": confusion.astype(int).tolist(),
+        "class_names": list(class_names),
+    }
+    return {name: {"value": value, "step": 0} for name, value in metrics.items()}, evaluation

@@ -1,0 +1,80 @@
+"""`{dataset}_{architecture}` training: build, train, export and evaluate, namespaced `dataset.architecture`."""
+
+from __future__ import annotations
+
+from kedro.pipeline import Node, Pipeline
+
+from convbench.pipelines.training.nodes import (
+    build_model,
+    evaluate_predictions,
+    export_model,
+    predict_test_set,
+    train_model,
+)
+
+DATASET_INPUTS = (
+    "train_images",
+    "train_labels",
+    "test_images",
+    "test_labels",
+    "class_names",
+    "train_indices",
+    "val_indices",
+    "test_indices",
+    "normalization",
+)
+
+
+def create_pipeline(dataset: str = "cifar10", architecture: str = "resnet", **kwargs) -> Pipeline:
+    """Training of `architecture` on `dataset` with the recipe `training.<architecture>`.
+
+    Dataset-level inputs (`cifar10.train_images`, ...) are shared; everything it writes is
+    namespaced `<dataset>.<architecture>.*`.
+    """
+    template = Pipeline(
+        [
+            Node(
+                build_model,
+                inputs=["train_images", "class_names", "normalization", "params:recipe"],
+                outputs="untrained_model",
+                name="build_model",
+            ),
+            Node(
+                train_model,
+                inputs=[
+                    "untrained_model",
+                    "train_images",
+                    "train_labels",
+                    "train_indices",
+                    "val_indices",
+                    "class_names",
+                    "params:recipe",
+                    "checkpoint_dir",
+                ],
+                outputs=["model", "history", "training_summary"],
+                name="train_model",
+                tags=["training"],
+            ),
+            Node(export_model, inputs="model", outputs="mlflow_model", name="export_model"),
+            Node(
+                predict_test_set,
+                inputs=["model", "test_images", "test_indices", "params:recipe"],
+                outputs="test_probabilities",
+                name="predict_test_set",
+                tags=["inference"],
+            ),
+            Node(
+                evaluate_predictions,
+                inputs=["test_probabilities", "test_labels", "test_indices", "class_names"],
+                outputs=["test_metrics", "evaluation"],
+                name="evaluate_predictions",
+            ),
+        ]
+    )
+    return Pipeline(
+        template,
+        namespace=f"{dataset}.{architecture}",
+        inputs={name: f"{dataset}.{name}" for name in DATASET_INPUTS},
+        parameters={"params:recipe": f"params:training.{architecture}"},
+        tags=["training", dataset, architecture],
+    )

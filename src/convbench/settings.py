@@ -1,0 +1,15 @@
+"""Project settings: hooks and configuration loading."""
+
+from kedro.config import OmegaConfigLoader
+
+from convbench.hooks import MlflowExperimentHook, MlflowNodeTrackingHook
+
+HOOKS = (MlflowExperimentHook(), MlflowNodeTrackingHook())
+
+CONFIG_LOADER_CLASS = OmegaConfigLoader
+CONFIG_LOADER_ARGS = {
+    "base_env": "base",
+    "default_run_env": "local",
+    # Environments (smoke, local) override single values instead of whole top-level keys.
+    "merge_strategy": {"parameters": "soft", "catalog": "soft", "mlflow": "soft"},
+}

@@ -1,0 +1,1 @@
+"""Training building blocks: input pipelines, augmentation, optimisers, callbacks, checkpoints."""

@@ -1,0 +1,74 @@
+"""Batch-wise image augmentation that runs inside the compiled train step, on the device."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+from keras import layers
+
+
+@keras.saving.register_keras_serializable(package="convbench")
+class RandomPadCrop(layers.Layer):
+    """Zero-pads each image by `padding` pixels and crops it back at a random offset.
+
+    The standard CIFAR augmentation (He et al. 2016): every image of the batch gets its own
+    offset, drawn uniformly from the (2p+1)^2 possible ones. Identity at inference.
+    """
+
+    def __init__(self, padding: int = 4, seed: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.padding = padding
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images, training=None):
+        if not training or not self.padding:
+            return images
+        p = self.padding
+        shape = tf.shape(images)
+        batch, height, width = shape[0], shape[1], shape[2]
+        padded = tf.pad(images, [[0, 0], [p, p], [p, p], [0, 0]])
+        offset_y = keras.random.randint((batch,), 0, 2 * p + 1, seed=self.seed_generator, dtype="int32")
+        offset_x = keras.random.randint((batch,), 0, 2 * p + 1, seed=self.seed_generator, dtype="int32")
+        rows = offset_y[:, None] + tf.range(height)[None, :]
+        cols = offset_x[:, None] + tf.range(width)[None, :]
+        cropped = tf.gather(padded, rows, axis=1, batch_dims=1)
+        return tf.gather(cropped, cols, axis=2, batch_dims=1)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "padding": self.padding, "seed": self.seed}
+
+
+def augmentation_layers(augmentation: dict[str, Any], seed: int | None) -> list[layers.Layer]:
+    """The layers an augmentation recipe asks for, e.g. `{pad_crop: 4, horizontal_flip: true}`."""
+    unknown = set(augmentation) - {"pad_crop", "horizontal_flip"}
+    if unknown:
+        raise ValueError(f"Unknown augmentation option(s) {sorted(unknown)}; known: pad_crop, horizontal_flip")
+    steps: list[layers.Layer] = []
+    if augmentation.get("pad_crop"):
+        steps.append(RandomPadCrop(int(augmentation["pad_crop"]), seed=seed, name="random_pad_crop"))
+    if augmentation.get("horizontal_flip"):
+        steps.append(layers.RandomFlip("horizontal", seed=seed, name="random_flip"))
+    return steps
+
+
+def with_augmentation(model: keras.Model, augmentation: dict[str, Any], seed: int | None = None) -> keras.Model:
+    """The model used for fitting: augmentation (training only) followed by `model`.
+
+    `model` itself stays free of augmentation, so what is saved and served is the plain model.
+    """
+    steps = augmentation_layers(augmentation or {}, seed)
+    inputs = keras.Input(shape=model.input_shape[1:], dtype=model.input.dtype, name="image")
+    x = inputs
+    if steps:
+        x = layers.Identity(dtype="float32", name="to_float")(x)
+        for step in steps:
+            x = step(x)
+        x = layers.Identity(dtype=model.input.dtype, name="to_input_dtype")(x)
+    outputs = model(x)
+    return keras.Model(inputs, outputs, name=f"{model.name}_training")

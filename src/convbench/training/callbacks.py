@@ -1,0 +1,124 @@
+"""Keras callbacks: per-epoch MLflow logging, epoch timing and resumable checkpoints."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import mlflow
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_MODEL = "training_model.keras"
+CHECKPOINT_STATE = "state.json"
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Adds `epoch_time_s` (whole epoch) and `train_time_s` (before validation) to the epoch logs."""
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._start = time.perf_counter()
+        self._train_end: float | None = None
+
+    def on_test_begin(self, logs: dict | None = None) -> None:
+        if self._train_end is None:
+            self._train_end = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        end = time.perf_counter()
+        if logs is not None:
+            logs["epoch_time_s"] = end - self._start
+            logs["train_time_s"] = (self._train_end or end) - self._start
+
+
+class LearningRateLogger(keras.callbacks.Callback):
+    """Adds the learning rate in force at the end of the epoch to the epoch logs as `lr`."""
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is not None:
+            logs["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+
+class MlflowEpochLogger(keras.callbacks.Callback):
+    """Logs every epoch's metrics to the active MLflow run as `<prefix>.<metric>`, step = epoch.
+
+    `replay` holds the history of epochs done before a resume; it is logged first so the
+    run shows the whole curve.
+    """
+
+    def __init__(self, prefix: str, replay: dict[str, list[float]] | None = None) -> None:
+        super().__init__()
+        self.prefix = prefix
+        self.replay = replay or {}
+
+    def _log(self, metrics: dict[str, float], step: int) -> None:
+        if mlflow.active_run() is None:
+            return
+        mlflow.log_metrics({f"{self.prefix}.{name}": float(value) for name, value in metrics.items()}, step=step)
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        epochs_done = len(next(iter(self.replay.values()), []))
+        for epoch in range(epochs_done):
+            self._log({name: values[epoch] for name, values in self.replay.items()}, step=epoch + 1)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self._log(dict(logs or {}), step=epoch + 1)
+
+
+class ResumableCheckpoint(keras.callbacks.Callback):
+    """Saves the training model (optimizer state included) and the history after every epoch.
+
+    Files go to `directory` (`training_model.keras`, `state.json`), each replaced atomically, so
+    an interruption leaves the last complete epoch. `fingerprint` identifies the recipe and data;
+    a checkpoint with another fingerprint is never resumed.
+    """
+
+    def __init__(self, directory: Path, fingerprint: str, history: dict[str, list[float]] | None = None) -> None:
+        super().__init__()
+        self.directory = Path(directory)
+        self.fingerprint = fingerprint
+        self.history = {name: list(values) for name, values in (history or {}).items()}
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        for name, value in (logs or {}).items():
+            self.history.setdefault(name, []).append(float(value))
+        self.directory.mkdir(parents=True, exist_ok=True)
+        model_path = self.directory / CHECKPOINT_MODEL
+        partial_model = self.directory / f".{CHECKPOINT_MODEL}.partial.keras"
+        self.model.save(partial_model)
+        os.replace(partial_model, model_path)
+        state = {"fingerprint": self.fingerprint, "epochs_done": epoch + 1, "history": self.history}
+        partial_state = self.directory / f".{CHECKPOINT_STATE}.partial"
+        partial_state.write_text(json.dumps(state))
+        os.replace(partial_state, self.directory / CHECKPOINT_STATE)
+
+
+def load_checkpoint(directory: Path, fingerprint: str) -> tuple[keras.Model, dict[str, Any]] | None:
+    """The saved training model and state in `directory` if they belong to `fingerprint`, else None."""
+    directory = Path(directory)
+    state_path = directory / CHECKPOINT_STATE
+    model_path = directory / CHECKPOINT_MODEL
+    if not (state_path.exists() and model_path.exists()):
+        return None
+    state = json.loads(state_path.read_text())
+    if state.get("fingerprint") != fingerprint:
+        logger.warning(
+            "Ignoring the checkpoint in %s: it was made with another recipe or other data "
+            "(fingerprint %s, this run %s). Training starts from scratch.",
+            directory,
+            state.get("fingerprint"),
+            fingerprint,
+        )
+        return None
+    return keras.models.load_model(model_path), state
+
+
+def clear_checkpoint(directory: Path) -> None:
+    """Removes the checkpoint in `directory` (after a training run has completed)."""
+    shutil.rmtree(directory, ignore_errors=True)
