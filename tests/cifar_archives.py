@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
+from gzip import GzipFile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -208,9 +209,12 @@ def write_tar(path: str | Path, entries: Iterable[tuple[tarfile.TarInfo, bytes |
     unsafe ones (absolute paths, ``..``, links) that ``tarfile`` itself would not refuse to write.
     """
     path = Path(path)
-    with tarfile.open(path, "w:gz" if gzip else "w", format=tarfile.GNU_FORMAT) as tar:
-        for info, data in entries:
-            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    with path.open("wb") as raw:
+        # mtime=0 and no file name in the gzip header keep the bytes reproducible.
+        stream = GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=6, mtime=0) if gzip else raw
+        with stream, tarfile.open(fileobj=stream, mode="w", format=tarfile.GNU_FORMAT) as tar:
+            for info, data in entries:
+                tar.addfile(info, io.BytesIO(data) if data is not None else None)
     return path
 
 

@@ -251,7 +251,6 @@ class _SplitAssembler:
         self.per_file: int | None = None
         self.images: np.ndarray | None = None
         self.labels: dict[str, np.ndarray] = {}
-        self.in_place: set[str] = set()
         self.separate: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]] = {}
 
     def add(self, member: str, data: bytes, source: str) -> None:
@@ -272,7 +271,6 @@ class _SplitAssembler:
                 self.images[start:end],
                 {name: values[start:end] for name, values in self.labels.items()},
             )
-            self.in_place.add(member)
         else:
             images, labels = _allocate(self.fmt, count)
             _decode_into(records, self.fmt, source, images, labels)
@@ -319,7 +317,8 @@ def parse_class_names(text: bytes, field: LabelField, *, source: str) -> list[st
     names = [line.strip() for line in lines if line.strip()]
     if len(names) != field.num_classes:
         raise ArchiveFormatError(
-            f"expected {field.num_classes} {field.name} class names (one a line), found {len(names)}: {names}",
+            f"expected {field.num_classes} class names for the {field.name!r} label, one a line; "
+            f"found {len(names)}: {names}",
             archive=source,
         )
     return names
@@ -355,7 +354,7 @@ def _decode_into(
         if bad.size:
             first = int(bad[0])
             raise ArchiveFormatError(
-                f"record {first:,} (0-based) has {field.name} label {int(values[first])}, expected 0-"
+                f"record {first:,} (0-based): {field.name!r} byte is {int(values[first])}, expected 0-"
                 f"{field.num_classes - 1} ({bad.size:,} of {values.size:,} records are out of range)",
                 archive=source,
             )

@@ -1,0 +1,210 @@
+"""The whole `cifar10_resnet` DAG in the smoke env, run as a user runs it: `kedro run` in a project folder.
+
+The raw archive is a fixture in the official CIFAR-10 binary layout, served by a local HTTP
+server on 127.0.0.1, so the real download code runs too.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+import cifar_archives
+from convbench.pipeline_registry import register_pipelines
+
+pytestmark = pytest.mark.e2e
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+KEDRO = Path(sys.executable).with_name("kedro")
+PER_BATCH, TEST_RECORDS, VAL_SIZE = 200, 300, 300
+SUBSET = {"train": 512, "val": 256, "test": 256}
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+class CountingHandler(http.server.SimpleHTTPRequestHandler):
+    requests: list[str] = []
+
+    def do_GET(self):
+        CountingHandler.requests.append(self.path)
+        super().do_GET()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def served_archive(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mirror")
+    expected = cifar_archives.make_cifar10_archive(folder / "cifar-10-binary.tar.gz", per_batch=PER_BATCH, test=TEST_RECORDS)
+    handler = functools.partial(CountingHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/cifar-10-binary.tar.gz"
+    yield url, cifar_archives.known_hash(folder / "cifar-10-binary.tar.gz"), expected
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A fresh project folder: pyproject.toml, conf/ and src/ of this repository, no data."""
+    root = tmp_path_factory.mktemp("project")
+    shutil.copy(PROJECT_ROOT / "pyproject.toml", root)
+    shutil.copytree(PROJECT_ROOT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copytree(PROJECT_ROOT / "conf", root / "conf", ignore=shutil.ignore_patterns("credentials*"))
+    for leftover in (root / "conf" / "local").glob("*.yml"):
+        leftover.unlink()
+    return root
+
+
+def kedro_run(project: Path, pipeline_flag: str, url: str, known_hash: str) -> subprocess.CompletedProcess:
+    params = ",".join(
+        [
+            f"ingestion.cifar10.source.url={url}",
+            f"ingestion.cifar10.source.known_hash={known_hash}",
+            f"ingestion.cifar10.expected_counts.train={5 * PER_BATCH}",
+            f"ingestion.cifar10.expected_counts.test={TEST_RECORDS}",
+            f"preprocessing.cifar10.val_size={VAL_SIZE}",
+        ]
+    )
+    command = [str(KEDRO), "run", pipeline_flag, "--env=smoke", f"--params={params}"]
+    result = subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-6000:]}\n{result.stderr[-6000:]}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def smoke_run(project, served_archive):
+    url, known_hash, expected = served_archive
+    CountingHandler.requests.clear()
+    kedro_run(project, "--pipelines=cifar10_resnet", url, known_hash)
+    return project, expected
+
+
+@pytest.fixture
+def tracking(smoke_run):
+    """An MlflowClient on the project's sqlite store (set globally, as MLflow 3 resolves models through it)."""
+    project, _ = smoke_run
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    yield mlflow.MlflowClient()
+    mlflow.set_tracking_uri(None)
+
+
+def read(project: Path, relative: str):
+    path = project / relative
+    if path.suffix == ".npy":
+        return np.load(path, allow_pickle=False)
+    if path.suffix == ".json":
+        return json.loads(path.read_text())
+    return path
+
+
+def test_archive_was_downloaded_once_and_parsed_exactly(smoke_run):
+    project, expected = smoke_run
+    assert CountingHandler.requests == ["/cifar-10-binary.tar.gz"]
+    images = read(project, "data/02_intermediate/cifar10/train_images.npy")
+    assert images.dtype == np.uint8 and images.shape == (5 * PER_BATCH, 32, 32, 3)
+    np.testing.assert_array_equal(images, expected["train_images"])
+    test_images = read(project, "data/02_intermediate/cifar10/test_images.npy")
+    assert test_images.shape == (TEST_RECORDS, 32, 32, 3)
+    labels = read(project, "data/02_intermediate/cifar10/train_labels.npy")
+    assert np.issubdtype(labels.dtype, np.integer)
+    np.testing.assert_array_equal(labels, expected["train_labels"])
+    assert read(project, "data/02_intermediate/cifar10/class_names.json") == list(cifar_archives.CIFAR10_CLASSES)
+
+
+def test_splits_have_the_smoke_sizes_are_disjoint_and_stratified(smoke_run):
+    project, expected = smoke_run
+    train = read(project, "data/05_model_input/cifar10/train_indices.npy")
+    val = read(project, "data/05_model_input/cifar10/val_indices.npy")
+    test = read(project, "data/05_model_input/cifar10/test_indices.npy")
+    assert (len(train), len(val), len(test)) == (SUBSET["train"], SUBSET["val"], SUBSET["test"])
+    assert np.intersect1d(train, val).size == 0
+    all_train = np.bincount(expected["train_labels"], minlength=10) / len(expected["train_labels"])
+    for indices, size in ((train, SUBSET["train"]), (val, SUBSET["val"])):
+        counts = np.bincount(expected["train_labels"][indices], minlength=10)
+        assert np.all(np.abs(counts - all_train * size) <= 2.5), counts  # within rounding of proportional
+    stats = read(project, "data/05_model_input/cifar10/normalization.json")
+    reference = expected["train_images"][np.sort(train)].reshape(-1, 3).astype(np.float64)
+    np.testing.assert_allclose(stats["mean"], reference.mean(axis=0), rtol=1e-9)
+    np.testing.assert_allclose(stats["std"], reference.std(axis=0), rtol=1e-9)
+    card = read(project, "data/08_reporting/cifar10/dataset_card.json")
+    assert card["split_sizes"] == SUBSET
+    assert sum(card["class_counts"]["test"]) == SUBSET["test"]
+
+
+def test_reports_and_figures_are_written(smoke_run):
+    project, _ = smoke_run
+    report = project / "data/08_reporting/cifar10/resnet"
+    for figure in ("learning_curves", "confusion_matrix", "sample_predictions"):
+        png = (report / f"{figure}.png").read_bytes()
+        assert png.startswith(PNG_SIGNATURE) and len(png) > 10_000, figure
+    table = pd.read_csv(report / "metrics.csv")
+    assert len(table) == 1 and table.loc[0, "epochs"] == 1 and table.loc[0, "parameters"] > 270_000
+    assert 0 <= table.loc[0, "test_accuracy"] <= 1
+    assert (report / "metrics.md").read_text().startswith("| dataset | architecture |")
+    assert len(pd.read_csv(report / "per_class_accuracy.csv")) == 10
+    models = list((project / "data/06_models/cifar10/resnet/model.keras").glob("*/model.keras"))
+    assert len(models) == 1
+    assert not (project / "data/06_models/cifar10/resnet/checkpoint").exists()
+
+
+def test_mlflow_has_the_run_its_metrics_node_timings_artifacts_and_model(smoke_run, tracking):
+    project, _ = smoke_run
+    client = tracking
+    experiment = client.get_experiment_by_name("cifar10")
+    assert experiment is not None
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.run_name == "cifar10_resnet" and run.info.status == "FINISHED"
+    metrics = run.data.metrics
+    table = pd.read_csv(project / "data/08_reporting/cifar10/resnet/metrics.csv")
+    assert metrics["resnet.test_accuracy"] == pytest.approx(table.loc[0, "test_accuracy"])
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "resnet.val_accuracy")] == [1]
+    nodes = {node.name for node in register_pipelines()["cifar10_resnet"].nodes}
+    assert {f"node_time_s.{name}" for name in nodes} <= set(metrics)
+    assert all(metrics[f"node_time_s.{name}"] >= 0 for name in nodes)
+    assert {run.data.tags[f"node_status.{name}"] for name in nodes} == {"completed"}
+    assert run.data.tags["convbench.env"] == "smoke"
+    assert run.data.params["training.resnet.epochs"] == "1"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "cifar10_resnet")}
+    assert {"cifar10_resnet/learning_curves.png", "cifar10_resnet/metrics.csv", "cifar10_resnet/history.json"} <= artifacts
+    (model,) = mlflow.search_logged_models(experiment_ids=[experiment.experiment_id], output_format="list")
+    assert model.name == "cifar10_resnet_model" and model.source_run_id == run.info.run_id
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "cifar10")} >= {
+        "cifar10/dataset_card.json",
+        "cifar10/dataset_card.md",
+        "cifar10/normalization.json",
+    }
+    node_runs = json.loads(Path(client.download_artifacts(run.info.run_id, "node_runs.json", str(project))).read_text())
+    assert {entry["node"] for entry in node_runs["nodes"]} == nodes
+
+
+def test_logged_keras_model_classifies_raw_uint8_images(smoke_run, tracking):
+    project, expected = smoke_run
+    (run,) = mlflow.search_runs(experiment_names=["cifar10"], output_format="list")
+    model = mlflow.keras.load_model(f"runs:/{run.info.run_id}/cifar10_resnet_model")
+    assert model.input.dtype == "uint8"
+    probabilities = model.predict(expected["test_images"][:4], verbose=0)
+    assert probabilities.shape == (4, 10)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-4)
+
+
+def test_second_run_with_the_pipeline_flag_reuses_the_archive_and_adds_a_run(smoke_run, served_archive, tracking):
+    project, _ = smoke_run
+    url, known_hash, _ = served_archive
+    before = len(CountingHandler.requests)
+    kedro_run(project, "--pipeline=cifar10_resnet", url, known_hash)
+    assert len(CountingHandler.requests) == before, "an archive with the right checksum needs no network"
+    runs = tracking.search_runs([tracking.get_experiment_by_name("cifar10").experiment_id])
+    assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
+    assert len(list((project / "data/06_models/cifar10/resnet/model.keras").glob("*/model.keras"))) == 2

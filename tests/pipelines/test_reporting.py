@@ -1,0 +1,66 @@
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from convbench.pipelines.reporting.nodes import (
+    metrics_table,
+    per_class_table,
+    plot_confusion_matrix,
+    plot_learning_curves,
+    plot_sample_predictions,
+    to_markdown,
+)
+
+RUN = {"dataset": "cifar10", "architecture": "resnet"}
+HISTORY = {"loss": [2.0, 1.5], "accuracy": [0.3, 0.5], "val_loss": [1.8, 1.6], "val_accuracy": [0.35, 0.45]}
+EVALUATION = {
+    "metrics": {"test_loss": 1.7, "test_accuracy": 0.42},
+    "per_class_accuracy": {"cat": 0.5, "dog": 1 / 3},
+    "confusion_matrix": [[1, 1], [2, 1]],
+    "class_names": ["cat", "dog"],
+}
+SUMMARY = {"parameters": 269722, "epochs": 2, "wall_time_s": 12.5, "train_images_per_s": 812.3}
+
+
+def png_bytes(figure: Figure, tmp_path) -> int:
+    path = tmp_path / "figure.png"
+    figure.savefig(path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return path.stat().st_size
+
+
+def test_metrics_table_takes_final_epoch_test_metrics_and_run_facts():
+    table, markdown = metrics_table(HISTORY, SUMMARY, EVALUATION, RUN)
+    row = table.iloc[0]
+    assert (row["dataset"], row["architecture"], row["epochs"], row["parameters"]) == ("cifar10", "resnet", 2, 269722)
+    assert (row["train_loss"], row["val_accuracy"], row["test_accuracy"]) == (1.5, 0.45, 0.42)
+    lines = markdown.splitlines()
+    assert lines[0].startswith("| dataset | architecture | parameters | epochs |")
+    assert "| cifar10 | resnet | 269,722 | 2 | 1.5 | 0.5000 |" in lines[2]
+
+
+def test_markdown_marks_missing_values():
+    assert "n/a" in to_markdown(pd.DataFrame([{"x": float("nan")}]))
+
+
+def test_per_class_table_has_accuracy_and_support():
+    table = per_class_table(EVALUATION)
+    assert table.to_dict("list") == {"class": ["cat", "dog"], "test_accuracy": [0.5, pytest.approx(1 / 3)], "support": [2, 3]}
+
+
+def test_figures_render_to_non_empty_pngs(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
+    labels = np.arange(20) % 2
+    probabilities = np.tile([[0.8, 0.2]], (20, 1)).astype(np.float32)
+    figures = [
+        plot_learning_curves(HISTORY, RUN),
+        plot_confusion_matrix(EVALUATION, RUN),
+        plot_sample_predictions(images, labels, np.arange(20), probabilities, ["cat", "dog"], RUN),
+    ]
+    for figure in figures:
+        assert png_bytes(figure, tmp_path) > 5000
+    sample_axes = [axis for axis in figures[2].axes if axis.images]
+    assert len(sample_axes) == 16
+    titles = [axis.get_title() for axis in sample_axes]
+    assert titles[0] == "true: cat\npred: cat (80%)" and titles[1].startswith("true: dog\npred: cat")

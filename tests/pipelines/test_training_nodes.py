@@ -1,0 +1,41 @@
+import numpy as np
+import pytest
+
+from convbench.pipelines.training.nodes import build_model, evaluate_predictions
+
+
+def one_hot_probabilities(predicted, classes, confidence=0.9):
+    probabilities = np.full((len(predicted), classes), (1 - confidence) / (classes - 1), dtype=np.float32)
+    probabilities[np.arange(len(predicted)), predicted] = confidence
+    return probabilities
+
+
+def test_evaluation_metrics_confusion_matrix_and_per_class_accuracy():
+    labels = np.array([0, 0, 1, 1, 2, 2, 9])  # index 6 is outside the evaluated split
+    indices = np.arange(6)
+    predicted = np.array([0, 1, 1, 1, 2, 0])
+    metrics, evaluation = evaluate_predictions(one_hot_probabilities(predicted, 3), labels, indices, ["a", "b", "c"])
+    assert metrics["test_accuracy"] == {"value": pytest.approx(4 / 6), "step": 0}
+    assert metrics["test_loss"]["value"] == pytest.approx(-(4 * np.log(0.9) + 2 * np.log(0.05)) / 6, rel=1e-5)
+    assert "test_top5_accuracy" not in metrics
+    assert evaluation["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+    assert evaluation["per_class_accuracy"] == {"a": 0.5, "b": 1.0, "c": 0.5}
+
+
+def test_top5_accuracy_is_reported_for_many_classes():
+    classes = 100
+    labels = np.array([3, 7])
+    probabilities = np.zeros((2, classes), dtype=np.float32)
+    probabilities[0, [10, 11, 12, 13, 3]] = [0.3, 0.2, 0.2, 0.2, 0.1]  # true class 5th best
+    probabilities[1, [10, 11, 12, 13, 14, 7]] = [0.2, 0.2, 0.2, 0.2, 0.15, 0.05]  # 6th best
+    metrics, _ = evaluate_predictions(probabilities, labels, np.arange(2), [str(i) for i in range(classes)])
+    assert metrics["test_top5_accuracy"]["value"] == pytest.approx(0.5)
+    assert metrics["test_accuracy"]["value"] == 0.0
+
+
+def test_built_model_takes_raw_images_and_has_one_output_per_class():
+    recipe = {"architecture": "resnet", "model": {"depth": 8}}
+    images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    model = build_model(images, ["x"] * 7, {"mean": [120.0] * 3, "std": [60.0] * 3}, recipe)
+    assert model.input.dtype == "uint8" and model.output.shape[-1] == 7
+    assert model.predict(images, verbose=0).shape == (4, 7)

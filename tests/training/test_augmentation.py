@@ -1,0 +1,55 @@
+import keras
+import numpy as np
+import pytest
+
+from convbench.training.augmentation import RandomPadCrop, augmentation_layers, with_augmentation
+
+
+def windows_of(padded: np.ndarray, image: np.ndarray, size: int) -> list[tuple[int, int]]:
+    span = padded.shape[0] - size + 1
+    return [
+        (dy, dx)
+        for dy in range(span)
+        for dx in range(span)
+        if np.array_equal(padded[dy : dy + size, dx : dx + size], image)
+    ]
+
+
+def test_pad_crop_returns_a_window_of_the_zero_padded_image():
+    images = np.random.default_rng(0).integers(1, 256, (16, 32, 32, 3)).astype("float32")
+    cropped = RandomPadCrop(4, seed=3)(images, training=True).numpy()
+    offsets = []
+    for image, out in zip(images, cropped):
+        found = windows_of(np.pad(image, ((4, 4), (4, 4), (0, 0))), out, 32)
+        assert len(found) == 1
+        offsets.append(found[0])
+    assert len(set(offsets)) > 4, "every image draws its own offset"
+
+
+def test_pad_crop_offsets_cover_all_81_positions_uniformly_enough():
+    marker = np.zeros((4000, 9, 9, 1), dtype="float32")
+    marker[:, 4, 4, 0] = 1  # single bright pixel in the centre; its new place reveals the offset
+    out = RandomPadCrop(4, seed=0)(marker, training=True).numpy()[..., 0]
+    positions = np.argwhere(out == 1)[:, 1:]
+    counts = np.zeros((9, 9))
+    np.add.at(counts, tuple(positions.T), 1)
+    assert counts.min() > 0.4 * 4000 / 81 and counts.max() < 1.6 * 4000 / 81
+
+
+def test_pad_crop_is_identity_at_inference():
+    images = np.random.default_rng(0).random((2, 8, 8, 3)).astype("float32")
+    np.testing.assert_array_equal(RandomPadCrop(4)(images, training=False), images)
+
+
+def test_augmented_training_model_predicts_like_the_plain_model_at_inference():
+    inputs = keras.Input((8, 8, 3), dtype="uint8")
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(inputs)), name="plain")
+    trainer = with_augmentation(model, {"pad_crop": 2, "horizontal_flip": True}, seed=0)
+    images = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
+    np.testing.assert_allclose(trainer.predict(images, verbose=0), model.predict(images, verbose=0), rtol=1e-6)
+    assert trainer.get_layer(model.name) is model
+
+
+def test_unknown_augmentation_option_is_refused():
+    with pytest.raises(ValueError, match="cutout"):
+        augmentation_layers({"cutout": 8}, seed=0)

@@ -1,0 +1,111 @@
+import json
+
+import mlflow
+import numpy as np
+import pytest
+
+from convbench.models.preprocessing import with_normalization
+from convbench.models.resnet import build_resnet
+from convbench.training import callbacks as callbacks_module
+from convbench.training.fit import fit
+
+RECIPE = {
+    "architecture": "resnet",
+    "optimizer": {"name": "sgd", "momentum": 0.9, "nesterov": True},
+    "schedule": {"name": "cosine", "peak_lr": 0.05, "warmup_epochs": 1},
+    "epochs": 3,
+    "batch_size": 32,
+    "eval_batch_size": 64,
+    "label_smoothing": 0.1,
+    "augmentation": {"pad_crop": 2, "horizontal_flip": True},
+    "jit_compile": False,
+    "seed": 0,
+}
+
+
+def tiny_data(count: int, seed: int):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, count)
+    images = rng.integers(0, 256, (count, 16, 16, 3), dtype=np.uint8)
+    images[..., 0] = (labels * 100)[:, None, None].astype(np.uint8)  # learnable: red channel codes the class
+    return images, labels
+
+
+def new_model():
+    return with_normalization(build_resnet((16, 16, 3), 3, depth=8), [128.0] * 3, [64.0] * 3)
+
+
+@pytest.fixture
+def mlflow_run(tmp_path):
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_experiment("test")
+    with mlflow.start_run() as run:
+        yield run
+    mlflow.set_tracking_uri(None)
+
+
+def test_fit_returns_history_summary_and_logs_every_epoch_to_mlflow(tmp_path, mlflow_run):
+    model, history, summary = fit(
+        new_model(), tiny_data(96, 0), tiny_data(32, 1), 3, RECIPE, tmp_path / "ckpt", metric_prefix="resnet"
+    )
+    assert len(history["loss"]) == len(history["val_accuracy"]) == 3
+    assert summary["epochs"] == 3 and summary["resumed_from_epoch"] == 0
+    assert summary["train_images_per_s"] > 0
+    assert summary["parameters"] == model.count_params()
+    assert all(layer.name != "random_pad_crop" for layer in model.layers), "returned model has no augmentation"
+    client = mlflow.MlflowClient()
+    steps = [m.step for m in client.get_metric_history(mlflow_run.info.run_id, "resnet.val_accuracy")]
+    assert steps == [1, 2, 3]
+    assert {"resnet.loss", "resnet.accuracy", "resnet.val_loss", "resnet.lr"} <= set(
+        client.get_run(mlflow_run.info.run_id).data.metrics
+    )
+    assert not (tmp_path / "ckpt").exists(), "a completed training removes its checkpoint"
+
+
+def test_interrupted_training_resumes_from_the_last_epoch(tmp_path, monkeypatch, mlflow_run):
+    checkpoint = tmp_path / "ckpt"
+    original = callbacks_module.ResumableCheckpoint.on_epoch_end
+
+    def interrupt_after_second_epoch(self, epoch, logs=None):
+        original(self, epoch, logs)
+        if epoch == 1:
+            raise KeyboardInterrupt("simulated Ctrl-C")
+
+    monkeypatch.setattr(callbacks_module.ResumableCheckpoint, "on_epoch_end", interrupt_after_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        fit(new_model(), tiny_data(96, 0), tiny_data(32, 1), 3, RECIPE, checkpoint, "resnet")
+    state = json.loads((checkpoint / "state.json").read_text())
+    assert state["epochs_done"] == 2 and len(state["history"]["loss"]) == 2
+
+    monkeypatch.setattr(callbacks_module.ResumableCheckpoint, "on_epoch_end", original)
+    model, history, summary = fit(new_model(), tiny_data(96, 0), tiny_data(32, 1), 3, RECIPE, checkpoint, "resnet")
+    assert summary["resumed_from_epoch"] == 2
+    assert len(history["loss"]) == 3
+    assert history["loss"][:2] == state["history"]["loss"]
+    steps = [m.step for m in mlflow.MlflowClient().get_metric_history(mlflow_run.info.run_id, "resnet.loss")]
+    assert sorted(steps) == [1, 1, 2, 2, 3], "epochs 1-2 logged live, replayed on resume, then epoch 3"
+
+
+def test_checkpoint_of_another_recipe_is_not_resumed(tmp_path, monkeypatch):
+    checkpoint = tmp_path / "ckpt"
+    original = callbacks_module.ResumableCheckpoint.on_epoch_end
+
+    def interrupt(self, epoch, logs=None):
+        original(self, epoch, logs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(callbacks_module.ResumableCheckpoint, "on_epoch_end", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        fit(new_model(), tiny_data(96, 0), tiny_data(32, 1), 3, RECIPE, checkpoint, "resnet")
+    monkeypatch.setattr(callbacks_module.ResumableCheckpoint, "on_epoch_end", original)
+    changed = {**RECIPE, "epochs": 2}
+    _, history, summary = fit(new_model(), tiny_data(96, 0), tiny_data(32, 1), 3, changed, checkpoint, "resnet")
+    assert summary["resumed_from_epoch"] == 0 and len(history["loss"]) == 2
+
+
+def test_training_learns_an_easy_signal(tmp_path):
+    recipe = {**RECIPE, "epochs": 6, "augmentation": {}, "label_smoothing": 0.0}
+    model, history, _ = fit(new_model(), tiny_data(192, 0), tiny_data(64, 1), 3, recipe, tmp_path / "c", "resnet")
+    assert history["loss"][-1] < history["loss"][0]
+    images, labels = tiny_data(64, 2)
+    assert (model.predict(images, verbose=0).argmax(axis=1) == labels).mean() > 0.6
