@@ -1,0 +1,50 @@
+import json
+
+import mlflow
+import pytest
+from kedro.pipeline import Node
+
+from convbench.hooks import MlflowNodeTrackingHook
+
+
+def identity(x):
+    return x
+
+
+@pytest.fixture
+def run(tmp_path):
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with mlflow.start_run() as active:
+        yield active
+    mlflow.set_tracking_uri(None)
+
+
+def test_node_durations_statuses_and_summary_reach_the_mlflow_run(run, tmp_path):
+    hook = MlflowNodeTrackingHook()
+    good = Node(identity, "a", "b", name="good_node")
+    bad = Node(identity, "b", "c", name="bad_node")
+    hook.before_pipeline_run({"pipeline_names": ["cifar10_resnet"], "env": "smoke", "project_path": str(tmp_path)})
+    hook.before_node_run(good)
+    hook.after_node_run(good)
+    hook.before_node_run(bad)
+    hook.on_node_error(bad)
+    hook.on_pipeline_error()
+
+    data = mlflow.MlflowClient().get_run(run.info.run_id).data
+    assert data.metrics["node_time_s.good_node"] >= 0
+    assert data.metrics["node_time_s.bad_node"] >= 0
+    assert data.tags["node_status.good_node"] == "completed"
+    assert data.tags["node_status.bad_node"] == "failed"
+    assert data.tags["convbench.pipelines"] == "cifar10_resnet" and data.tags["convbench.env"] == "smoke"
+    summary = json.loads(mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/node_runs.json"))
+    assert [(n["node"], n["status"]) for n in summary["nodes"]] == [("good_node", "completed"), ("bad_node", "failed")]
+
+
+def test_without_an_active_run_the_hook_only_keeps_its_records(tmp_path):
+    hook = MlflowNodeTrackingHook()
+    node = Node(identity, "a", "b", name="n")
+    hook.before_pipeline_run({"pipeline_names": None, "env": None, "project_path": str(tmp_path)})
+    hook.before_node_run(node)
+    hook.after_node_run(node)
+    hook.after_pipeline_run()
+    assert hook._records[0]["status"] == "completed"

@@ -1,0 +1,63 @@
+from pathlib import Path
+
+import pytest
+from kedro.config import OmegaConfigLoader
+from kedro.io import DataCatalog, MemoryDataset
+
+from convbench.datasets import NumpyDataset
+from convbench.pipeline_registry import dataset_of, register_pipelines
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+@pytest.fixture(scope="module")
+def pipelines():
+    return register_pipelines()
+
+
+@pytest.fixture(scope="module")
+def catalog():
+    loader = OmegaConfigLoader(str(CONF), base_env="base", default_run_env="smoke")
+    return DataCatalog.from_config(loader["catalog"])
+
+
+def test_every_dataset_has_ingestion_preprocessing_and_resnet_pipelines(pipelines):
+    for dataset in ("cifar10", "cifar100"):
+        assert {f"{dataset}_ingestion", f"{dataset}_preprocessing", f"{dataset}_resnet"} <= set(pipelines)
+    assert pipelines["__default__"].nodes == pipelines["cifar10_resnet"].nodes
+
+
+def test_experiment_pipeline_runs_from_parameters_alone(pipelines):
+    inputs = pipelines["cifar10_resnet"].inputs()
+    assert {i for i in inputs if not i.startswith("params:")} == {"cifar10.resnet.checkpoint_dir"}
+    assert {"params:ingestion.cifar10.source", "params:preprocessing.cifar10", "params:training.resnet"} <= inputs
+
+
+def test_names_are_namespaced_per_dataset_and_architecture(pipelines):
+    names = {node.name for node in pipelines["cifar100_resnet"].nodes}
+    assert {"cifar100.download_archive", "cifar100.split_dataset", "cifar100.resnet.train_model"} <= names
+    outputs = pipelines["cifar100_ingestion"].outputs()
+    assert {"cifar100.train_coarse_labels", "cifar100.coarse_class_names"} <= outputs
+    assert "cifar10.train_coarse_labels" not in pipelines["cifar10_ingestion"].outputs()
+
+
+@pytest.mark.parametrize("pipeline_name", ["cifar10_resnet", "cifar100_resnet"])
+def test_catalog_factories_persist_everything_but_the_archive_path_and_model_handover(pipelines, catalog, pipeline_name):
+    in_memory = set()
+    for name in pipelines[pipeline_name].datasets():
+        if name.startswith("params:"):
+            continue
+        dataset = catalog.get(name) if hasattr(catalog, "get") else catalog[name]
+        if dataset is None or isinstance(dataset, MemoryDataset):
+            in_memory.add(name.split(".")[-1])
+        if name.endswith(("_images", "_labels", "_indices")):
+            assert isinstance(dataset, NumpyDataset), name
+    assert in_memory == {"archive_path", "untrained_model"}
+
+
+@pytest.mark.parametrize(
+    ("pipeline_name", "dataset"),
+    [("cifar10_resnet", "cifar10"), ("cifar100_ingestion", "cifar100"), ("__default__", "cifar10"), ("other", None)],
+)
+def test_dataset_of_pipeline_names(pipeline_name, dataset):
+    assert dataset_of(pipeline_name) == dataset
