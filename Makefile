@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 TF_EXTRA ?= $(if $(shell command -v nvidia-smi 2>/dev/null),gpu,cpu)
 STAMP  := $(VENV)/.installed-$(TF_EXTRA)
 PIPELINE ?= cifar10_resnet
-KEDRO_ENV ?= base
+KEDRO_ENV ?=
 
 export KEDRO_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 run: install
-	$(BIN)/kedro run --pipelines=$(PIPELINE) --env=$(KEDRO_ENV)
+	$(BIN)/kedro run --pipelines=$(PIPELINE) $(if $(KEDRO_ENV),--env=$(KEDRO_ENV))
 
 smoke: install
 	$(BIN)/kedro run --pipelines=$(PIPELINE) --env=smoke

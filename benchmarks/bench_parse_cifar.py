@@ -165,6 +165,7 @@ def main() -> None:
     identical = all(np.array_equal(mine[key], theirs[key]) for key in theirs)
     del mine, theirs
 
+    load_before = _load_average()
     times: dict[str, list[float]] = {"ours": [], "baseline": [], "decompress": []}
     for _ in range(args.repeats):
         elapsed, result = _timed(lambda: ours(ARCHIVE))
@@ -177,6 +178,7 @@ def main() -> None:
         elapsed, _ = _timed(lambda: decompress_only(ARCHIVE))
         times["decompress"].append(elapsed)
 
+    load_after = _load_average()
     median = {key: statistics.median(values) for key, values in times.items()}
     best = {key: min(values) for key, values in times.items()}
     cpu = _cpu_model()
@@ -186,7 +188,9 @@ def main() -> None:
         f"Synthetic full-size CIFAR-10 binary archive: 60,000 records, {size:,} bytes gzip level 6 "
         f"({raw_size:,} bytes uncompressed, ratio {size / raw_size:.3f}; the real file: 170,052,171 bytes). "
         f"Outputs identical: {identical}. {args.repeats} interleaved repeats after one warm-up "
-        f"(warm-up, i.e. first call in the process: ours {cold_ours:.3f} s, course loader {cold_baseline:.3f} s)."
+        f"(warm-up, i.e. first call in the process: ours {cold_ours:.3f} s, course loader {cold_baseline:.3f} s). "
+        f"1-minute load average before/after the timed runs: {load_before}/{load_after} "
+        "(other work on the machine inflates the medians)."
     )
     print()
     print("| machine | command | ours: `read_cifar_archive` median (min) s | course loader median (min) s | baseline/ours (median) | gzip decompression alone median (min) s |")
@@ -196,6 +200,14 @@ def main() -> None:
         f"| {median['baseline']:.3f} ({best['baseline']:.3f}) | {median['baseline'] / median['ours']:.2f}x "
         f"| {median['decompress']:.3f} ({best['decompress']:.3f}) |"
     )
+
+
+def _load_average() -> str:
+    """Return the 1-minute load average, or "n/a" where the OS has none."""
+    try:
+        return f"{os.getloadavg()[0]:.2f}"
+    except (AttributeError, OSError):
+        return "n/a"
 
 
 def _cpu_model() -> str:
