@@ -158,7 +158,7 @@ def diagnostic_paths(images, labels, recipe, batch_size, steps_per_epoch, mean, 
         model = compile_for_training(project_model(recipe, mean, std), recipe_jit, steps_per_epoch)
 
         def jit_fit(n: int, model=model) -> None:
-            model.fit(training_dataset(images[:n], labels[:n], NUM_CLASSES, batch_size, seed), epochs=1, verbose=0)
+            model.fit(training_dataset(images[:n], labels[:n], NUM_CLASSES, batch_size, seed), epochs=1, verbose=0, shuffle=False)
 
         paths.append(Path_(f"diag: convbench, jit_compile={jit}", model, jit_fit))
     return paths

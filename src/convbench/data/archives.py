@@ -23,10 +23,12 @@ import zlib
 from collections.abc import Collection, Iterator
 from pathlib import Path
 
+from isal import isal_zlib
+
 STREAM_BUFSIZE = 1024 * 1024
 """Compressed bytes fed to the decompressor per step while streaming an archive."""
 
-_ARCHIVE_ERRORS = (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError)
+_ARCHIVE_ERRORS = (tarfile.TarError, EOFError, zlib.error, isal_zlib.error, lzma.LZMAError)
 """Exceptions that mean "this archive is damaged or not an archive" while reading it."""
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -111,7 +113,7 @@ def iter_tar_members(archive: str | os.PathLike[str], wanted: Collection[str]) -
     current: str | None = None  # the member whose data is being read, if any
     with archive.open("rb") as raw:
         try:
-            with tarfile.open(fileobj=raw, mode="r|*", bufsize=STREAM_BUFSIZE) as tar:
+            with _open_tar_stream(raw) as tar:
                 for info in tar:
                     _check_name(archive, info)
                     seen.append(info.name)
@@ -208,6 +210,48 @@ def safe_extract(archive: str | os.PathLike[str], target: str | os.PathLike[str]
     return [root / info.name for info in members if info.isreg()]
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+class _IsalGzipStream:
+    """A gzip stream inflated with ISA-L (about twice zlib's speed), read like a file.
+
+    Like tarfile's own gzip stream it ends quietly where the input ends; `cmp.eof` then
+    tells whether the compressed stream was complete. The gzip CRC and size are checked.
+    """
+
+    def __init__(self, raw) -> None:
+        self._raw = raw
+        self.cmp = isal_zlib.decompressobj(16 + isal_zlib.MAX_WBITS)
+        self._pending = bytearray()
+
+    def read(self, size: int = -1) -> bytes:
+        while (size < 0 or len(self._pending) < size) and not self.cmp.eof:
+            compressed = self._raw.read(STREAM_BUFSIZE)
+            if not compressed:
+                break
+            self._pending += self.cmp.decompress(compressed)
+        if size < 0 or size >= len(self._pending):
+            data, self._pending = bytes(self._pending), bytearray()
+        else:
+            with memoryview(self._pending) as view:
+                data = bytes(view[:size])
+            del self._pending[:size]
+        return data
+
+    def close(self) -> None:
+        pass
+
+
+def _open_tar_stream(raw) -> tarfile.TarFile:
+    """A streaming tar reader over `raw`: gzip through ISA-L, other compressions through tarfile."""
+    magic = raw.read(2)
+    raw.seek(0)
+    if magic == GZIP_MAGIC:
+        return tarfile.open(fileobj=_IsalGzipStream(raw), mode="r|", bufsize=STREAM_BUFSIZE)
+    return tarfile.open(fileobj=raw, mode="r|*", bufsize=STREAM_BUFSIZE)
+
+
 def _normalise(name: str) -> str:
     """Return a member name without ``.`` components, empty components or a trailing slash."""
     return "/".join(part for part in name.split("/") if part not in ("", "."))
@@ -268,12 +312,14 @@ def _check_stream_complete(archive: Path, tar: tarfile.TarFile) -> None:
     uncompressed tar is caught only if a wanted member is cut or missing.)
     """
     stream = tar.fileobj
-    decompressor = getattr(stream, "cmp", None)  # tarfile's _Stream keeps its decompressor here
+    inner = getattr(stream, "fileobj", None)
+    decompressor = getattr(inner, "cmp", None) or getattr(stream, "cmp", None)  # ours, or tarfile's _Stream's
     if not hasattr(decompressor, "eof"):
         return
     while stream.read(STREAM_BUFSIZE):
         pass
-    if not decompressor.eof:
+    complete = decompressor.eof
+    if not complete:
         raise ArchiveFormatError(
             "expected a complete compressed stream, found it cut short: the archive is truncated "
             "(an interrupted download?)",
