@@ -9,10 +9,15 @@ from __future__ import annotations
 import functools
 import http.server
 import json
+import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
+import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -197,6 +202,44 @@ def test_logged_keras_model_classifies_raw_uint8_images(smoke_run, tracking):
     probabilities = model.predict(expected["test_images"][:4], verbose=0)
     assert probabilities.shape == (4, 10)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-4)
+
+
+def test_mlflow_ui_serves_the_run_from_the_sqlite_store(smoke_run):
+    """`mlflow ui --backend-store-uri sqlite:///mlflow.db` in the project shows the experiment and the run."""
+    project, _ = smoke_run
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [str(KEDRO.with_name("mlflow")), "ui", "--backend-store-uri", "sqlite:///mlflow.db",
+               "--host", "127.0.0.1", "--port", str(port)]
+    server = subprocess.Popen(command, cwd=project, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/health", timeout=5)
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "mlflow ui did not start"
+                time.sleep(1)
+
+        def post(path, body):
+            request = urllib.request.Request(f"{base}/ajax-api/2.0/mlflow/{path}", data=json.dumps(body).encode(),
+                                             headers={"Content-Type": "application/json"})
+            return json.load(urllib.request.urlopen(request, timeout=10))
+
+        experiments = {e["name"]: e["experiment_id"] for e in post("experiments/search", {"max_results": 50})["experiments"]}
+        runs = post("runs/search", {"experiment_ids": [experiments["cifar10"]]})["runs"]
+        names = {run["info"]["run_name"] for run in runs}
+        assert names == {"cifar10_resnet"}
+        metric_keys = {m["key"] for run in runs for m in run["data"]["metrics"]}
+        assert {"resnet.test_accuracy", "resnet.val_accuracy", "node_time_s.cifar10.resnet.train_model"} <= metric_keys
+        assert b"<html" in urllib.request.urlopen(base, timeout=10).read(2000).lower()
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
 
 
 def test_second_run_with_the_pipeline_flag_reuses_the_archive_and_adds_a_run(smoke_run, served_archive, tracking):
