@@ -14,7 +14,15 @@ def _one_hot_batches(images: np.ndarray, labels: np.ndarray, num_classes: int, i
         batch_labels = tf.gather(labels_t, batch_indices)
         return tf.gather(images_t, batch_indices), tf.one_hot(batch_labels, num_classes)
 
-    return index_batches.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    # tf.data's autotuning thread stalls the iterator's teardown at every epoch end for seconds
+    # on a busy CPU (benchmarks/README.md); each batch is one gather, nothing to tune.
+    options.autotune.enabled = False
+    return (
+        index_batches.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+        .with_options(options)
+    )
 
 
 def training_dataset(
