@@ -20,8 +20,9 @@ integer labels), timed one epoch (one ``fit`` call) at a time, interleaved in on
 ``--diagnose`` adds rows that take the convbench path apart: the augmenting model on in-memory
 tensors (augmentation without the tf.data pipeline), the other ``jit_compile`` setting, and the
 convbench pipeline with tf.data autotuning switched off (``tf.data.Options().autotune.enabled =
-False`` applied to ``training_dataset``'s output), and that plus the augmentation done on the uint8
-batch as one pad and two gathers (``FusedPadCropFlip``); both are candidate fixes, not what ``src/`` does.
+False``; ``training_dataset`` does this itself since this benchmark found the stall below, so the
+row now equals the convbench row), and that plus the augmentation done on the uint8 batch as one pad
+and two gathers (``FusedPadCropFlip``, a candidate, not what ``src/`` does).
 
 Each path is first warmed up by one short fit (tracing and XLA compilation are not timed; the
 warm-up also covers the shape of a partial last batch). Then, for every repeat, each path fits
