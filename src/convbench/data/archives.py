@@ -15,7 +15,9 @@ member when there is one, and what was expected versus found.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import io
 import lzma
 import os
 import queue
@@ -217,12 +219,13 @@ GZIP_MAGIC = b"\x1f\x8b"
 
 
 class _IsalGzipStream:
-    """A gzip stream inflated with ISA-L on a background thread, read like a file.
+    """A gzip stream inflated with ISA-L on a background thread, read forward like a file.
 
     ISA-L inflates about twice as fast as zlib and releases the GIL, so inflating overlaps
-    with reading tar headers and decoding records. Like tarfile's own gzip stream it ends
-    quietly where the input ends; `cmp.eof` then tells whether the compressed stream was
-    complete. The gzip CRC and size are checked.
+    with reading tar headers and decoding records. Reads copy the inflated bytes once; `seek`
+    only skips forward, which is all a front-to-back tar reader needs. Like tarfile's own gzip
+    stream it ends quietly where the input ends; `cmp.eof` then tells whether the compressed
+    stream was complete. The gzip CRC and size are checked.
     """
 
     _DONE = None
@@ -230,7 +233,9 @@ class _IsalGzipStream:
     def __init__(self, raw) -> None:
         self.cmp = isal_zlib.decompressobj(16 + isal_zlib.MAX_WBITS)
         self._inflated: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
-        self._pending = bytearray()
+        self._chunks: collections.deque[memoryview] = collections.deque()
+        self._buffered = 0
+        self._position = 0
         self._error: BaseException | None = None
         self._finished = False
         self._stop = threading.Event()
@@ -257,22 +262,46 @@ class _IsalGzipStream:
             except queue.Full:
                 continue
 
-    def read(self, size: int = -1) -> bytes:
-        while not self._finished and (size < 0 or len(self._pending) < size):
+    def _fill(self, size: int) -> None:
+        while not self._finished and (size < 0 or self._buffered < size):
             chunk = self._inflated.get()
             if chunk is self._DONE:
                 self._finished = True
                 if self._error is not None:
                     raise self._error
-            else:
-                self._pending += chunk
-        if size < 0 or size >= len(self._pending):
-            data, self._pending = bytes(self._pending), bytearray()
-        else:
-            with memoryview(self._pending) as view:
-                data = bytes(view[:size])
-            del self._pending[:size]
-        return data
+            elif chunk:
+                self._chunks.append(memoryview(chunk))
+                self._buffered += len(chunk)
+
+    def _take(self, size: int) -> list[memoryview]:
+        self._fill(size)
+        size = self._buffered if size < 0 else min(size, self._buffered)
+        pieces, wanted = [], size
+        while wanted:
+            chunk = self._chunks.popleft()
+            if len(chunk) > wanted:
+                self._chunks.appendleft(chunk[wanted:])
+                chunk = chunk[:wanted]
+            pieces.append(chunk)
+            wanted -= len(chunk)
+        self._buffered -= size
+        self._position += size
+        return pieces
+
+    def read(self, size: int = -1) -> bytes:
+        pieces = self._take(size)
+        return pieces[0].tobytes() if len(pieces) == 1 else b"".join(pieces)
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        target = offset if whence == 0 else self._position + offset
+        if whence not in (0, 1) or target < self._position:
+            raise io.UnsupportedOperation("this gzip stream only seeks forward")
+        while self._position < target and self._take(min(target - self._position, STREAM_BUFSIZE)):
+            pass
+        return self._position
 
     def close(self) -> None:
         self._stop.set()
@@ -290,7 +319,7 @@ def _open_tar_stream(raw) -> Iterator[tarfile.TarFile]:
         return
     stream = _IsalGzipStream(raw)
     try:
-        with tarfile.open(fileobj=stream, mode="r|", bufsize=STREAM_BUFSIZE) as tar:
+        with tarfile.open(fileobj=stream, mode="r:") as tar:
             yield tar
     finally:
         stream.close()
@@ -357,7 +386,7 @@ def _check_stream_complete(archive: Path, tar: tarfile.TarFile) -> None:
     """
     stream = tar.fileobj
     inner = getattr(stream, "fileobj", None)
-    decompressor = getattr(inner, "cmp", None) or getattr(stream, "cmp", None)  # ours, or tarfile's _Stream's
+    decompressor = getattr(stream, "cmp", None) or getattr(inner, "cmp", None)
     if not hasattr(decompressor, "eof"):
         return
     while stream.read(STREAM_BUFSIZE):
