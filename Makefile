@@ -18,6 +18,8 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or run 'make PYTHON=python3 ...'"; exit 1; }
+	@# Switching TF_EXTRA (cpu <-> gpu) starts a fresh venv: never two TensorFlow packages side by side.
+	if ls $(VENV)/.installed-* >/dev/null 2>&1 && ! ls $(VENV)/.installed-$(TF_EXTRA) >/dev/null 2>&1; then rm -rf $(VENV); fi
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[$(TF_EXTRA),dev]"

@@ -24,10 +24,15 @@ def test_node_durations_statuses_and_summary_reach_the_mlflow_run(run, tmp_path)
     good = Node(identity, "a", "b", name="good_node")
     bad = Node(identity, "b", "c", name="bad_node")
     hook.before_pipeline_run({"pipeline_names": ["cifar10_resnet"], "env": "smoke", "project_path": str(tmp_path)})
+    unsaved = Node(identity, "c", "d", name="unsaved_node")
     hook.before_node_run(good)
     hook.after_node_run(good)
+    assert "node_time_s.good_node" not in mlflow.MlflowClient().get_run(run.info.run_id).data.metrics
+    hook.after_dataset_saved("b", good)  # the node's run ends when its last output is saved
     hook.before_node_run(bad)
     hook.on_node_error(bad)
+    hook.before_node_run(unsaved)
+    hook.after_node_run(unsaved)  # ran, but its output was never saved
     hook.on_pipeline_error()
 
     data = mlflow.MlflowClient().get_run(run.info.run_id).data
@@ -35,9 +40,14 @@ def test_node_durations_statuses_and_summary_reach_the_mlflow_run(run, tmp_path)
     assert data.metrics["node_time_s.bad_node"] >= 0
     assert data.tags["node_status.good_node"] == "completed"
     assert data.tags["node_status.bad_node"] == "failed"
+    assert data.tags["node_status.unsaved_node"] == "failed"
     assert data.tags["convbench.pipelines"] == "cifar10_resnet" and data.tags["convbench.env"] == "smoke"
     summary = json.loads(mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/node_runs.json"))
-    assert [(n["node"], n["status"]) for n in summary["nodes"]] == [("good_node", "completed"), ("bad_node", "failed")]
+    assert [(n["node"], n["status"]) for n in summary["nodes"]] == [
+        ("good_node", "completed"),
+        ("bad_node", "failed"),
+        ("unsaved_node", "failed"),
+    ]
 
 
 def test_without_an_active_run_the_hook_only_keeps_its_records(tmp_path):
@@ -46,5 +56,6 @@ def test_without_an_active_run_the_hook_only_keeps_its_records(tmp_path):
     hook.before_pipeline_run({"pipeline_names": None, "env": None, "project_path": str(tmp_path)})
     hook.before_node_run(node)
     hook.after_node_run(node)
+    hook.after_dataset_saved("b", node)
     hook.after_pipeline_run()
     assert hook._records[0]["status"] == "completed"

@@ -43,7 +43,7 @@ def test_names_are_namespaced_per_dataset_and_architecture(pipelines):
 
 @pytest.mark.parametrize("pipeline_name", ["cifar10_resnet", "cifar100_resnet"])
 def test_catalog_factories_persist_everything_but_the_archive_path_and_model_handover(pipelines, catalog, pipeline_name):
-    in_memory = set()
+    in_memory, filepaths = set(), {}
     for name in pipelines[pipeline_name].datasets():
         if name.startswith("params:"):
             continue
@@ -52,7 +52,14 @@ def test_catalog_factories_persist_everything_but_the_archive_path_and_model_han
             in_memory.add(name.split(".")[-1])
         if name.endswith(("_images", "_labels", "_indices")):
             assert isinstance(dataset, NumpyDataset), name
+            assert str(dataset._filepath).endswith(name.replace(".", "/", 1).split(".")[-1] + ".npy"), name
+        description = dataset._describe() if dataset is not None else {}
+        target = str(description.get("filepath") or description.get("dataset", {}).get("filepath") or "")
+        if target:
+            assert target not in filepaths, f"{name} and {filepaths.get(target)} share {target}"
+            filepaths[target] = name
     assert in_memory == {"archive_path", "untrained_model"}
+    assert len(filepaths) >= 20 and all(path.startswith("data/smoke/") for path in filepaths), filepaths
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from kedro.framework.hooks import hook_impl
 from kedro.pipeline.node import Node
 
 from convbench.pipeline_registry import dataset_of
+from convbench.training.callbacks import clear_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -59,18 +60,21 @@ class MlflowExperimentHook:
 class MlflowNodeTrackingHook:
     """Records every node run in the active MLflow run.
 
-    Per node: metric `node_time_s.<node>` (seconds) and tag `node_status.<node>`
-    (completed / failed). At the end, `node_runs.json` lists all of them in run order.
+    Per node: metric `node_time_s.<node>` (seconds, from its start until its last output is
+    saved) and tag `node_status.<node>` (completed / failed; a node whose outputs could not
+    all be saved is failed). At the end, `node_runs.json` lists all of them in run order.
     Also tags the run with the git commit, the pipeline names and the Kedro env.
     """
 
     def __init__(self) -> None:
         self._started: dict[str, float] = {}
+        self._unsaved: dict[str, set[str]] = {}
         self._records: list[dict[str, Any]] = []
 
-    @hook_impl
+    @hook_impl(trylast=True)  # after kedro-mlflow has started the MLflow run
     def before_pipeline_run(self, run_params: dict[str, Any]) -> None:
         self._started.clear()
+        self._unsaved.clear()
         self._records.clear()
         if mlflow.active_run() is None:
             return
@@ -87,22 +91,34 @@ class MlflowNodeTrackingHook:
     @hook_impl
     def before_node_run(self, node: Node) -> None:
         self._started[node.name] = time.perf_counter()
+        self._unsaved[node.name] = set(node.outputs)
 
-    def _record(self, node: Node, status: str) -> None:
-        seconds = time.perf_counter() - self._started.pop(node.name, time.perf_counter())
-        self._records.append({"node": node.name, "status": status, "seconds": round(seconds, 4)})
+    def _record(self, name: str, status: str) -> None:
+        seconds = time.perf_counter() - self._started.pop(name, time.perf_counter())
+        self._unsaved.pop(name, None)
+        self._records.append({"node": name, "status": status, "seconds": round(seconds, 4)})
         if mlflow.active_run() is None:
             return
-        mlflow.log_metric(f"node_time_s.{node.name}", seconds)
-        mlflow.set_tag(f"node_status.{node.name}", status)
+        mlflow.log_metric(f"node_time_s.{name}", seconds)
+        mlflow.set_tag(f"node_status.{name}", status)
 
     @hook_impl
     def after_node_run(self, node: Node) -> None:
-        self._record(node, "completed")
+        if not self._unsaved.get(node.name):
+            self._record(node.name, "completed")
+
+    @hook_impl
+    def after_dataset_saved(self, dataset_name: str, node: Node) -> None:
+        unsaved = self._unsaved.get(node.name)
+        if unsaved is None:
+            return
+        unsaved.discard(dataset_name)
+        if not unsaved:
+            self._record(node.name, "completed")
 
     @hook_impl(tryfirst=True)
     def on_node_error(self, node: Node) -> None:
-        self._record(node, "failed")
+        self._record(node.name, "failed")
 
     def _log_summary(self) -> None:
         if mlflow.active_run() is not None and self._records:
@@ -114,4 +130,20 @@ class MlflowNodeTrackingHook:
 
     @hook_impl(tryfirst=True)
     def on_pipeline_error(self) -> None:
+        for name in list(self._started):  # started, but outputs never all saved
+            self._record(name, "failed")
         self._log_summary()
+
+
+class CheckpointCleanupHook:
+    """Removes the training checkpoints of a Kedro run once the whole run has succeeded.
+
+    Until then they stay, so a run that fails after training (saving, reporting) resumes
+    without training again.
+    """
+
+    @hook_impl
+    def after_pipeline_run(self, pipeline, catalog) -> None:
+        for name in sorted(pipeline.datasets()):
+            if name.endswith(".checkpoint_dir"):
+                clear_checkpoint(catalog.load(name))

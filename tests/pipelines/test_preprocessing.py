@@ -82,16 +82,20 @@ def test_dataset_card_counts_every_split_and_renders_markdown(tmp_path, labels):
     train_labels, test_labels = labels
     archive = tmp_path / "cifar-10-binary.tar.gz"
     archive.write_bytes(b"x" * 1234)
+    md5 = "md5:" + __import__("hashlib").md5(b"x" * 1234).hexdigest()
     train, val, test = split_dataset(train_labels, test_labels, {"val_size": 500, "seed": 0})
     names = [f"class{i}" for i in range(CLASSES)]
-    source = {"url": "https://example.org/c.tgz", "known_hash": "md5:abc", "destination": str(archive)}
+    source = {"url": "https://example.org/c.tgz", "known_hash": md5, "destination": str(archive)}
     stats = {"mean": [1.0, 2.0, 3.0], "std": [4.0, 5.0, 6.0]}
     images = np.zeros((5000, 32, 32, 3), dtype=np.uint8)
     card, markdown = build_dataset_card(source, images, train_labels, test_labels, train, val, test, names, stats)
     assert card["split_sizes"] == {"train": 4500, "val": 500, "test": 1000}
     assert card["class_counts"]["val"] == [50] * CLASSES
     assert card["class_counts"]["train"] == [450] * CLASSES
-    assert card["source"] == {"url": source["url"], "file": archive.name, "bytes": 1234, "checksum": "md5:abc"}
+    assert card["source"] == {"url": source["url"], "file": archive.name, "bytes": 1234, "checksum": md5}
     assert card["image_shape"] == [32, 32, 3]
     assert "| class0 | 450 | 50 | 100 |" in markdown
-    assert "md5:abc" in markdown and "1,234 bytes" in markdown
+    assert md5 in markdown and "1,234 bytes" in markdown
+    archive.write_bytes(b"y" * 1234)  # the card reports the file as it is, not the configured checksum
+    card, _ = build_dataset_card(source, images, train_labels, test_labels, train, val, test, names, stats)
+    assert card["source"]["checksum"] != md5 and card["source"]["checksum"].startswith("md5:")

@@ -51,7 +51,7 @@ def test_fit_returns_history_summary_and_logs_every_epoch_to_mlflow(tmp_path, ml
     assert len(history["loss"]) == len(history["val_accuracy"]) == 3
     assert summary["epochs"] == 3 and summary["resumed_from_epoch"] == 0
     assert summary["train_images_per_s"] > 0
-    assert summary["parameters"] == model.count_params()
+    assert summary["total_parameters"] == model.count_params() > summary["parameters"]
     assert all(layer.name != "random_pad_crop" for layer in model.layers), "returned model has no augmentation"
     client = mlflow.MlflowClient()
     steps = [m.step for m in client.get_metric_history(mlflow_run.info.run_id, "resnet.val_accuracy")]
@@ -59,7 +59,16 @@ def test_fit_returns_history_summary_and_logs_every_epoch_to_mlflow(tmp_path, ml
     assert {"resnet.loss", "resnet.accuracy", "resnet.val_loss", "resnet.lr"} <= set(
         client.get_run(mlflow_run.info.run_id).data.metrics
     )
-    assert not (tmp_path / "ckpt").exists(), "a completed training removes its checkpoint"
+    state = json.loads((tmp_path / "ckpt" / "state.json").read_text())
+    assert state["epochs_done"] == 3 and [p.name for p in (tmp_path / "ckpt").glob("*.keras")] == ["epoch-0003.keras"]
+
+
+def test_a_finished_checkpoint_is_not_trained_again(tmp_path):
+    """A run that failed after training (e.g. while saving) reruns without training again."""
+    fit(new_model(), tiny_data(96, 0), tiny_data(32, 1), 3, RECIPE, tmp_path / "ckpt", "resnet")
+    model, history, summary = fit(new_model(), tiny_data(96, 0), tiny_data(32, 1), 3, RECIPE, tmp_path / "ckpt", "resnet")
+    assert summary["resumed_from_epoch"] == 3 and len(history["loss"]) == 3
+    assert summary["this_run_time_s"] < 10
 
 
 def test_interrupted_training_resumes_from_the_last_epoch(tmp_path, monkeypatch, mlflow_run):
@@ -86,7 +95,8 @@ def test_interrupted_training_resumes_from_the_last_epoch(tmp_path, monkeypatch,
     assert sorted(steps) == [1, 1, 2, 2, 3], "epochs 1-2 logged live, replayed on resume, then epoch 3"
 
 
-def test_checkpoint_of_another_recipe_is_not_resumed(tmp_path, monkeypatch):
+@pytest.mark.parametrize("change", ["recipe", "data"])
+def test_checkpoint_of_another_recipe_or_other_data_is_not_resumed(tmp_path, monkeypatch, change):
     checkpoint = tmp_path / "ckpt"
     original = callbacks_module.ResumableCheckpoint.on_epoch_end
 
@@ -98,9 +108,10 @@ def test_checkpoint_of_another_recipe_is_not_resumed(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         fit(new_model(), tiny_data(96, 0), tiny_data(32, 1), 3, RECIPE, checkpoint, "resnet")
     monkeypatch.setattr(callbacks_module.ResumableCheckpoint, "on_epoch_end", original)
-    changed = {**RECIPE, "epochs": 2}
-    _, history, summary = fit(new_model(), tiny_data(96, 0), tiny_data(32, 1), 3, changed, checkpoint, "resnet")
-    assert summary["resumed_from_epoch"] == 0 and len(history["loss"]) == 2
+    recipe = {**RECIPE, "epochs": 2} if change == "recipe" else RECIPE
+    train = tiny_data(96, 5) if change == "data" else tiny_data(96, 0)
+    _, history, summary = fit(new_model(), train, tiny_data(32, 1), 3, recipe, checkpoint, "resnet")
+    assert summary["resumed_from_epoch"] == 0 and len(history["loss"]) == recipe["epochs"]
 
 
 def test_training_learns_an_easy_signal(tmp_path):

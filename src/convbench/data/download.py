@@ -27,6 +27,9 @@ logger = logging.getLogger(__name__)
 CHUNK_SIZE = 1024 * 1024
 """Bytes read and written per step while downloading or copying."""
 
+CONNECT_TIMEOUT_S = 10.0
+"""Seconds to wait for a connection; a host that does not answer in time counts as unreachable."""
+
 RETRY_BACKOFF_S = 0.5
 """Pause before retry number ``n`` is ``n * RETRY_BACKOFF_S`` seconds."""
 
@@ -140,7 +143,7 @@ class ResumableDownloader:
         if _is_file_url(url):
             return _file_url_path(url).is_file()
         try:
-            response = requests.head(url, allow_redirects=True, timeout=self.timeout)
+            response = requests.head(url, allow_redirects=True, timeout=(CONNECT_TIMEOUT_S, self.timeout))
         except requests.RequestException:
             return False
         return response.ok
@@ -206,7 +209,7 @@ class ResumableDownloader:
         headers = {"Range": f"bytes={offset}-"} if offset else {}
         # Identity encoding keeps Content-Length and byte offsets about the file itself.
         headers["Accept-Encoding"] = "identity"
-        response = requests.get(url, headers=headers, stream=True, timeout=self.timeout)
+        response = requests.get(url, headers=headers, stream=True, timeout=(CONNECT_TIMEOUT_S, self.timeout))
         if response.status_code == 416 and offset:
             response.close()
             logger.info("Server rejected resuming %s at byte %d; starting over", url, offset)
@@ -279,6 +282,7 @@ def _unreachable_reason(exc: BaseException) -> str | None:
         (urllib3.exceptions.NameResolutionError, "host not found"),
         (ConnectionRefusedError, "connection refused"),
         (urllib3.exceptions.NewConnectionError, "host unreachable"),
+        (urllib3.exceptions.ConnectTimeoutError, "no answer to the connection attempt"),
     ):
         if any(isinstance(error, kind) for error in errors):
             return reason

@@ -15,7 +15,6 @@ import mlflow
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_MODEL = "training_model.keras"
 CHECKPOINT_STATE = "state.json"
 
 
@@ -74,9 +73,10 @@ class MlflowEpochLogger(keras.callbacks.Callback):
 class ResumableCheckpoint(keras.callbacks.Callback):
     """Saves the training model (optimizer state included) and the history after every epoch.
 
-    Files go to `directory` (`training_model.keras`, `state.json`), each replaced atomically, so
-    an interruption leaves the last complete epoch. `fingerprint` identifies the recipe and data;
-    a checkpoint with another fingerprint is never resumed.
+    Each epoch writes `epoch-NNNN.keras`, then replaces `state.json` (which names that file)
+    atomically, then removes older model files: an interruption at any moment leaves a state
+    that points at a complete model. `fingerprint` identifies the recipe, model and data; a
+    checkpoint with another fingerprint is never resumed.
     """
 
     def __init__(self, directory: Path, fingerprint: str, history: dict[str, list[float]] | None = None) -> None:
@@ -89,36 +89,36 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         for name, value in (logs or {}).items():
             self.history.setdefault(name, []).append(float(value))
         self.directory.mkdir(parents=True, exist_ok=True)
-        model_path = self.directory / CHECKPOINT_MODEL
-        partial_model = self.directory / f".{CHECKPOINT_MODEL}.partial.keras"
-        self.model.save(partial_model)
-        os.replace(partial_model, model_path)
-        state = {"fingerprint": self.fingerprint, "epochs_done": epoch + 1, "history": self.history}
+        model_file = f"epoch-{epoch + 1:04d}.keras"
+        self.model.save(self.directory / model_file)
+        state = {"fingerprint": self.fingerprint, "epochs_done": epoch + 1, "model": model_file, "history": self.history}
         partial_state = self.directory / f".{CHECKPOINT_STATE}.partial"
         partial_state.write_text(json.dumps(state))
         os.replace(partial_state, self.directory / CHECKPOINT_STATE)
+        for older in self.directory.glob("epoch-*.keras"):
+            if older.name != model_file:
+                older.unlink()
 
 
 def load_checkpoint(directory: Path, fingerprint: str) -> tuple[keras.Model, dict[str, Any]] | None:
     """The saved training model and state in `directory` if they belong to `fingerprint`, else None."""
     directory = Path(directory)
     state_path = directory / CHECKPOINT_STATE
-    model_path = directory / CHECKPOINT_MODEL
-    if not (state_path.exists() and model_path.exists()):
+    if not state_path.exists():
         return None
     state = json.loads(state_path.read_text())
     if state.get("fingerprint") != fingerprint:
         logger.warning(
-            "Ignoring the checkpoint in %s: it was made with another recipe or other data "
+            "Ignoring the checkpoint in %s: it was made with another recipe, model or data "
             "(fingerprint %s, this run %s). Training starts from scratch.",
             directory,
             state.get("fingerprint"),
             fingerprint,
         )
         return None
-    return keras.models.load_model(model_path), state
+    return keras.models.load_model(directory / state["model"]), state
 
 
 def clear_checkpoint(directory: Path) -> None:
-    """Removes the checkpoint in `directory` (after a training run has completed)."""
+    """Removes the checkpoint in `directory` (once the run that trained it has completed)."""
     shutil.rmtree(directory, ignore_errors=True)

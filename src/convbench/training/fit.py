@@ -19,7 +19,6 @@ from convbench.training.callbacks import (
     LearningRateLogger,
     MlflowEpochLogger,
     ResumableCheckpoint,
-    clear_checkpoint,
     load_checkpoint,
 )
 from convbench.training.input_pipeline import evaluation_dataset, training_dataset
@@ -28,15 +27,20 @@ from convbench.training.optimizers import learning_rate_schedule, make_optimizer
 logger = logging.getLogger(__name__)
 
 
-def fingerprint(recipe: dict[str, Any], **facts: Any) -> str:
-    """A short hash of the recipe and the data facts that make two trainings the same training."""
-    payload = json.dumps({"recipe": recipe, **facts}, sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+def fingerprint(recipe: dict[str, Any], model: keras.Model, *arrays: np.ndarray) -> str:
+    """A short hash of what makes two trainings the same: recipe, model (normalisation included), data."""
+    digest = hashlib.blake2b(digest_size=8)
+    digest.update(json.dumps(recipe, sort_keys=True, default=str).encode())
+    digest.update(model.to_json().encode())
+    for array in arrays:
+        digest.update(str((array.shape, array.dtype)).encode())
+        digest.update(np.ascontiguousarray(array).data)
+    return digest.hexdigest()
 
 
 def compile_for_training(model: keras.Model, recipe: dict[str, Any], steps_per_epoch: int) -> keras.Model:
     """The augmenting training wrapper around `model`, compiled with the recipe's optimiser and loss."""
-    training_model = with_augmentation(model, recipe.get("augmentation") or {}, seed=recipe.get("seed"))
+    training_model = with_augmentation(model, recipe.get("augmentation") or {}, seed=recipe["seed"])
     schedule = learning_rate_schedule(recipe["schedule"], recipe["epochs"], steps_per_epoch)
     training_model.compile(
         optimizer=make_optimizer(recipe["optimizer"], schedule),
@@ -58,6 +62,9 @@ def fit(
 ) -> tuple[keras.Model, dict[str, list[float]], dict[str, Any]]:
     """Trains `model` on `train`, validating on `val` each epoch; resumes from `checkpoint_dir`.
 
+    The checkpoint stays after the last epoch, so a run that fails later (saving, reporting)
+    does not train again; `CheckpointCleanupHook` removes it once the whole Kedro run succeeds.
+
     Returns the trained model (without augmentation), the per-epoch history and a summary
     (parameters, epochs, wall time, training images/s).
     """
@@ -65,10 +72,8 @@ def fit(
     val_images, val_labels = val
     batch_size = int(recipe["batch_size"])
     steps_per_epoch = -(-len(train_images) // batch_size)
-    run_fingerprint = fingerprint(
-        recipe, train=len(train_images), val=len(val_images), classes=num_classes, shape=train_images.shape[1:]
-    )
-    keras.utils.set_random_seed(int(recipe.get("seed", 0)))
+    run_fingerprint = fingerprint(recipe, model, train_images, train_labels, val_images, val_labels)
+    keras.utils.set_random_seed(int(recipe["seed"]))
 
     resumed = load_checkpoint(checkpoint_dir, run_fingerprint)
     if resumed:
@@ -88,8 +93,8 @@ def fit(
     ]
     start = time.perf_counter()
     training_model.fit(
-        training_dataset(train_images, train_labels, num_classes, batch_size, seed=int(recipe.get("seed", 0))),
-        validation_data=evaluation_dataset(val_images, val_labels, num_classes, int(recipe.get("eval_batch_size", 1000))),
+        training_dataset(train_images, train_labels, num_classes, batch_size, seed=int(recipe["seed"])),
+        validation_data=evaluation_dataset(val_images, val_labels, num_classes, int(recipe["eval_batch_size"])),
         epochs=int(recipe["epochs"]),
         initial_epoch=initial_epoch,
         callbacks=callbacks,
@@ -97,13 +102,12 @@ def fit(
         verbose=1 if sys.stderr.isatty() else 2,
     )
     history = callbacks[-1].history
-    clear_checkpoint(checkpoint_dir)
     epoch_times = history.get("epoch_time_s", [])
     train_times = history.get("train_time_s", [])
     steady = train_times[1:] or train_times
     summary = {
-        "parameters": int(model.count_params()),
-        "trainable_parameters": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
+        "parameters": int(sum(np.prod(w.shape) for w in model.trainable_weights)),  # trainable, as papers count
+        "total_parameters": int(model.count_params()),
         "epochs": len(epoch_times),
         "resumed_from_epoch": initial_epoch,
         "wall_time_s": float(sum(epoch_times)),

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pooch
 
 STATS_CHUNK = 4096  # images per chunk when summing pixels, bounds the int64 temporaries
 
@@ -95,6 +96,14 @@ def channel_statistics(train_images: np.ndarray, train_indices: np.ndarray) -> d
     return {"mean": mean.tolist(), "std": std.tolist(), "images": int(len(train_indices)), "split": "train"}
 
 
+def measured_checksum(path: Path, known_hash: str | None) -> str | None:
+    """The file's checksum as measured now, with the algorithm of `known_hash` (sha256 if none)."""
+    if not path.exists():
+        return None
+    algorithm = known_hash.split(":", 1)[0].lower() if known_hash and ":" in known_hash else "sha256"
+    return f"{algorithm}:{pooch.file_hash(str(path), alg=algorithm)}"
+
+
 def _class_counts(labels: np.ndarray, num_classes: int) -> list[int]:
     return np.bincount(labels, minlength=num_classes).astype(int).tolist()
 
@@ -127,7 +136,7 @@ def build_dataset_card(
             "url": source["url"],
             "file": archive.name,
             "bytes": archive.stat().st_size if archive.exists() else None,
-            "checksum": source.get("known_hash"),
+            "checksum": measured_checksum(archive, source.get("known_hash")),
         },
         "image_shape": list(train_images.shape[1:]),
         "dtype": str(train_images.dtype),

@@ -68,7 +68,7 @@ def predict_test_set(
     model: keras.Model, test_images: np.ndarray, test_indices: np.ndarray, recipe: dict[str, Any]
 ) -> np.ndarray:
     """Class probabilities [N, classes] (float32) for the test split, in `test_indices` order."""
-    batch_size = int(recipe.get("eval_batch_size", 1000))
+    batch_size = int(recipe["eval_batch_size"])
     return model.predict(test_images[test_indices], batch_size=batch_size, verbose=0).astype(np.float32)
 
 
