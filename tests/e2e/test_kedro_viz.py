@@ -31,33 +31,47 @@ def get_json(url: str):
         return json.load(response)
 
 
-@pytest.fixture(scope="module")
-def viz_url():
+def start_viz(log_path: Path) -> tuple[subprocess.Popen, str]:
+    """Starts `kedro viz run` on a free port; returns the process and its URL once it answers."""
     port = free_port()
-    process = subprocess.Popen(
-        [str(KEDRO), "viz", "run", "--no-browser", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=PROJECT_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [str(KEDRO), "viz", "run", "--no-browser", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=PROJECT_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
-    try:
-        while True:
-            try:
-                get_json(f"{url}/api/main")
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    output = process.stdout.read() if process.poll() is not None else "(still running)"
-                    pytest.fail(f"kedro viz did not start:\n{output[-4000:]}")
-                time.sleep(1)
-        yield url
-    finally:
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            get_json(f"{url}/api/main")
+            return process, url
+        except OSError:
+            time.sleep(1)
+    stop(process)
+    raise RuntimeError(f"kedro viz did not answer on {url}:\n{log_path.read_text()[-4000:]}")
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def viz_url(tmp_path_factory):
+    log_path = tmp_path_factory.mktemp("viz") / "viz.log"
+    try:
+        process, url = start_viz(log_path)
+    except RuntimeError as first_failure:  # e.g. the free port was taken in between: once more
+        print(first_failure)
+        process, url = start_viz(log_path)
+    try:
+        yield url
+    finally:
+        stop(process)
 
 
 def test_viz_lists_every_registered_pipeline(viz_url):
