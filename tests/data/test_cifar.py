@@ -349,7 +349,7 @@ def test_expected_count_mismatch_gives_both_numbers(tmp_path):
 
 
 def test_expected_counts_with_an_unknown_split_is_a_usage_error(tmp_path):
-    with pytest.raises(ValueError, match="valid"):
+    with pytest.raises(ValueError, match="keys must be 'train' and/or 'test'. Received: {'valid': 5}"):
         read_cifar_archive(tmp_path / "x.tar.gz", CIFAR10, {"valid": 5})
 
 
