@@ -63,9 +63,8 @@ import yaml  # noqa: E402
 
 from convbench.models.preprocessing import with_normalization  # noqa: E402
 from convbench.models.resnet import build_resnet  # noqa: E402
-from convbench.training.fit import compile_for_training  # noqa: E402
+from convbench.training.fit import compile_for_training, compile_model  # noqa: E402
 from convbench.training.input_pipeline import training_dataset  # noqa: E402
-from convbench.training.optimizers import learning_rate_schedule, make_optimizer  # noqa: E402
 
 PARAMETERS = Path(__file__).resolve().parents[1] / "conf" / "base" / "parameters_training.yml"
 NUM_CLASSES = 10
@@ -91,14 +90,7 @@ def project_model(recipe: dict[str, Any], mean: np.ndarray, std: np.ndarray) -> 
 
 def compile_bare(model: keras.Model, recipe: dict[str, Any], steps_per_epoch: int) -> keras.Model:
     """Same optimiser (and schedule), loss, metric and jit_compile as `compile_for_training`, no wrapper."""
-    schedule = learning_rate_schedule(recipe["schedule"], recipe["epochs"], steps_per_epoch)
-    model.compile(
-        optimizer=make_optimizer(recipe["optimizer"], schedule),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=float(recipe.get("label_smoothing", 0.0))),
-        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-        jit_compile=recipe.get("jit_compile", "auto"),
-    )
-    return model
+    return compile_model(model, recipe, steps_per_epoch)
 
 
 class StepSpan(keras.callbacks.Callback):

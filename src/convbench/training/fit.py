@@ -38,17 +38,22 @@ def fingerprint(recipe: dict[str, Any], model: keras.Model, *arrays: np.ndarray)
     return digest.hexdigest()
 
 
-def compile_for_training(model: keras.Model, recipe: dict[str, Any], steps_per_epoch: int) -> keras.Model:
-    """The augmenting training wrapper around `model`, compiled with the recipe's optimiser and loss."""
-    training_model = with_augmentation(model, recipe.get("augmentation") or {}, seed=recipe["seed"])
+def compile_model(model: keras.Model, recipe: dict[str, Any], steps_per_epoch: int) -> keras.Model:
+    """`model` compiled with the recipe's optimiser and schedule, label-smoothed loss and accuracy."""
     schedule = learning_rate_schedule(recipe["schedule"], recipe["epochs"], steps_per_epoch)
-    training_model.compile(
+    model.compile(
         optimizer=make_optimizer(recipe["optimizer"], schedule),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=float(recipe.get("label_smoothing", 0.0))),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
         jit_compile=recipe.get("jit_compile", "auto"),
     )
-    return training_model
+    return model
+
+
+def compile_for_training(model: keras.Model, recipe: dict[str, Any], steps_per_epoch: int) -> keras.Model:
+    """The augmenting training wrapper around `model`, compiled with the recipe."""
+    training_model = with_augmentation(model, recipe.get("augmentation") or {}, seed=recipe["seed"])
+    return compile_model(training_model, recipe, steps_per_epoch)
 
 
 def fit(
