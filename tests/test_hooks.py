@@ -14,6 +14,7 @@ def identity(x):
 @pytest.fixture
 def run(tmp_path):
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment("hooks", artifact_location=(tmp_path / "artifacts").as_uri()))
     with mlflow.start_run() as active:
         yield active
     mlflow.set_tracking_uri(None)

@@ -38,7 +38,7 @@ def new_model():
 @pytest.fixture
 def mlflow_run(tmp_path):
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    mlflow.set_experiment("test")
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment("test", artifact_location=(tmp_path / "artifacts").as_uri()))
     with mlflow.start_run() as run:
         yield run
     mlflow.set_tracking_uri(None)
