@@ -1,7 +1,6 @@
 import json
 
 import mlflow
-import pytest
 from kedro.pipeline import Node
 
 from convbench.hooks import MlflowNodeTrackingHook
@@ -11,16 +10,7 @@ def identity(x):
     return x
 
 
-@pytest.fixture
-def run(tmp_path):
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    mlflow.set_experiment(experiment_id=mlflow.create_experiment("hooks", artifact_location=(tmp_path / "artifacts").as_uri()))
-    with mlflow.start_run() as active:
-        yield active
-    mlflow.set_tracking_uri(None)
-
-
-def test_node_durations_statuses_and_summary_reach_the_mlflow_run(run, tmp_path):
+def test_node_durations_statuses_and_summary_reach_the_mlflow_run(mlflow_run, tmp_path):
     hook = MlflowNodeTrackingHook()
     good = Node(identity, "a", "b", name="good_node")
     bad = Node(identity, "b", "c", name="bad_node")
@@ -28,7 +18,7 @@ def test_node_durations_statuses_and_summary_reach_the_mlflow_run(run, tmp_path)
     unsaved = Node(identity, "c", "d", name="unsaved_node")
     hook.before_node_run(good)
     hook.after_node_run(good)
-    assert "node_time_s.good_node" not in mlflow.MlflowClient().get_run(run.info.run_id).data.metrics
+    assert "node_time_s.good_node" not in mlflow.MlflowClient().get_run(mlflow_run.info.run_id).data.metrics
     hook.after_dataset_saved("b", good)  # the node's run ends when its last output is saved
     hook.before_node_run(bad)
     hook.on_node_error(bad)
@@ -36,14 +26,14 @@ def test_node_durations_statuses_and_summary_reach_the_mlflow_run(run, tmp_path)
     hook.after_node_run(unsaved)  # ran, but its output was never saved
     hook.on_pipeline_error()
 
-    data = mlflow.MlflowClient().get_run(run.info.run_id).data
+    data = mlflow.MlflowClient().get_run(mlflow_run.info.run_id).data
     assert data.metrics["node_time_s.good_node"] >= 0
     assert data.metrics["node_time_s.bad_node"] >= 0
     assert data.tags["node_status.good_node"] == "completed"
     assert data.tags["node_status.bad_node"] == "failed"
     assert data.tags["node_status.unsaved_node"] == "failed"
     assert data.tags["convbench.pipelines"] == "cifar10_resnet" and data.tags["convbench.env"] == "smoke"
-    summary = json.loads(mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/node_runs.json"))
+    summary = json.loads(mlflow.artifacts.load_text(f"runs:/{mlflow_run.info.run_id}/node_runs.json"))
     assert [(n["node"], n["status"]) for n in summary["nodes"]] == [
         ("good_node", "completed"),
         ("bad_node", "failed"),

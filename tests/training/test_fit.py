@@ -35,15 +35,6 @@ def new_model():
     return with_normalization(build_resnet((16, 16, 3), 3, depth=8), [128.0] * 3, [64.0] * 3)
 
 
-@pytest.fixture
-def mlflow_run(tmp_path):
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    mlflow.set_experiment(experiment_id=mlflow.create_experiment("test", artifact_location=(tmp_path / "artifacts").as_uri()))
-    with mlflow.start_run() as run:
-        yield run
-    mlflow.set_tracking_uri(None)
-
-
 def test_fit_returns_history_summary_and_logs_every_epoch_to_mlflow(tmp_path, mlflow_run):
     model, history, summary = fit(
         new_model(), tiny_data(96, 0), tiny_data(32, 1), 3, RECIPE, tmp_path / "ckpt", metric_prefix="resnet"
