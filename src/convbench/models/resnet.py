@@ -14,17 +14,9 @@ import keras
 import numpy as np
 from keras import layers
 
+from convbench.models.layers import batch_norm, classifier, l2
+
 STAGE_FILTERS = (16, 32, 64)
-
-
-def _l2(weight_decay: float):
-    """L2 penalty equal to PyTorch-style coupled weight decay `weight_decay` (grad += wd * w)."""
-    return keras.regularizers.L2(weight_decay / 2) if weight_decay else None
-
-
-def _bn(name: str):
-    """Batch normalisation with PyTorch's defaults (momentum 0.1 there is 0.9 here), as the CIFAR recipes use."""
-    return layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name)
 
 
 def _conv(filters: int, kernel: int, strides: int, weight_decay: float, name: str):
@@ -35,7 +27,7 @@ def _conv(filters: int, kernel: int, strides: int, weight_decay: float, name: st
         padding="same",
         use_bias=False,
         kernel_initializer="he_normal",
-        kernel_regularizer=_l2(weight_decay),
+        kernel_regularizer=l2(weight_decay),
         name=name,
     )
 
@@ -70,12 +62,12 @@ def basic_block(x, filters: int, strides: int, weight_decay: float, name: str, s
             residual_input = identity_shortcut(x, filters, strides, name)
         else:
             residual_input = _conv(filters, 1, strides, weight_decay, f"{name}_0_conv")(x)
-            residual_input = _bn(f"{name}_0_bn")(residual_input)
+            residual_input = batch_norm(f"{name}_0_bn")(residual_input)
     x = _conv(filters, 3, strides, weight_decay, f"{name}_1_conv")(x)
-    x = _bn(f"{name}_1_bn")(x)
+    x = batch_norm(f"{name}_1_bn")(x)
     x = layers.Activation("relu", name=f"{name}_1_relu")(x)
     x = _conv(filters, 3, 1, weight_decay, f"{name}_2_conv")(x)
-    x = _bn(f"{name}_2_bn")(x)
+    x = batch_norm(f"{name}_2_bn")(x)
     x = layers.Add(name=f"{name}_add")([residual_input, x])
     return layers.Activation("relu", name=f"{name}_out")(x)
 
@@ -105,18 +97,12 @@ def build_resnet(
         raise ValueError(f"shortcut must be one of {SHORTCUTS}. Received: shortcut={shortcut!r}")
     inputs = keras.Input(shape=tuple(input_shape), name="input")
     x = _conv(STAGE_FILTERS[0], 3, 1, weight_decay, "stem_conv")(inputs)
-    x = _bn("stem_bn")(x)
+    x = batch_norm("stem_bn")(x)
     x = layers.Activation("relu", name="stem_relu")(x)
     for stage, filters in enumerate(STAGE_FILTERS, start=1):
         for block in range(1, n + 1):
             strides = 2 if stage > 1 and block == 1 else 1
             x = basic_block(x, filters, strides, weight_decay, f"stage{stage}_block{block}", shortcut)
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    outputs = layers.Dense(
-        num_classes,
-        activation="softmax",
-        kernel_regularizer=_l2(weight_decay),
-        dtype="float32",
-        name="predictions",
-    )(x)
+    outputs = classifier(x, num_classes, weight_decay)
     return keras.Model(inputs, outputs, name=name or f"resnet{depth}")
