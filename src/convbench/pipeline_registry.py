@@ -1,25 +1,27 @@
-"""Registers `{dataset}_ingestion`, `{dataset}_preprocessing` and `{dataset}_{architecture}` pipelines."""
+"""Registers the pipelines of every dataset: `{dataset}_ingestion`, `{dataset}_preprocessing`,
+`{dataset}_{architecture}` for every architecture, `{dataset}` (all of them, then the
+leaderboard) and `{dataset}_leaderboard` (the leaderboard from earlier MLflow runs alone)."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from kedro.pipeline import Pipeline
 
 from convbench.data.cifar import FORMATS
 from convbench.models.registry import ARCHITECTURES
-from convbench.pipelines import ingestion, preprocessing, reporting, training
+from convbench.pipelines import ingestion, leaderboard, preprocessing, reporting, training
 
 DATASETS = tuple(FORMATS)
 DEFAULT_PIPELINE = "cifar10_resnet"
 
 
-def experiment_pipeline(dataset: str, architecture: str) -> Pipeline:
-    """Everything from the raw archive to the report of `architecture` trained on `dataset`."""
-    return (
-        ingestion.create_pipeline(dataset)
-        + preprocessing.create_pipeline(dataset)
-        + training.create_pipeline(dataset, architecture)
-        + reporting.create_pipeline(dataset, architecture)
-    )
+def experiment_pipeline(dataset: str, architectures: Iterable[str]) -> Pipeline:
+    """Everything from the raw archive to the reports of `architectures` trained on `dataset`."""
+    pipeline = ingestion.create_pipeline(dataset) + preprocessing.create_pipeline(dataset)
+    for architecture in architectures:
+        pipeline += training.create_pipeline(dataset, architecture) + reporting.create_pipeline(dataset, architecture)
+    return pipeline
 
 
 def register_pipelines() -> dict[str, Pipeline]:
@@ -29,13 +31,20 @@ def register_pipelines() -> dict[str, Pipeline]:
         pipelines[f"{dataset}_ingestion"] = ingestion.create_pipeline(dataset)
         pipelines[f"{dataset}_preprocessing"] = preprocessing.create_pipeline(dataset)
         for architecture in ARCHITECTURES:
-            pipelines[f"{dataset}_{architecture}"] = experiment_pipeline(dataset, architecture)
+            pipelines[f"{dataset}_{architecture}"] = experiment_pipeline(dataset, [architecture])
+        pipelines[dataset] = experiment_pipeline(dataset, ARCHITECTURES) + leaderboard.create_pipeline(
+            dataset, ARCHITECTURES
+        )
+        pipelines[f"{dataset}_leaderboard"] = leaderboard.create_pipeline(dataset)
     pipelines["__default__"] = pipelines[DEFAULT_PIPELINE]
     return pipelines
 
 
 def dataset_of(pipeline_name: str) -> str | None:
-    """The dataset a registered pipeline name belongs to (`cifar10_resnet` -> `cifar10`), if any."""
+    """The dataset a registered pipeline name belongs to (`cifar10_resnet` and `cifar10` -> `cifar10`), if any."""
     if pipeline_name == "__default__":
         pipeline_name = DEFAULT_PIPELINE
-    return next((d for d in sorted(DATASETS, key=len, reverse=True) if pipeline_name.startswith(f"{d}_")), None)
+    for dataset in sorted(DATASETS, key=len, reverse=True):
+        if pipeline_name == dataset or pipeline_name.startswith(f"{dataset}_"):
+            return dataset
+    return None

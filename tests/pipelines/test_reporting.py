@@ -31,13 +31,19 @@ def png_bytes(figure: Figure, tmp_path) -> int:
 
 
 def test_metrics_table_takes_final_epoch_test_metrics_and_run_facts():
-    table, markdown = metrics_table(HISTORY, SUMMARY, EVALUATION, RUN)
+    table, markdown, summary = metrics_table(HISTORY, SUMMARY, EVALUATION, RUN)
     row = table.iloc[0]
     assert (row["dataset"], row["architecture"], row["epochs"], row["parameters"]) == ("cifar10", "resnet", 2, 269722)
     assert (row["train_loss"], row["val_accuracy"], row["test_accuracy"]) == (1.5, 0.45, 0.42)
     lines = markdown.splitlines()
     assert lines[0].startswith("| dataset | architecture | parameters | epochs |")
     assert "| cifar10 | resnet | 269,722 | 2 | 1.5 | 0.5000 |" in lines[2]
+    assert summary == {
+        "parameters": {"value": 269722.0, "step": 0},
+        "epochs": {"value": 2.0, "step": 0},
+        "wall_time_s": {"value": 12.5, "step": 0},
+        "train_images_per_s": {"value": 812.3, "step": 0},
+    }
 
 
 def test_markdown_marks_missing_values():

@@ -34,8 +34,8 @@ def test_top5_accuracy_is_reported_for_many_classes():
 
 
 def test_built_model_takes_raw_images_and_has_one_output_per_class():
-    recipe = {"architecture": "resnet", "model": {"depth": 8}}
+    recipe = {"model": {"depth": 8}}
     images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
-    model = build_model(images, ["x"] * 7, {"mean": [120.0] * 3, "std": [60.0] * 3}, recipe)
+    model = build_model(images, ["x"] * 7, {"mean": [120.0] * 3, "std": [60.0] * 3}, recipe, "resnet")
     assert model.input.dtype == "uint8" and model.output.shape[-1] == 7
     assert model.predict(images, verbose=0).shape == (4, 7)

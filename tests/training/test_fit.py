@@ -10,7 +10,6 @@ from convbench.training import callbacks as callbacks_module
 from convbench.training.fit import fit
 
 RECIPE = {
-    "architecture": "resnet",
     "optimizer": {"name": "sgd", "momentum": 0.9, "nesterov": True},
     "schedule": {"name": "cosine", "peak_lr": 0.05, "warmup_epochs": 1},
     "epochs": 3,
@@ -111,3 +110,99 @@ def test_training_learns_an_easy_signal(tmp_path):
     assert history["loss"][-1] < history["loss"][0]
     images, labels = tiny_data(64, 2)
     assert (model.predict(images, verbose=0).argmax(axis=1) == labels).mean() > 0.6
+
+
+def test_early_stopping_ends_training_and_a_rerun_does_not_train_again(tmp_path, mlflow_run):
+    # The logged learning rate is constant, so with patience 1 early stopping ends the second epoch.
+    recipe = {
+        **RECIPE,
+        "epochs": 6,
+        "schedule": {"name": "constant", "lr": 0.01},
+        "early_stopping": {"monitor": "lr", "mode": "min", "patience": 1},
+    }
+    _, history, summary = fit(new_model(), tiny_data(96, 0), tiny_data(32, 1), 3, recipe, tmp_path / "ckpt", "resnet")
+    assert len(history["loss"]) == summary["epochs"] == 2 and summary["stopped_early"]
+    assert json.loads((tmp_path / "ckpt" / "state.json").read_text())["stopped_early"] is True
+    _, history, summary = fit(new_model(), tiny_data(96, 0), tiny_data(32, 1), 3, recipe, tmp_path / "ckpt", "resnet")
+    assert summary["epochs"] == 2 and summary["resumed_from_epoch"] == 2
+
+
+def test_early_stopping_counts_the_epochs_before_a_resume():
+    from convbench.training.callbacks import early_stopping
+
+    (stopper,) = early_stopping({"monitor": "val_loss", "patience": 3}, {"val_loss": [1.0, 0.5, 0.6, 0.7]})
+    stopper.on_train_begin()
+    assert (stopper.best, stopper.best_epoch, stopper.wait) == (0.5, 1, 2)
+    assert early_stopping(None, {}) == []
+
+
+def model_with_pretrained_base():
+    import keras
+
+    inputs = keras.Input((16, 16, 3))
+    base_input = keras.Input((16, 16, 3))
+    base = keras.Model(base_input, keras.layers.Conv2D(4, 3, name="base_conv")(base_input), name="pretrained_base")
+    x = keras.layers.GlobalAveragePooling2D()(base(inputs))
+    backbone = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="head")(x), name="transfer")
+    return with_normalization(backbone, [128.0] * 3, [64.0] * 3, name="transfer")
+
+
+def test_fine_tuning_recipe_trains_the_head_on_a_frozen_base_then_the_whole_network(tmp_path, mlflow_run):
+    recipe = {
+        **RECIPE,
+        "epochs": 2,
+        "optimizer": {"name": "adam"},
+        "schedule": {"name": "constant", "lr": 1e-2},
+        "augmentation": {},
+        "fine_tuning": {"epochs": 1, "schedule": {"name": "constant", "lr": 1e-3}},
+    }
+    model = model_with_pretrained_base()
+    base = model.get_layer("transfer").get_layer("pretrained_base")
+    base_before = [w.copy() for w in base.get_weights()]
+    head_before = model.get_layer("transfer").get_layer("head").get_weights()[0].copy()
+
+    phases = __import__("convbench.training.fit", fromlist=["training_phases"]).training_phases(recipe)
+    assert [(p.name, p.pretrained_base_trainable, p.first_epoch, p.recipe["epochs"]) for p in phases] == [
+        ("head", False, 0, 2),
+        ("fine_tuning", True, 2, 1),
+    ]
+    assert phases[1].recipe["schedule"]["lr"] == 1e-3 and phases[1].recipe["optimizer"] == {"name": "adam"}
+
+    trained, history, summary = fit(model, tiny_data(64, 0), tiny_data(32, 1), 3, recipe, tmp_path / "ckpt", "tl")
+    assert len(history["loss"]) == summary["epochs"] == 3 and not summary["stopped_early"]
+    assert history["lr"] == pytest.approx([1e-2, 1e-2, 1e-3])
+    assert trained.get_layer("transfer").get_layer("pretrained_base").trainable
+    assert summary["parameters"] == trained.count_params()  # the whole network trains in the end
+    assert not np.allclose(trained.get_layer("transfer").get_layer("head").get_weights()[0], head_before)
+    assert any(
+        not np.allclose(after, before)
+        for after, before in zip(trained.get_layer("transfer").get_layer("pretrained_base").get_weights(), base_before)
+    )
+    steps = [m.step for m in mlflow.MlflowClient().get_metric_history(mlflow_run.info.run_id, "tl.loss")]
+    assert steps == [1, 2, 3]
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["fine_tuning", "head"]
+
+
+def test_frozen_phase_leaves_the_pretrained_base_untouched(tmp_path):
+    recipe = {
+        **RECIPE,
+        "epochs": 1,
+        "optimizer": {"name": "adam"},
+        "schedule": {"name": "constant", "lr": 1e-2},
+        "augmentation": {},
+    }
+    from convbench.training.fit import set_pretrained_base_trainable
+
+    model = model_with_pretrained_base()
+    base_before = [w.copy() for w in model.get_layer("transfer").get_layer("pretrained_base").get_weights()]
+    set_pretrained_base_trainable(model, False)
+    trained, _, summary = fit(model, tiny_data(64, 0), tiny_data(32, 1), 3, recipe, tmp_path / "ckpt", "tl")
+    for after, before in zip(trained.get_layer("transfer").get_layer("pretrained_base").get_weights(), base_before):
+        np.testing.assert_array_equal(after, before)
+    assert summary["parameters"] == 4 * 3 + 3  # the head only
+
+
+def test_fine_tuning_needs_a_pretrained_base(tmp_path):
+    recipe = {**RECIPE, "fine_tuning": {"epochs": 1}}
+    with pytest.raises(ValueError, match="pretrained_base"):
+        fit(new_model(), tiny_data(64, 0), tiny_data(32, 1), 3, recipe, tmp_path / "ckpt", "resnet")

@@ -45,16 +45,17 @@ class LearningRateLogger(keras.callbacks.Callback):
 
 
 class MlflowEpochLogger(keras.callbacks.Callback):
-    """Logs every epoch's metrics to the active MLflow run as `<prefix>.<metric>`, step = epoch.
+    """Logs every epoch's metrics to the active MLflow run as `<prefix>.<metric>`, step = epoch (from 1).
 
     `replay` holds the history of epochs done before a resume; it is logged first so the
     run shows the whole curve.
     """
 
-    def __init__(self, prefix: str, replay: dict[str, list[float]] | None = None) -> None:
+    def __init__(self, prefix: str, replay: dict[str, list[float]] | None = None, first_step: int = 1) -> None:
         super().__init__()
         self.prefix = prefix
         self.replay = replay or {}
+        self.first_step = first_step  # step of this fit's first epoch (later phases continue the curve)
 
     def _log(self, metrics: dict[str, float], step: int) -> None:
         if mlflow.active_run() is None:
@@ -64,10 +65,10 @@ class MlflowEpochLogger(keras.callbacks.Callback):
     def on_train_begin(self, logs: dict | None = None) -> None:
         epochs_done = len(next(iter(self.replay.values()), []))
         for epoch in range(epochs_done):
-            self._log({name: values[epoch] for name, values in self.replay.items()}, step=epoch + 1)
+            self._log({name: values[epoch] for name, values in self.replay.items()}, step=self.first_step + epoch)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        self._log(dict(logs or {}), step=epoch + 1)
+        self._log(dict(logs or {}), step=self.first_step + epoch)
 
 
 class ResumableCheckpoint(keras.callbacks.Callback):
@@ -91,13 +92,52 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         self.directory.mkdir(parents=True, exist_ok=True)
         model_file = f"epoch-{epoch + 1:04d}.keras"
         self.model.save(self.directory / model_file)
-        state = {"fingerprint": self.fingerprint, "epochs_done": epoch + 1, "model": model_file, "history": self.history}
+        state = {
+            "fingerprint": self.fingerprint,
+            "epochs_done": epoch + 1,
+            "stopped_early": bool(self.model.stop_training),
+            "model": model_file,
+            "history": self.history,
+        }
         partial_state = self.directory / f".{CHECKPOINT_STATE}.partial"
         partial_state.write_text(json.dumps(state))
         os.replace(partial_state, self.directory / CHECKPOINT_STATE)
         for older in self.directory.glob("epoch-*.keras"):
             if older.name != model_file:
                 older.unlink()
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """Early stopping that, after a resume, counts the epochs before it from the checkpoint's history.
+
+    The weights of a best epoch from before the resume are not kept in the checkpoint, so
+    `restore_best_weights` restores the best epoch since the resume (or keeps the last weights).
+    """
+
+    def __init__(self, history: dict[str, list[float]] | None = None, **options: Any) -> None:
+        super().__init__(**options)
+        self.replay = list((history or {}).get(self.monitor, []))
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        super().on_train_begin(logs)
+        if self.replay and self.monitor_op is None:
+            self._set_monitor_op()
+        for epoch, value in enumerate(self.replay):
+            if self._is_improvement(value, self.best):
+                self.best, self.best_epoch, self.wait = value, epoch, 0
+            else:
+                self.wait += 1
+
+
+def early_stopping(config: dict[str, Any] | None, history: dict[str, list[float]]) -> list[keras.callbacks.Callback]:
+    """`[EarlyStopping]` from a recipe's `early_stopping` block, e.g. `{monitor: val_loss, patience: 10}`; `[]` if none.
+
+    `restore_best_weights` defaults to true: the model evaluated and saved is the best epoch's.
+    """
+    if not config:
+        return []
+    options = {"monitor": "val_loss", "restore_best_weights": True, "verbose": 1, **config}
+    return [ResumableEarlyStopping(history, **options)]
 
 
 def load_checkpoint(directory: Path, fingerprint: str) -> tuple[keras.Model, dict[str, Any]] | None:

@@ -7,6 +7,8 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from convbench.training.callbacks import (
     LearningRateLogger,
     MlflowEpochLogger,
     ResumableCheckpoint,
+    early_stopping,
     load_checkpoint,
 )
 from convbench.training.input_pipeline import evaluation_dataset, training_dataset
@@ -56,6 +59,61 @@ def compile_for_training(model: keras.Model, recipe: dict[str, Any], steps_per_e
     return compile_model(training_model, recipe, steps_per_epoch)
 
 
+PRETRAINED_BASE = "pretrained_base"
+"""Name of the layer holding a model's pretrained part; frozen in the first phase of a fine-tuning recipe."""
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One `fit` call of a recipe: its own optimiser, schedule and epochs, with the base frozen or not."""
+
+    name: str
+    recipe: dict[str, Any]
+    pretrained_base_trainable: bool | None  # None: a model without a pretrained part, left as built
+    first_epoch: int  # epochs of earlier phases, so curves and checkpoints continue where they left off
+
+
+def training_phases(recipe: dict[str, Any]) -> list[Phase]:
+    """The recipe as one phase, or two when it has a `fine_tuning` block (transfer learning).
+
+    With `fine_tuning`, the recipe's own `epochs`, `optimizer` and `schedule` train the new head
+    on a frozen pretrained base; then `fine_tuning` (`epochs`, and `optimizer`/`schedule` that
+    default to the first phase's) trains the whole network, usually at a lower learning rate.
+    """
+    fine_tuning = recipe.get("fine_tuning")
+    if not fine_tuning:
+        return [Phase("training", recipe, pretrained_base_trainable=None, first_epoch=0)]
+    head_recipe = {key: value for key, value in recipe.items() if key != "fine_tuning"}
+    whole_recipe = {**head_recipe, **fine_tuning}
+    return [
+        Phase("head", head_recipe, pretrained_base_trainable=False, first_epoch=0),
+        Phase("fine_tuning", whole_recipe, pretrained_base_trainable=True, first_epoch=int(recipe["epochs"])),
+    ]
+
+
+def set_pretrained_base_trainable(model: keras.Model, trainable: bool) -> None:
+    """Freezes or unfreezes every layer named `pretrained_base` inside `model` (nested models included).
+
+    Raises:
+        ValueError: `model` has no such layer, so a fine-tuning recipe cannot apply to it.
+    """
+    found = [layer for layer in _all_layers(model) if layer.name == PRETRAINED_BASE]
+    if not found:
+        raise ValueError(
+            f"The recipe has a `fine_tuning` block, which freezes the layer named {PRETRAINED_BASE!r} first, "
+            f"but model {model.name!r} has no such layer (is `weights: imagenet` set in the recipe's `model`?)"
+        )
+    for layer in found:
+        layer.trainable = trainable
+
+
+def _all_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+
+
 def fit(
     model: keras.Model,
     train: tuple[np.ndarray, np.ndarray],
@@ -67,36 +125,90 @@ def fit(
 ) -> tuple[keras.Model, dict[str, list[float]], dict[str, Any]]:
     """Trains `model` on `train`, validating on `val` each epoch; resumes from `checkpoint_dir`.
 
-    The checkpoint stays after the last epoch, so a run that fails later (saving, reporting)
-    does not train again; `CheckpointCleanupHook` removes it once the whole Kedro run succeeds.
+    A recipe with `fine_tuning` trains in two phases (see `training_phases`), each with its
+    own checkpoint; the history and the MLflow curves run on across them. The checkpoints stay
+    after the last epoch, so a run that fails later (saving, reporting) does not train again;
+    `CheckpointCleanupHook` removes them once the whole Kedro run succeeds.
 
     Returns the trained model (without augmentation), the per-epoch history and a summary
     (parameters, epochs, wall time, training images/s).
     """
+    phases = training_phases(recipe)
+    history: dict[str, list[float]] = {}
+    resumed_from = 0
+    start = time.perf_counter()
+    for phase in phases:
+        phase_dir = checkpoint_dir if len(phases) == 1 else checkpoint_dir / phase.name
+        model, phase_history, phase_resumed_from = _fit_phase(
+            model, train, val, num_classes, phase, phase_dir, metric_prefix
+        )
+        resumed_from = max(resumed_from, phase_resumed_from)
+        for name, values in phase_history.items():
+            history.setdefault(name, []).extend(values)
+    epoch_times = history.get("epoch_time_s", [])
+    train_times = history.get("train_time_s", [])
+    steady = train_times[1:] or train_times
+    summary = {
+        "parameters": trainable_parameters(model),  # as papers count them
+        "total_parameters": int(model.count_params()),
+        "epochs": len(epoch_times),
+        "resumed_from_epoch": resumed_from,
+        "stopped_early": len(epoch_times) < sum(int(phase.recipe["epochs"]) for phase in phases),
+        "wall_time_s": float(sum(epoch_times)),
+        "this_run_time_s": time.perf_counter() - start,
+        "train_images_per_s": float(len(train[0]) / np.median(steady)) if steady else float("nan"),
+    }
+    return model, history, summary
+
+
+def trainable_parameters(model: keras.Model) -> int:
+    """Trainable parameters of `model`, the figure papers and PyTorch report."""
+    return int(sum(np.prod(weight.shape) for weight in model.trainable_weights))
+
+
+def _fit_phase(
+    model: keras.Model,
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    num_classes: int,
+    phase: Phase,
+    checkpoint_dir: Path,
+    metric_prefix: str,
+) -> tuple[keras.Model, dict[str, list[float]], int]:
+    """One phase of `fit`: the trained model, this phase's history, and the epoch it resumed from."""
+    recipe = phase.recipe
     train_images, train_labels = train
     val_images, val_labels = val
     batch_size = int(recipe["batch_size"])
     steps_per_epoch = -(-len(train_images) // batch_size)
+    if phase.pretrained_base_trainable is not None:
+        set_pretrained_base_trainable(model, phase.pretrained_base_trainable)
     run_fingerprint = fingerprint(recipe, model, train_images, train_labels, val_images, val_labels)
-    keras.utils.set_random_seed(int(recipe["seed"]))
+    keras.utils.set_random_seed(int(recipe["seed"]) + phase.first_epoch)
 
     resumed = load_checkpoint(checkpoint_dir, run_fingerprint)
     if resumed:
         training_model, state = resumed
         model = training_model.get_layer(model.name)
         history, initial_epoch = state["history"], state["epochs_done"]
-        logger.info("Resuming %s from its checkpoint after epoch %d of %d", model.name, initial_epoch, recipe["epochs"])
+        if state.get("stopped_early"):
+            initial_epoch = int(recipe["epochs"])  # finished: early stopping ended it
+        logger.info(
+            "Resuming %s (%s) from its checkpoint after epoch %d of %d",
+            model.name, phase.name, initial_epoch, recipe["epochs"],
+        )
     else:
         training_model = compile_for_training(model, recipe, steps_per_epoch)
         history, initial_epoch = {}, 0
 
+    checkpoint = ResumableCheckpoint(checkpoint_dir, run_fingerprint, history)
     callbacks = [
         EpochTimer(),
         LearningRateLogger(),
-        MlflowEpochLogger(metric_prefix, replay=history),
-        ResumableCheckpoint(checkpoint_dir, run_fingerprint, history),
+        *early_stopping(recipe.get("early_stopping"), history),
+        MlflowEpochLogger(metric_prefix, replay=history, first_step=phase.first_epoch + 1),
+        checkpoint,
     ]
-    start = time.perf_counter()
     training_model.fit(
         training_dataset(train_images, train_labels, num_classes, batch_size, seed=int(recipe["seed"])),
         validation_data=evaluation_dataset(val_images, val_labels, num_classes, int(recipe["eval_batch_size"])),
@@ -106,17 +218,4 @@ def fit(
         shuffle=False,  # the dataset reshuffles itself every epoch
         verbose=1 if sys.stderr.isatty() else 2,
     )
-    history = callbacks[-1].history
-    epoch_times = history.get("epoch_time_s", [])
-    train_times = history.get("train_time_s", [])
-    steady = train_times[1:] or train_times
-    summary = {
-        "parameters": int(sum(np.prod(w.shape) for w in model.trainable_weights)),  # trainable, as papers count
-        "total_parameters": int(model.count_params()),
-        "epochs": len(epoch_times),
-        "resumed_from_epoch": initial_epoch,
-        "wall_time_s": float(sum(epoch_times)),
-        "this_run_time_s": time.perf_counter() - start,
-        "train_images_per_s": float(len(train_images) / np.median(steady)) if steady else float("nan"),
-    }
-    return model, history, summary
+    return model, checkpoint.history, phase.first_epoch + state["epochs_done"] if resumed else 0

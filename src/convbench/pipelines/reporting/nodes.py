@@ -14,6 +14,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+SUMMARY_METRICS = ("parameters", "epochs", "wall_time_s", "train_images_per_s")
+"""Metrics-table columns logged to MLflow by the reporting (the others come from training and evaluation)."""
+
 SAMPLE_GRID = 4  # the sample-prediction figure shows SAMPLE_GRID x SAMPLE_GRID test images
 
 
@@ -22,7 +25,7 @@ def metrics_table(
     training_summary: dict[str, Any],
     evaluation: dict[str, Any],
     run: dict[str, str],
-) -> tuple[pd.DataFrame, str]:
+) -> tuple[pd.DataFrame, str, dict[str, dict[str, float]]]:
     """One row per run: final train/val loss and accuracy, test metrics, size, epochs and time.
 
     Args:
@@ -32,7 +35,8 @@ def metrics_table(
         run: `dataset` and `architecture` names.
 
     Returns:
-        The table, and the same table as Markdown.
+        The table, the same table as Markdown, and the run's size, epochs and speed as MLflow
+        metrics (`{name: {value, step}}`), which the leaderboard reads back from earlier runs.
     """
     row = {
         "dataset": run["dataset"],
@@ -48,7 +52,8 @@ def metrics_table(
         "train_images_per_s": training_summary["train_images_per_s"],
     }
     table = pd.DataFrame([row])
-    return table, to_markdown(table)
+    summary = {name: {"value": float(row[name]), "step": 0} for name in SUMMARY_METRICS}
+    return table, to_markdown(table), summary
 
 
 def to_markdown(table: pd.DataFrame) -> str:

@@ -22,7 +22,7 @@ def create_pipeline(dataset: str = "cifar10", architecture: str = "resnet", **kw
             Node(
                 bind(metrics_table, run=run),
                 inputs=["history", "training_summary", "evaluation"],
-                outputs=["metrics_table", "metrics_table_markdown"],
+                outputs=["metrics_table", "metrics_table_markdown", "summary_metrics"],
                 name="metrics_table",
             ),
             Node(per_class_table, inputs="evaluation", outputs="per_class_accuracy", name="per_class_table"),

@@ -16,17 +16,22 @@ TOP_K_MIN_CLASSES = 20  # top-5 accuracy is reported for datasets with at least 
 
 
 def build_model(
-    train_images: np.ndarray, class_names: list[str], normalization: dict[str, Any], recipe: dict[str, Any]
+    train_images: np.ndarray,
+    class_names: list[str],
+    normalization: dict[str, Any],
+    recipe: dict[str, Any],
+    architecture: str,
 ) -> keras.Model:
-    """The recipe's architecture for this dataset, taking raw uint8 images (z-score inside).
+    """The architecture for this dataset, taking raw uint8 images (z-score inside).
 
     Args:
         train_images: Training images; only their shape [H, W, C] is used.
         class_names: One name per class; their number sizes the softmax.
         normalization: `mean` and `std` per channel from the training split.
-        recipe: `architecture` (a name in the model registry) and `model` (its hyperparameters).
+        recipe: `model`, the builder's hyperparameters.
+        architecture: A name in the model registry.
     """
-    builder = get_builder(recipe["architecture"])
+    builder = get_builder(architecture)
     backbone = builder(tuple(train_images.shape[1:]), len(class_names), **(recipe.get("model") or {}))
     return with_normalization(backbone, normalization["mean"], normalization["std"], name=backbone.name)
 
@@ -40,8 +45,9 @@ def train_model(
     class_names: list[str],
     recipe: dict[str, Any],
     checkpoint_dir: Path,
+    architecture: str,
 ) -> tuple[keras.Model, dict[str, list[float]], dict[str, Any]]:
-    """Fits `model` with the recipe; per-epoch curves go to MLflow as they happen.
+    """Fits `model` with the recipe; per-epoch curves go to MLflow as `<architecture>.<metric>` as they happen.
 
     An interrupted run resumes from the per-epoch checkpoint in `checkpoint_dir`.
 
@@ -55,7 +61,7 @@ def train_model(
         num_classes=len(class_names),
         recipe=recipe,
         checkpoint_dir=Path(checkpoint_dir),
-        metric_prefix=recipe["architecture"],
+        metric_prefix=architecture,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from kedro.pipeline import Node, Pipeline
 
+from convbench.pipelines.binding import bind
 from convbench.pipelines.training.nodes import (
     build_model,
     evaluate_predictions,
@@ -34,13 +35,13 @@ def create_pipeline(dataset: str = "cifar10", architecture: str = "resnet", **kw
     template = Pipeline(
         [
             Node(
-                build_model,
+                bind(build_model, architecture=architecture),
                 inputs=["train_images", "class_names", "normalization", "params:recipe"],
                 outputs="untrained_model",
                 name="build_model",
             ),
             Node(
-                train_model,
+                bind(train_model, architecture=architecture),
                 inputs=[
                     "untrained_model",
                     "train_images",

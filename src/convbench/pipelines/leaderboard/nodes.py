@@ -1,0 +1,173 @@
+"""The leaderboard of one dataset: this run's architectures plus the latest earlier run of every other."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import mlflow  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from convbench.pipelines.reporting.nodes import to_markdown  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+MLFLOW_METRIC_OF_COLUMN: dict[str, str] = {
+    "parameters": "parameters",
+    "epochs": "epochs",
+    "train_loss": "loss",
+    "train_accuracy": "accuracy",
+    "val_loss": "val_loss",
+    "val_accuracy": "val_accuracy",
+    "test_loss": "test_loss",
+    "test_accuracy": "test_accuracy",
+    "test_top5_accuracy": "test_top5_accuracy",
+    "wall_time_s": "wall_time_s",
+    "train_images_per_s": "train_images_per_s",
+}
+"""Leaderboard (and metrics table) column -> metric logged as `<architecture>.<metric>` in an MLflow run."""
+
+RUN_COLUMNS = ("run_name", "run_id", "started")
+"""Where each row comes from: this run or an earlier MLflow run of the same dataset."""
+
+
+def build_leaderboard(*metrics_tables: pd.DataFrame, dataset: str) -> tuple[pd.DataFrame, str, Figure]:
+    """Ranks every architecture trained on `dataset`: the tables of this run, then earlier MLflow runs.
+
+    An architecture trained in this run is shown with this run's results; any other
+    architecture with its latest finished run in the active MLflow run's experiment, so
+    pipelines run one by one still compare. Rows are ranked by test accuracy.
+
+    Args:
+        metrics_tables: One-row metrics tables of the architectures trained in this run.
+        dataset: The dataset's name, for titles.
+
+    Returns:
+        The leaderboard, the same as Markdown, and a bar chart of test accuracy.
+    """
+    active = mlflow.active_run()
+    current = pd.concat(list(metrics_tables), ignore_index=True) if metrics_tables else pd.DataFrame()
+    if not current.empty:
+        current = current.assign(
+            run_name=active.info.run_name if active else "this run",
+            run_id=active.info.run_id if active else "",
+            started=_date(active.info.start_time) if active else "",
+        )
+    earlier = pd.DataFrame()
+    if active is not None:
+        earlier = earlier_runs(active.info.experiment_id, exclude_run_id=active.info.run_id)
+    board = rank(current, earlier)
+    if board.empty:
+        raise ValueError(
+            f"No results for {dataset!r} yet: train an architecture first, "
+            f"e.g. `kedro run --pipelines={dataset}_resnet`, or run `kedro run --pipelines={dataset}`."
+        )
+    return board, to_markdown(board.drop(columns=["run_id"])), plot_leaderboard(board, dataset)
+
+
+def rank(current: pd.DataFrame, earlier: pd.DataFrame) -> pd.DataFrame:
+    """`current` rows plus `earlier` rows of architectures not in `current`, best test accuracy first."""
+    if not earlier.empty and not current.empty:
+        earlier = earlier[~earlier["architecture"].isin(current["architecture"])]
+    frames = [frame for frame in (current, earlier) if not frame.empty]
+    if not frames:
+        return pd.DataFrame()
+    board = pd.concat(frames, ignore_index=True)
+    columns = ["architecture", *[c for c in MLFLOW_METRIC_OF_COLUMN if c in board], *RUN_COLUMNS]
+    if board.get("test_top5_accuracy") is not None and board["test_top5_accuracy"].isna().all():
+        columns.remove("test_top5_accuracy")
+    board = board[[c for c in columns if c in board]]
+    board = board.sort_values("test_accuracy", ascending=False, kind="stable", na_position="last")
+    board.insert(0, "rank", range(1, len(board) + 1))
+    return board.reset_index(drop=True)
+
+
+def earlier_runs(experiment_id: str, exclude_run_id: str | None = None) -> pd.DataFrame:
+    """One row per architecture: its results in the latest finished run of the experiment that trained it.
+
+    An architecture counts as trained in a run when the run holds `<architecture>.test_accuracy`.
+    """
+    runs = mlflow.search_runs(
+        experiment_ids=[experiment_id],
+        filter_string="attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        output_format="list",
+    )
+    rows: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        if run.info.run_id == exclude_run_id:
+            continue
+        metrics = run.data.metrics
+        for key in metrics:
+            architecture, _, metric = key.rpartition(".")
+            if metric != "test_accuracy" or not architecture or architecture in rows:
+                continue
+            rows[architecture] = {
+                "architecture": architecture,
+                **{
+                    column: metrics.get(f"{architecture}.{name}", math.nan)
+                    for column, name in MLFLOW_METRIC_OF_COLUMN.items()
+                },
+                "run_name": run.info.run_name,
+                "run_id": run.info.run_id,
+                "started": _date(run.info.start_time),
+            }
+    frame = pd.DataFrame(list(rows.values()))
+    for column in ("parameters", "epochs"):
+        if column in frame:
+            frame[column] = frame[column].astype("Int64")
+    return frame
+
+
+def _date(milliseconds: int | None) -> str:
+    if milliseconds is None:
+        return ""
+    return dt.datetime.fromtimestamp(milliseconds / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def plot_leaderboard(board: pd.DataFrame, dataset: str) -> Figure:
+    """Test accuracy per architecture (bars, best on top), and accuracy against parameters."""
+    ordered = board.iloc[::-1]
+    height = max(3.0, 0.45 * len(board) + 1.5)
+    figure, (bars, scatter) = plt.subplots(1, 2, figsize=(13, height), gridspec_kw={"width_ratios": [3, 2]})
+    accuracy = ordered["test_accuracy"].astype(float).to_numpy() * 100
+    positions = np.arange(len(ordered))
+    bars.barh(positions, accuracy, color="tab:blue")
+    bars.set_yticks(positions, ordered["architecture"])
+    for position, value, row in zip(positions, accuracy, ordered.itertuples(index=False)):
+        speed = getattr(row, "train_images_per_s", math.nan)
+        note = f" {value:.2f}%  ({_millions(row.parameters)} params, {speed:,.0f} img/s)"
+        bars.text(value, position, note, va="center", fontsize=8)
+    bars.set_xlim(0, 115)
+    bars.set_xlabel("test accuracy (%)")
+    bars.set_title("Test accuracy")
+    bars.grid(axis="x", alpha=0.3)
+
+    parameters = ordered["parameters"].astype(float).to_numpy()
+    scatter.scatter(parameters, accuracy, color="tab:orange")
+    for x, y, name in zip(parameters, accuracy, ordered["architecture"]):
+        scatter.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    if np.nanmin(parameters) > 0:
+        scatter.set_xscale("log")
+    scatter.set_xlabel("trainable parameters")
+    scatter.set_ylabel("test accuracy (%)")
+    scatter.set_title("Accuracy against size")
+    scatter.grid(alpha=0.3)
+    figure.suptitle(f"{dataset} leaderboard")
+    figure.tight_layout()
+    return figure
+
+
+def _millions(parameters: Any) -> str:
+    if parameters is None or pd.isna(parameters):
+        return "?"
+    return f"{float(parameters) / 1e6:.2f} M"

@@ -1,0 +1,111 @@
+import math
+
+import mlflow
+import pandas as pd
+import pytest
+
+from convbench.pipelines.leaderboard.nodes import MLFLOW_METRIC_OF_COLUMN, build_leaderboard, earlier_runs, rank
+from convbench.pipelines.reporting.nodes import metrics_table
+
+
+def table(architecture: str, test_accuracy: float, parameters: int = 1000, top5: float | None = None) -> pd.DataFrame:
+    """A metrics table as the reporting pipeline writes it, for one architecture."""
+    history = {"loss": [1.0, 0.5], "accuracy": [0.5, 0.8], "val_loss": [1.1, 0.7], "val_accuracy": [0.4, 0.7]}
+    metrics = {"test_loss": 0.8, "test_accuracy": test_accuracy}
+    if top5 is not None:
+        metrics["test_top5_accuracy"] = top5
+    summary = {"parameters": parameters, "epochs": 2, "wall_time_s": 10.0, "train_images_per_s": 500.0}
+    frame, _, _ = metrics_table(history, summary, {"metrics": metrics}, {"dataset": "cifar10", "architecture": architecture})
+    return frame
+
+
+def log_run(name: str, architecture: str, test_accuracy: float, parameters: int, status: str = "FINISHED") -> str:
+    """An earlier MLflow run as a `{dataset}_{architecture}` Kedro run leaves it."""
+    with mlflow.start_run(run_name=name) as run:
+        for step, value in enumerate([0.3, 0.6], start=1):  # per-epoch curves: the leaderboard takes the last
+            mlflow.log_metrics({f"{architecture}.val_accuracy": value, f"{architecture}.loss": 1 - value}, step=step)
+        mlflow.log_metrics(
+            {
+                f"{architecture}.test_accuracy": test_accuracy,
+                f"{architecture}.test_loss": 1.0,
+                f"{architecture}.parameters": parameters,
+                f"{architecture}.epochs": 2,
+                f"{architecture}.wall_time_s": 30.0,
+                f"{architecture}.train_images_per_s": 100.0,
+                f"node_time_s.cifar10.{architecture}.train_model": 12.0,
+            }
+        )
+    if status != "FINISHED":
+        mlflow.MlflowClient().set_terminated(run.info.run_id, status=status)
+    return run.info.run_id
+
+
+@pytest.fixture
+def experiment(tmp_path):
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment_id = mlflow.create_experiment("cifar10", artifact_location=(tmp_path / "artifacts").as_uri())
+    mlflow.set_experiment(experiment_id=experiment_id)
+    yield experiment_id
+    mlflow.set_tracking_uri(None)
+
+
+def test_rank_orders_by_test_accuracy_and_numbers_the_rows():
+    board = rank(pd.concat([table("mlp", 0.5), table("resnet", 0.9), table("vgg16", 0.85)]), pd.DataFrame())
+    assert list(board["architecture"]) == ["resnet", "vgg16", "mlp"]
+    assert list(board["rank"]) == [1, 2, 3]
+    assert "test_top5_accuracy" not in board  # no column for a metric nobody has
+
+
+def test_this_runs_result_replaces_an_earlier_run_of_the_same_architecture():
+    earlier = pd.DataFrame(
+        [
+            {"architecture": "resnet", "test_accuracy": 0.99, "run_name": "old", "run_id": "a", "started": "x"},
+            {"architecture": "densenet", "test_accuracy": 0.7, "run_name": "old", "run_id": "a", "started": "x"},
+        ]
+    )
+    board = rank(table("resnet", 0.6).assign(run_name="now", run_id="b", started="y"), earlier)
+    assert list(zip(board["architecture"], board["test_accuracy"], board["run_name"])) == [
+        ("densenet", 0.7, "old"),
+        ("resnet", 0.6, "now"),
+    ]
+
+
+def test_earlier_runs_take_each_architectures_latest_finished_run(experiment):
+    log_run("cifar10_resnet", "resnet", 0.80, 269_722)
+    log_run("cifar10", "mlp", 0.45, 205_642)  # a `{dataset}` run holds several architectures
+    mlflow.MlflowClient().log_metric(mlflow.last_active_run().info.run_id, "vgg16.test_accuracy", 0.9)
+    log_run("cifar10_resnet", "resnet", 0.85, 269_722)  # newer: wins
+    log_run("cifar10_resnet", "resnet", 0.99, 269_722, status="FAILED")  # failed runs do not count
+    rows = earlier_runs(experiment).set_index("architecture")
+    assert rows.loc["resnet", "test_accuracy"] == 0.85
+    assert rows.loc["resnet", "parameters"] == 269_722 and rows.loc["resnet", "val_accuracy"] == 0.6
+    assert rows.loc["resnet", "train_loss"] == pytest.approx(0.4)
+    assert rows.loc["mlp", "run_name"] == "cifar10" and rows.loc["vgg16", "test_accuracy"] == 0.9
+    assert math.isnan(rows.loc["vgg16", "wall_time_s"])  # what a run did not log stays empty
+    assert set(rows.columns) >= set(MLFLOW_METRIC_OF_COLUMN)
+    assert "node_time_s.cifar10" not in rows.index
+
+
+def test_leaderboard_joins_this_run_and_earlier_runs_and_plots_them(experiment, tmp_path):
+    earlier_id = log_run("cifar10_densenet", "densenet", 0.93, 769_162)
+    with mlflow.start_run(run_name="cifar10") as current:
+        board, markdown, figure = build_leaderboard(table("resnet", 0.91, 269_722), table("mlp", 0.5), dataset="cifar10")
+    assert list(board["architecture"]) == ["densenet", "resnet", "mlp"]
+    assert list(board["run_id"]) == [earlier_id, current.info.run_id, current.info.run_id]
+    assert markdown.splitlines()[0].startswith("| rank | architecture | parameters |")
+    assert "| 1 | densenet | 769,162 |" in markdown
+    figure.savefig(tmp_path / "board.png")
+    assert (tmp_path / "board.png").read_bytes()[:4] == b"\x89PNG"
+    assert [tick.get_text() for tick in figure.axes[0].get_yticklabels()] == ["mlp", "resnet", "densenet"]
+
+
+def test_leaderboard_without_inputs_reads_mlflow_only(experiment):
+    log_run("cifar10_resnet", "resnet", 0.8, 269_722)
+    with mlflow.start_run(run_name="cifar10_leaderboard"):
+        board, _, _ = build_leaderboard(dataset="cifar10")
+    assert list(board["architecture"]) == ["resnet"]
+
+
+def test_leaderboard_of_a_dataset_with_no_results_says_what_to_run(experiment):
+    with mlflow.start_run(), pytest.raises(ValueError, match="kedro run --pipelines=cifar10_resnet"):
+        build_leaderboard(dataset="cifar10")
