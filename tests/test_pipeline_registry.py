@@ -5,6 +5,7 @@ from kedro.config import OmegaConfigLoader
 from kedro.io import DataCatalog, MemoryDataset
 
 from convbench.datasets import NumpyDataset
+from convbench.models.registry import ARCHITECTURES
 from convbench.pipeline_registry import dataset_of, register_pipelines
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -41,7 +42,37 @@ def test_names_are_namespaced_per_dataset_and_architecture(pipelines):
     assert "cifar10.train_coarse_labels" not in pipelines["cifar10_ingestion"].outputs()
 
 
-@pytest.mark.parametrize("pipeline_name", ["cifar10_resnet", "cifar100_resnet"])
+def test_every_dataset_has_a_pipeline_per_architecture_one_for_all_and_a_leaderboard(pipelines):
+    for dataset in ("cifar10", "cifar100"):
+        assert {f"{dataset}_{architecture}" for architecture in ARCHITECTURES} <= set(pipelines)
+        assert {dataset, f"{dataset}_leaderboard"} <= set(pipelines)
+
+
+def test_dataset_pipeline_trains_every_architecture_on_one_copy_of_the_data_then_ranks_them(pipelines):
+    names = {node.name for node in pipelines["cifar10"].nodes}
+    assert {f"cifar10.{architecture}.train_model" for architecture in ARCHITECTURES} <= names
+    assert sum(name.endswith("parse_archive") for name in names) == 1
+    leaderboard = next(node for node in pipelines["cifar10"].nodes if node.name == "cifar10.build_leaderboard")
+    assert set(leaderboard.inputs) == {f"cifar10.{architecture}.metrics_table" for architecture in ARCHITECTURES}
+    assert pipelines["cifar10"].nodes[-1] == leaderboard  # topologically last
+    assert not any(node.name.startswith("cifar100.") for node in pipelines["cifar10"].nodes)
+
+
+def test_leaderboard_pipeline_alone_needs_no_data(pipelines):
+    (node,) = pipelines["cifar10_leaderboard"].nodes
+    assert node.inputs == [] and set(node.outputs) == {
+        "cifar10.leaderboard",
+        "cifar10.leaderboard_markdown",
+        "cifar10.leaderboard_plot",
+    }
+
+
+def test_recipes_reach_training_by_architecture_name(pipelines):
+    inputs = pipelines["cifar10_densenet"].inputs()
+    assert "params:training.densenet" in inputs and "params:training.resnet" not in inputs
+
+
+@pytest.mark.parametrize("pipeline_name", ["cifar10_resnet", "cifar100_resnet", "cifar10"])
 def test_catalog_factories_persist_everything_but_the_archive_path_and_model_handover(pipelines, catalog, pipeline_name):
     in_memory, filepaths = set(), {}
     for name in pipelines[pipeline_name].datasets():
@@ -64,7 +95,16 @@ def test_catalog_factories_persist_everything_but_the_archive_path_and_model_han
 
 @pytest.mark.parametrize(
     ("pipeline_name", "dataset"),
-    [("cifar10_resnet", "cifar10"), ("cifar100_ingestion", "cifar100"), ("__default__", "cifar10"), ("other", None)],
+    [
+        ("cifar10_resnet", "cifar10"),
+        ("cifar100_ingestion", "cifar100"),
+        ("__default__", "cifar10"),
+        ("cifar10", "cifar10"),
+        ("cifar100", "cifar100"),
+        ("cifar100_leaderboard", "cifar100"),
+        ("cifar10_mobilenet_v2_imagenet", "cifar10"),
+        ("other", None),
+    ],
 )
 def test_dataset_of_pipeline_names(pipeline_name, dataset):
     assert dataset_of(pipeline_name) == dataset

@@ -58,7 +58,7 @@ def assert_one_step_lowers_the_loss(
     rng = np.random.default_rng(0)
     images = rng.normal(size=(batch_size, *input_shape)).astype("float32")
     onehot = keras.utils.to_categorical(rng.integers(0, num_classes, batch_size), num_classes)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="categorical_crossentropy")
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="categorical_crossentropy", run_eagerly=True)
     before = _training_mode_loss(model, images, onehot)
     model.train_on_batch(images, onehot)
     after = _training_mode_loss(model, images, onehot)

@@ -5,6 +5,12 @@ import pytest
 from convbench.models.preprocessing import with_normalization
 from convbench.models.registry import ARCHITECTURES, get_builder
 from convbench.models.resnet import blocks_per_stage, build_resnet
+from models.builder_checks import (
+    INPUT_SHAPES,
+    assert_one_step_lowers_the_loss,
+    assert_probabilities_for,
+    assert_saves_and_loads,
+)
 
 
 def trainable_parameters(model: keras.Model) -> int:
@@ -90,3 +96,108 @@ def test_registry_resolves_names_and_lists_known_ones_on_error():
     assert "resnet" in ARCHITECTURES
     with pytest.raises(ValueError, match="Known architectures: .*resnet"):
         get_builder("resnot")
+
+
+# ResNet v2 (He et al. 2016b): pre-activation bottleneck blocks, depth 9n + 2.
+
+
+def v2_trainable_parameters(n: int, channels: int, num_classes: int) -> int:
+    """Hand count of a v2 ResNet: bias-free convs, BN gamma + beta, softmax weights + biases.
+
+    Stem: 3x3 conv to 16 + BN. A bottleneck of width m on c input channels: pre-activation BN (2c,
+    none in the very first block, which takes the stem's BN-ReLU), 1x1 conv c*m, BN 2m, 3x3 conv 9m^2,
+    BN 2m, 1x1 conv m*4m; the first block of a stage adds a 1x1 projection c*4m. Final BN on 256.
+    """
+    total = 9 * channels * 16 + 2 * 16
+    inputs = 16
+    for width in (16, 32, 64):
+        for block in range(n):
+            preact = 0 if (width, block) == (16, 0) else 2 * inputs
+            projection = inputs * 4 * width if block == 0 else 0
+            total += preact + inputs * width + 2 * width + 9 * width**2 + 2 * width + 4 * width**2 + projection
+            inputs = 4 * width
+    return total + 2 * 256 + 256 * num_classes + num_classes
+
+
+def test_v2_parameter_count_matches_the_paper():
+    # He et al. 2016b, Table 3: pre-activation ResNet-164 (bottleneck) on CIFAR-10 has 1.7 M parameters.
+    model = build_resnet((32, 32, 3), 10, depth=164, version=2)
+    assert trainable_parameters(model) == v2_trainable_parameters(18, 3, 10) == 1_703_258
+    assert abs(trainable_parameters(model) - 1.7e6) / 1.7e6 < 0.01
+
+
+@pytest.mark.parametrize(("input_shape", "num_classes"), [((28, 28, 1), 10), ((48, 48, 1), 7)])
+def test_v2_parameter_count_follows_the_hand_count(input_shape, num_classes):
+    model = build_resnet(input_shape, num_classes, depth=29, version=2)
+    assert trainable_parameters(model) == v2_trainable_parameters(3, input_shape[-1], num_classes)
+
+
+@pytest.mark.parametrize("input_shape", INPUT_SHAPES)
+@pytest.mark.parametrize("version", [1, 2])
+def test_outputs_probabilities_for_every_input_shape(input_shape, version):
+    depth = {1: 8, 2: 11}[version]
+    assert_probabilities_for(build_resnet, input_shape, 7, depth=depth, version=version)
+
+
+def test_v2_depth_sets_the_bottleneck_blocks_per_stage():
+    model = build_resnet((32, 32, 3), 10, depth=29, version=2)
+    names = {layer.name for layer in model.layers}
+    assert {f"stage{s}_block3_add" for s in (1, 2, 3)} <= names
+    assert not any("block4" in name for name in names)
+    assert model.name == "resnet29v2"
+    widths = [model.get_layer(f"stage{s}_block2_{i}_conv").filters for s in (1, 2, 3) for i in (1, 2, 3)]
+    assert widths == [16, 16, 64, 32, 32, 128, 64, 64, 256]
+    assert model.get_layer("stage3_block1_2_conv").strides == (2, 2)
+    assert model.get_layer("post_relu").output.shape[1:] == (8, 8, 256)
+
+
+def test_v2_is_pre_activated_with_projections_from_the_shared_pre_activation():
+    model = build_resnet((32, 32, 3), 10, depth=11, version=2)
+    names = {layer.name for layer in model.layers}
+    assert "stage1_block1_1_bn" not in names  # takes the stem's BN-ReLU
+    for stage in (2, 3):
+        activated = model.get_layer(f"stage{stage}_block1_1_relu").output
+        assert model.get_layer(f"stage{stage}_block1_0_conv").input is activated
+        assert model.get_layer(f"stage{stage}_block1_1_conv").input is activated
+    assert {"stage1_block1_0_conv", "post_bn", "post_relu"} <= names
+
+
+def test_v2_identity_shortcut_removes_the_projections():
+    projection = build_resnet((32, 32, 3), 10, depth=11, version=2)
+    identity = build_resnet((32, 32, 3), 10, depth=11, version=2, shortcut="identity")
+    projections = 16 * 64 + 64 * 128 + 128 * 256
+    assert trainable_parameters(projection) - trainable_parameters(identity) == projections
+    assert not identity.get_layer("stage2_block1_0_identity").trainable
+
+
+@pytest.mark.parametrize("depth", [8, 10, 21, 30, 165])
+def test_v2_depth_must_be_9n_plus_2(depth):
+    with pytest.raises(ValueError, match=rf"ResNet v2 depth must be 9n\+2.*Received: depth={depth}$"):
+        build_resnet((32, 32, 3), 10, depth=depth, version=2)
+
+
+def test_v1_depth_error_names_its_own_rule():
+    with pytest.raises(ValueError, match=r"ResNet v1 depth must be 6n\+2.*Received: depth=29$"):
+        build_resnet((32, 32, 3), 10, depth=29)
+
+
+@pytest.mark.parametrize("version", [0, 3, "2"])
+def test_unknown_version_is_rejected(version):
+    with pytest.raises(ValueError, match=f"version={version!r}"):
+        build_resnet((32, 32, 3), 10, depth=20, version=version)
+
+
+def test_unknown_shortcut_is_rejected_for_v2():
+    with pytest.raises(ValueError, match="shortcut='option_c'"):
+        build_resnet((32, 32, 3), 10, depth=11, version=2, shortcut="option_c")
+
+
+def test_v2_one_training_step_lowers_the_loss():
+    assert_one_step_lowers_the_loss(build_resnet, depth=11, version=2)
+
+
+@pytest.mark.parametrize(("version", "shortcut"), [(1, "identity"), (2, "projection")])
+def test_saves_and_loads_without_custom_objects(tmp_path, version, shortcut):
+    model = build_resnet((28, 28, 1), 5, depth={1: 8, 2: 11}[version], version=version, shortcut=shortcut)
+    loaded = assert_saves_and_loads(model, tmp_path)
+    assert loaded.name == model.name

@@ -141,7 +141,8 @@ def model_with_pretrained_base():
 
     inputs = keras.Input((16, 16, 3))
     base_input = keras.Input((16, 16, 3))
-    base = keras.Model(base_input, keras.layers.Conv2D(4, 3, name="base_conv")(base_input), name="pretrained_base")
+    base_output = keras.layers.BatchNormalization(name="base_bn")(keras.layers.Conv2D(4, 3, name="base_conv")(base_input))
+    base = keras.Model(base_input, base_output, name="pretrained_base")
     x = keras.layers.GlobalAveragePooling2D()(base(inputs))
     backbone = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="head")(x), name="transfer")
     return with_normalization(backbone, [128.0] * 3, [64.0] * 3, name="transfer")
@@ -171,8 +172,11 @@ def test_fine_tuning_recipe_trains_the_head_on_a_frozen_base_then_the_whole_netw
     trained, history, summary = fit(model, tiny_data(64, 0), tiny_data(32, 1), 3, recipe, tmp_path / "ckpt", "tl")
     assert len(history["loss"]) == summary["epochs"] == 3 and not summary["stopped_early"]
     assert history["lr"] == pytest.approx([1e-2, 1e-2, 1e-3])
-    assert trained.get_layer("transfer").get_layer("pretrained_base").trainable
-    assert summary["parameters"] == trained.count_params()  # the whole network trains in the end
+    trained_base = trained.get_layer("transfer").get_layer("pretrained_base")
+    assert trained_base.trainable and not trained_base.get_layer("base_bn").trainable
+    assert summary["parameters"] == trained.count_params() - 4 * 4  # all but the base's BN (gamma, beta, mean, var)
+    for after, before in zip(trained_base.get_layer("base_bn").get_weights(), base_before[2:]):
+        np.testing.assert_array_equal(after, before)  # scale, offset and statistics: as pretrained
     assert not np.allclose(trained.get_layer("transfer").get_layer("head").get_weights()[0], head_before)
     assert any(
         not np.allclose(after, before)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+PRETRAINED_BASE = "pretrained_base"
+"""Name of the nested model holding a transfer model's pretrained part; fine-tuning recipes freeze it first."""
+
 
 def l2(weight_decay: float) -> keras.regularizers.Regularizer | None:
     """L2 penalty equal to PyTorch-style coupled weight decay `weight_decay` (grad += wd * w)."""

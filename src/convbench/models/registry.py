@@ -1,4 +1,11 @@
-"""The one mapping from architecture names to their builders."""
+"""The one mapping from architecture names to their builders.
+
+Each name is a `{dataset}_{name}` pipeline and a recipe `training.<name>` in
+`conf/base/parameters_training.yml`; several names may share a builder with different
+hyperparameters in their recipes (`resnet` and `resnet_v2`, `mobilenet_v2` and
+`mobilenet_v2_imagenet`). Adding an architecture = a builder here + a recipe there
+(docs/adding_an_architecture.md).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +13,36 @@ from collections.abc import Callable
 
 import keras
 
+from convbench.models.alexnet import build_alexnet
+from convbench.models.densenet import build_densenet
+from convbench.models.hierarchical import build_hierarchical
+from convbench.models.inception import build_inception
+from convbench.models.mlp import build_mlp, build_residual_mlp
+from convbench.models.mobilenet import build_mobilenet_v2
+from convbench.models.preact_resnet import build_preact_resnet
 from convbench.models.resnet import build_resnet
+from convbench.models.simple_cnn import build_simple_cnn
+from convbench.models.vgg import build_vgg13, build_vgg16
+from convbench.models.xception import build_xception
 
 Builder = Callable[..., keras.Model]
 
 ARCHITECTURES: dict[str, Builder] = {
+    "mlp": build_mlp,
+    "residual_mlp": build_residual_mlp,
+    "simple_cnn": build_simple_cnn,
+    "alexnet": build_alexnet,
+    "vgg13": build_vgg13,
+    "vgg16": build_vgg16,
+    "inception": build_inception,
     "resnet": build_resnet,
+    "resnet_v2": build_resnet,
+    "preact_resnet": build_preact_resnet,
+    "xception": build_xception,
+    "densenet": build_densenet,
+    "mobilenet_v2": build_mobilenet_v2,
+    "mobilenet_v2_imagenet": build_mobilenet_v2,
+    "hierarchical": build_hierarchical,
 }
 
 

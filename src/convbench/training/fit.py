@@ -15,6 +15,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from convbench.models.layers import PRETRAINED_BASE
 from convbench.training.augmentation import with_augmentation
 from convbench.training.callbacks import (
     EpochTimer,
@@ -59,10 +60,6 @@ def compile_for_training(model: keras.Model, recipe: dict[str, Any], steps_per_e
     return compile_model(training_model, recipe, steps_per_epoch)
 
 
-PRETRAINED_BASE = "pretrained_base"
-"""Name of the layer holding a model's pretrained part; frozen in the first phase of a fine-tuning recipe."""
-
-
 @dataclass(frozen=True)
 class Phase:
     """One `fit` call of a recipe: its own optimiser, schedule and epochs, with the base frozen or not."""
@@ -94,6 +91,10 @@ def training_phases(recipe: dict[str, Any]) -> list[Phase]:
 def set_pretrained_base_trainable(model: keras.Model, trainable: bool) -> None:
     """Freezes or unfreezes every layer named `pretrained_base` inside `model` (nested models included).
 
+    Its batch normalisation layers stay frozen when it is unfrozen, so they keep running in
+    inference mode with their pretrained statistics, as Keras' fine-tuning guide recommends
+    (small batches of a new dataset would otherwise overwrite them).
+
     Raises:
         ValueError: `model` has no such layer, so a fine-tuning recipe cannot apply to it.
     """
@@ -105,6 +106,10 @@ def set_pretrained_base_trainable(model: keras.Model, trainable: bool) -> None:
         )
     for layer in found:
         layer.trainable = trainable
+        if trainable:
+            for inner in _all_layers(layer):
+                if isinstance(inner, keras.layers.BatchNormalization):
+                    inner.trainable = False
 
 
 def _all_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:

@@ -1,0 +1,61 @@
+import inspect
+from pathlib import Path
+
+import pytest
+from kedro.config import OmegaConfigLoader
+
+from convbench.models.registry import ARCHITECTURES, get_builder
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+
+
+@pytest.fixture(scope="module")
+def recipes():
+    return OmegaConfigLoader(str(CONF), base_env="base", default_run_env="base")["parameters"]["training"]
+
+
+def test_every_architecture_has_a_recipe_and_every_recipe_an_architecture(recipes):
+    assert set(recipes) == set(ARCHITECTURES)
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_each_recipe_names_only_hyperparameters_its_builder_takes(recipes, name):
+    parameters = inspect.signature(get_builder(name)).parameters
+    for key in recipes[name].get("model") or {}:
+        assert key in parameters and parameters[key].kind is inspect.Parameter.KEYWORD_ONLY, (name, key)
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_each_recipe_is_complete(recipes, name):
+    recipe = recipes[name]
+    required = {"optimizer", "schedule", "epochs", "batch_size", "eval_batch_size", "augmentation", "seed"}
+    assert required <= set(recipe), required - set(recipe)
+    assert recipe["schedule"]["name"] in {"cosine", "piecewise", "constant"}
+    if recipe["schedule"]["name"] == "piecewise":
+        schedule = recipe["schedule"]
+        assert len(schedule["values"]) == len(schedule["boundaries"]) + 1
+        assert list(schedule["boundaries"]) == sorted(schedule["boundaries"]) and schedule["boundaries"][-1] < recipe["epochs"]
+
+
+def test_builders_are_shared_only_through_recipes(recipes):
+    assert ARCHITECTURES["resnet_v2"] is ARCHITECTURES["resnet"]
+    assert (recipes["resnet"]["model"]["version"], recipes["resnet_v2"]["model"]["version"]) == (1, 2)
+    assert recipes["mobilenet_v2_imagenet"]["model"]["weights"] == "imagenet"
+    assert recipes["mobilenet_v2"]["model"]["weights"] is None and "fine_tuning" not in recipes["mobilenet_v2"]
+
+
+def test_unknown_architecture_lists_the_known_ones():
+    with pytest.raises(ValueError, match="Known architectures: .*densenet.*xception"):
+        get_builder("lenet")
+
+
+def test_smoke_env_shortens_every_recipe_to_one_epoch():
+    loader = OmegaConfigLoader(
+        str(CONF), base_env="base", default_run_env="smoke", merge_strategy={"parameters": "soft"}
+    )
+    smoke = loader["parameters"]["training"]
+    for name in ARCHITECTURES:
+        phases = [smoke[name], *([smoke[name]["fine_tuning"]] if smoke[name].get("fine_tuning") else [])]
+        assert all(phase["epochs"] == 1 for phase in phases), (
+            f"add `{name}: *one_short_epoch` under `training:` in conf/smoke/parameters_training.yml"
+        )
