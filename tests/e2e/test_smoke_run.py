@@ -1,7 +1,9 @@
-"""The whole `cifar10_resnet` DAG in the smoke env, run as a user runs it: `kedro run` in a project folder.
+"""The whole `cifar10_resnet` DAG in the smoke env, run as a user runs it: `kedro run` in a project folder;
+then the leaderboard alone from MLflow, then `cifar10`: every architecture and the leaderboard.
 
 The raw archive is a fixture in the official CIFAR-10 binary layout, served by a local HTTP
-server on 127.0.0.1, so the real download code runs too.
+server on 127.0.0.1, so the real download code runs too. Keras' ImageNet weights (for
+`mobilenet_v2_imagenet`) are a stand-in file of random weights in a temporary KERAS_HOME.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ import pandas as pd
 import pytest
 
 import cifar_archives
+from convbench.models.registry import ARCHITECTURES
 from convbench.pipeline_registry import register_pipelines
+from imagenet_weights import fill_keras_cache
 
 pytestmark = pytest.mark.e2e
 
@@ -72,7 +76,17 @@ def project(tmp_path_factory):
     return root
 
 
-def kedro_run(project: Path, pipeline_flag: str, url: str, known_hash: str) -> subprocess.CompletedProcess:
+@pytest.fixture(scope="module")
+def keras_home(tmp_path_factory):
+    """A Keras cache holding the ImageNet MobileNetV2 file the smoke recipe asks for (random weights)."""
+    home = tmp_path_factory.mktemp("keras_home")
+    fill_keras_cache(home, alpha=0.35, input_size=96)
+    return home
+
+
+def kedro_run(
+    project: Path, pipeline_flag: str, url: str, known_hash: str, keras_home: Path | None = None
+) -> subprocess.CompletedProcess:
     params = ",".join(
         [
             f"ingestion.cifar10.source.url={url}",
@@ -83,7 +97,8 @@ def kedro_run(project: Path, pipeline_flag: str, url: str, known_hash: str) -> s
         ]
     )
     command = [str(KEDRO), "run", pipeline_flag, "--env=smoke", f"--params={params}"]
-    result = subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=900)
+    env = {**os.environ, **({"KERAS_HOME": str(keras_home)} if keras_home else {})}
+    result = subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=1800, env=env)
     assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-6000:]}\n{result.stderr[-6000:]}"
     return result
 
@@ -242,12 +257,58 @@ def test_mlflow_ui_serves_the_run_from_the_sqlite_store(smoke_run):
         server.wait(timeout=30)
 
 
-def test_second_run_with_the_pipeline_flag_reuses_the_archive_and_adds_a_run(smoke_run, served_archive, tracking):
+def test_leaderboard_alone_ranks_the_earlier_run_from_mlflow(smoke_run, served_archive, tracking):
     project, _ = smoke_run
     url, known_hash, _ = served_archive
+    kedro_run(project, "--pipelines=cifar10_leaderboard", url, known_hash)
+    board = pd.read_csv(project / "data/smoke/08_reporting/cifar10/leaderboard.csv")
+    (first,) = tracking.search_runs(
+        [tracking.get_experiment_by_name("cifar10").experiment_id], "attributes.run_name = 'cifar10_resnet'"
+    )
+    assert list(board["architecture"]) == ["resnet"] and board.loc[0, "run_id"] == first.info.run_id
+    resnet_table = pd.read_csv(project / "data/smoke/08_reporting/cifar10/resnet/metrics.csv")
+    for column in ("parameters", "epochs", "val_accuracy", "test_accuracy", "wall_time_s", "train_images_per_s"):
+        assert board.loc[0, column] == pytest.approx(resnet_table.loc[0, column]), column
+
+
+def test_every_architecture_with_the_pipeline_flag_reuses_the_archive_and_ends_in_the_leaderboard(
+    smoke_run, served_archive, tracking, keras_home
+):
+    """`kedro run --pipeline=cifar10 --env=smoke`: the whole zoo, one MLflow run, one leaderboard."""
+    project, expected = smoke_run
+    url, known_hash, _ = served_archive
     before = len(CountingHandler.requests)
-    kedro_run(project, "--pipeline=cifar10_resnet", url, known_hash)
+    kedro_run(project, "--pipeline=cifar10", url, known_hash, keras_home)
     assert len(CountingHandler.requests) == before, "an archive with the right checksum needs no network"
     runs = tracking.search_runs([tracking.get_experiment_by_name("cifar10").experiment_id])
-    assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
-    assert len(list((project / "data/smoke/06_models/cifar10/resnet/model.keras").glob("*/model.keras"))) == 2
+    assert len(runs) == 3 and {r.info.status for r in runs} == {"FINISHED"}
+    (run,) = [r for r in runs if r.info.run_name == "cifar10"]
+
+    reports = project / "data/smoke/08_reporting/cifar10"
+    board = pd.read_csv(reports / "leaderboard.csv")
+    assert sorted(board["architecture"]) == sorted(ARCHITECTURES)
+    assert set(board["run_id"]) == {run.info.run_id}  # every architecture trained in this run replaces earlier rows
+    assert list(board["rank"]) == list(range(1, len(ARCHITECTURES) + 1))
+    assert list(board["test_accuracy"]) == sorted(board["test_accuracy"], reverse=True)
+    assert board.set_index("architecture").loc["mlp", "parameters"] == 205_642
+    assert (board["train_images_per_s"] > 0).all() and (board["epochs"] >= 1).all()
+    assert board.set_index("architecture").loc["mobilenet_v2_imagenet", "epochs"] == 2  # head, then fine-tuning
+    assert (reports / "leaderboard.md").read_text().count("\n") == len(ARCHITECTURES) + 2
+    png = (reports / "leaderboard.png").read_bytes()
+    assert png.startswith(PNG_SIGNATURE) and len(png) > 20_000
+
+    metrics = run.data.metrics
+    for architecture in ARCHITECTURES:
+        assert metrics[f"{architecture}.test_accuracy"] == pytest.approx(
+            board.set_index("architecture").loc[architecture, "test_accuracy"]
+        )
+        assert (reports / architecture / "learning_curves.png").read_bytes().startswith(PNG_SIGNATURE)
+        models = project / f"data/smoke/06_models/cifar10/{architecture}"
+        assert len(list((models / "model.keras").glob("*/model.keras"))) == (2 if architecture == "resnet" else 1)
+        assert not (models / "checkpoint").exists()
+    steps = [m.step for m in tracking.get_metric_history(run.info.run_id, "mobilenet_v2_imagenet.loss")]
+    assert steps == [1, 2]
+    artifacts = {a.path for a in tracking.list_artifacts(run.info.run_id, "cifar10")}
+    assert {"cifar10/leaderboard.csv", "cifar10/leaderboard.md", "cifar10/leaderboard.png"} <= artifacts
+    nodes = {node.name for node in register_pipelines()["cifar10"].nodes}
+    assert {run.data.tags[f"node_status.{name}"] for name in nodes} == {"completed"}
