@@ -8,11 +8,9 @@ from collections.abc import Iterable
 
 from kedro.pipeline import Pipeline
 
-from convbench.data.cifar import FORMATS
 from convbench.models.registry import ARCHITECTURES
 from convbench.pipelines import ingestion, leaderboard, preprocessing, reporting, training
-
-DATASETS = tuple(FORMATS)
+from convbench.pipelines.ingestion.pipeline import DATASETS
 DEFAULT_PIPELINE = "cifar10_resnet"
 
 

@@ -121,6 +121,10 @@ def build_dataset_card(
 ) -> tuple[dict[str, Any], str]:
     """The dataset card: where the data came from and what each split holds, as JSON and Markdown.
 
+    Args:
+        source: The raw file's `url`, `known_hash` and `destination`, or several such by name
+            (MNIST's four files).
+
     Returns:
         The card as a dict, and the same card rendered as Markdown.
     """
@@ -130,14 +134,9 @@ def build_dataset_card(
         "val": train_labels[val_indices],
         "test": test_labels[test_indices],
     }
-    archive = Path(source["destination"])
+    sources = {"archive": source} if "url" in source else source
     card = {
-        "source": {
-            "url": source["url"],
-            "file": archive.name,
-            "bytes": archive.stat().st_size if archive.exists() else None,
-            "checksum": measured_checksum(archive, source.get("known_hash")),
-        },
+        "sources": [_describe_file(name, file) for name, file in sources.items()],
         "image_shape": list(train_images.shape[1:]),
         "dtype": str(train_images.dtype),
         "classes": list(class_names),
@@ -148,17 +147,25 @@ def build_dataset_card(
     return card, render_dataset_card(card)
 
 
+def _describe_file(name: str, source: dict[str, Any]) -> dict[str, Any]:
+    path = Path(source["destination"])
+    return {
+        "name": name,
+        "url": source["url"],
+        "file": path.name,
+        "bytes": path.stat().st_size if path.exists() else None,
+        "checksum": measured_checksum(path, source.get("known_hash")),
+    }
+
+
 def render_dataset_card(card: dict[str, Any]) -> str:
     """The dataset card as a Markdown document."""
-    source = card["source"]
     counts = card["class_counts"]
-    lines = [
-        f"# Dataset card: {source['file']}",
-        "",
-        f"- Source: {source['url']}",
-        f"- File: `{source['file']}` ({source['bytes']:,} bytes), checksum `{source['checksum']}`"
-        if source["bytes"] is not None
-        else f"- File: `{source['file']}`, checksum `{source['checksum']}`",
+    lines = [f"# Dataset card: {', '.join(source['file'] for source in card['sources'])}", ""]
+    for source in card["sources"]:
+        size = f" ({source['bytes']:,} bytes)" if source["bytes"] is not None else ""
+        lines.append(f"- Source: {source['url']}: `{source['file']}`{size}, checksum `{source['checksum']}`")
+    lines += [
         f"- Image shape: {tuple(card['image_shape'])}, {card['dtype']}",
         "- Split sizes: " + ", ".join(f"{name} {size:,}" for name, size in card["split_sizes"].items()),
         "- Channel mean (train split): " + ", ".join(f"{v:.3f}" for v in card["channel_statistics"]["mean"]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from kedro.pipeline import Node, Pipeline
 
+from convbench.pipelines.ingestion.pipeline import source_parameter
 from convbench.pipelines.preprocessing.nodes import build_dataset_card, channel_statistics, split_dataset
 
 
@@ -46,7 +47,7 @@ def create_pipeline(dataset: str = "cifar10", **kwargs) -> Pipeline:
         namespace=dataset,
         parameters={
             "params:split": f"params:preprocessing.{dataset}",
-            "params:source": f"params:ingestion.{dataset}.source",
+            "params:source": f"params:ingestion.{dataset}.{source_parameter(dataset)}",
         },
         tags=["preprocessing", dataset],
     )

@@ -1,0 +1,126 @@
+"""`mnist_mlp` and `tinyimagenet_resnet` in the smoke env, from file:// mirrors of files in the official formats."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pooch
+import pytest
+
+import mnist_files
+import tiny_imagenet_files
+
+pytestmark = pytest.mark.e2e
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+KEDRO = Path(sys.executable).with_name("kedro")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def new_project(tmp_path_factory) -> Path:
+    project = tmp_path_factory.mktemp("project")
+    shutil.copy(PROJECT_ROOT / "pyproject.toml", project)
+    shutil.copytree(PROJECT_ROOT / "conf", project / "conf")
+    shutil.copytree(PROJECT_ROOT / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for leftover in (project / "conf" / "local").glob("*.yml"):
+        leftover.unlink()
+    return project
+
+
+def kedro_run(project: Path, pipeline: str, params: list[str]) -> None:
+    command = [str(KEDRO), "run", f"--pipelines={pipeline}", "--env=smoke", f"--params={','.join(params)}"]
+    result = subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"{' '.join(command)}:\n{result.stdout[-5000:]}\n{result.stderr[-5000:]}"
+
+
+def md5(path: Path) -> str:
+    return f"md5:{pooch.file_hash(str(path), alg='md5')}"
+
+
+@pytest.fixture(scope="module")
+def mnist_run(tmp_path_factory):
+    mirror = tmp_path_factory.mktemp("mnist_mirror")
+    paths, expected = mnist_files.make_mnist_files(mirror, train=1200, test=300)
+    params = []
+    for key, path in paths.items():
+        params += [f"ingestion.mnist.sources.{key}.url={path.as_uri()}", f"ingestion.mnist.sources.{key}.known_hash={md5(path)}"]
+    params += ["ingestion.mnist.expected_counts.train=1200", "ingestion.mnist.expected_counts.test=300"]
+    params += ["preprocessing.mnist.val_size=300"]
+    project = new_project(tmp_path_factory)
+    kedro_run(project, "mnist_mlp", params)
+    return project, expected
+
+
+def test_mnist_files_are_fetched_and_parsed_exactly(mnist_run):
+    project, expected = mnist_run
+    folder = project / "data/smoke/02_intermediate/mnist"
+    images = np.load(folder / "train_images.npy")
+    assert images.dtype == np.uint8 and images.shape == (1200, 28, 28, 1)
+    np.testing.assert_array_equal(images, expected["train_images"])
+    np.testing.assert_array_equal(np.load(folder / "test_labels.npy"), expected["test_labels"])
+    assert sorted(p.name for p in (project / "data/01_raw/mnist").iterdir()) == sorted(
+        ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+    )
+
+
+def test_mnist_mlp_has_the_reference_size_and_a_card_listing_all_four_files(mnist_run):
+    project, _ = mnist_run
+    table = pd.read_csv(project / "data/smoke/08_reporting/mnist/mlp/metrics.csv")
+    assert table.loc[0, "parameters"] == 59_210 and table.loc[0, "epochs"] == 1
+    card = __import__("json").loads((project / "data/smoke/08_reporting/mnist/dataset_card.json").read_text())
+    assert [source["name"] for source in card["sources"]] == ["train_images", "train_labels", "test_images", "test_labels"]
+    assert card["image_shape"] == [28, 28, 1] and card["split_sizes"] == {"train": 512, "val": 256, "test": 256}
+    png = (project / "data/smoke/08_reporting/mnist/mlp/sample_predictions.png").read_bytes()
+    assert png.startswith(PNG_SIGNATURE)
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("mnist").experiment_id])
+    assert run.info.run_name == "mnist_mlp" and run.data.metrics["mlp.parameters"] == 59_210
+
+
+@pytest.fixture(scope="module")
+def tinyimagenet_run(tmp_path_factory):
+    archive = tmp_path_factory.mktemp("tiny_mirror") / "tiny-imagenet-200.zip"
+    expected = tiny_imagenet_files.make_tiny_imagenet_zip(archive, per_class=40, val=40, image_size=32)
+    classes = len(expected["class_names"])
+    params = [
+        f"ingestion.tinyimagenet.source.url={archive.as_uri()}",
+        f"ingestion.tinyimagenet.source.known_hash={md5(archive)}",
+        f"ingestion.tinyimagenet.options.expected_classes={classes}",
+        "ingestion.tinyimagenet.options.expected_per_class=40",
+        "ingestion.tinyimagenet.options.expected_val=40",
+        "preprocessing.tinyimagenet.val_size=40",
+        "preprocessing.tinyimagenet.subset.train=80",
+        "preprocessing.tinyimagenet.subset.val=40",
+        "preprocessing.tinyimagenet.subset.test=40",
+    ]
+    project = new_project(tmp_path_factory)
+    kedro_run(project, "tinyimagenet_resnet", params)
+    return project, expected
+
+
+def test_tiny_imagenet_jpegs_are_decoded_to_32x32_rgb_with_their_wnid_labels(tinyimagenet_run):
+    project, expected = tinyimagenet_run
+    folder = project / "data/smoke/02_intermediate/tinyimagenet"
+    images = np.load(folder / "train_images.npy")
+    assert images.dtype == np.uint8 and images.shape == expected["train_images"].shape and images.shape[1:] == (32, 32, 3)
+    np.testing.assert_array_equal(images, expected["train_images"])
+    np.testing.assert_array_equal(np.load(folder / "test_labels.npy"), expected["test_labels"])
+    assert __import__("json").loads((folder / "class_names.json").read_text()) == list(expected["class_names"])
+
+
+def test_tinyimagenet_resnet_reports_and_tracks(tinyimagenet_run):
+    project, expected = tinyimagenet_run
+    report = project / "data/smoke/08_reporting/tinyimagenet/resnet"
+    table = pd.read_csv(report / "metrics.csv")
+    assert table.loc[0, "epochs"] == 1 and 0 <= table.loc[0, "test_accuracy"] <= 1
+    assert len(pd.read_csv(report / "per_class_accuracy.csv")) == len(expected["class_names"])
+    assert (report / "confusion_matrix.png").read_bytes().startswith(PNG_SIGNATURE)
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("tinyimagenet").experiment_id])
+    assert run.info.run_name == "tinyimagenet_resnet" and run.info.status == "FINISHED"
