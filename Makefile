@@ -43,6 +43,7 @@ mlflow-ui: install
 
 benchmarks: install
 	$(BIN)/python benchmarks/bench_parse_cifar.py
+	$(BIN)/python benchmarks/bench_parse_fer.py
 	$(BIN)/python benchmarks/bench_training_throughput.py
 	$(BIN)/python benchmarks/bench_architectures.py
 

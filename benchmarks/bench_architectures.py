@@ -14,8 +14,8 @@ and backward pass and the optimiser update together, without input pipeline or a
 
 Architectures are timed one after the other in one process, and each row also gives its speed
 relative to ResNet-20 (``resnet``), because absolute figures move with the machine's load.
-Transfer recipes (``weights: imagenet``) are timed with random weights of the same shape (no
-download). It prints the machine, the command line and a Markdown table; it asserts nothing.
+Transfer recipes (``weights: imagenet``) are timed with the same model reading a stand-in weights
+file of random values (``tests/imagenet_weights.py``; nothing is downloaded). It prints the machine, the command line and a Markdown table; it asserts nothing.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import platform
 import shlex
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -55,9 +56,18 @@ def recipes() -> dict[str, dict[str, Any]]:
 def build(name: str, recipe: dict[str, Any]) -> keras.Model:
     hyperparameters = dict(recipe.get("model") or {})
     if hyperparameters.get("weights") == "imagenet":
-        hyperparameters["weights"] = None  # same shapes, random weights: no download in a benchmark
+        hyperparameters["weights_file"] = stand_in_imagenet_weights(hyperparameters)
     backbone = get_builder(name)(IMAGE_SHAPE, NUM_CLASSES, **hyperparameters)
     return with_normalization(backbone, [125.0] * 3, [63.0] * 3, name=backbone.name)
+
+
+def stand_in_imagenet_weights(hyperparameters: dict[str, Any]) -> Path:
+    """A MobileNetV2 ImageNet-format weights file of random values, in a temporary folder."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from imagenet_weights import write_mobilenet_v2_weights
+
+    path = Path(tempfile.mkdtemp(prefix="convbench-bench-")) / "mobilenet_v2_no_top.h5"
+    return write_mobilenet_v2_weights(path, hyperparameters.get("alpha", 1.0), hyperparameters.get("input_size", 96))
 
 
 def time_architecture(name: str, recipe: dict[str, Any], batch_size: int, steps: int) -> dict[str, Any]:
