@@ -34,10 +34,23 @@ def assert_probabilities_for(
     return model
 
 
+def _seed_generators(model: keras.Model) -> list:
+    """The random-state generators of the model's layers (dropout masks and the like)."""
+    return [layer.seed_generator for layer in model._flatten_layers() if getattr(layer, "seed_generator", None)]
+
+
 def _training_mode_loss(model: keras.Model, images: np.ndarray, onehot: np.ndarray, passes: int = 3) -> float:
-    """Cross-entropy in training mode (batch statistics, dropout on), averaged over a few passes."""
+    """Cross-entropy in training mode (batch statistics, dropout on), averaged over a few passes.
+
+    The dropout masks are the same at every call: the layers' random state is rewound first.
+    """
+    generators = _seed_generators(model)
+    start = [np.asarray(generator.state.value) for generator in generators]
     loss = keras.losses.CategoricalCrossentropy()
-    return float(np.mean([float(loss(onehot, model(images, training=True))) for _ in range(passes)]))
+    values = [float(loss(onehot, model(images, training=True))) for _ in range(passes)]
+    for generator, state in zip(generators, start):
+        generator.state.assign(state)
+    return float(np.mean(values))
 
 
 def assert_one_step_lowers_the_loss(
@@ -59,8 +72,12 @@ def assert_one_step_lowers_the_loss(
     images = rng.normal(size=(batch_size, *input_shape)).astype("float32")
     onehot = keras.utils.to_categorical(rng.integers(0, num_classes, batch_size), num_classes)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="categorical_crossentropy", run_eagerly=True)
+    generators = _seed_generators(model)
+    masks = [np.asarray(generator.state.value) for generator in generators]
     before = _training_mode_loss(model, images, onehot)
     model.train_on_batch(images, onehot)
+    for generator, state in zip(generators, masks):
+        generator.state.assign(state)  # the same dropout masks as before the step
     after = _training_mode_loss(model, images, onehot)
     assert after < before, f"{model.name}: loss {before:.4f} -> {after:.4f} after one step"
     return before, after

@@ -19,9 +19,11 @@ def table(architecture: str, test_accuracy: float, parameters: int = 1000, top5:
     return frame
 
 
-def log_run(name: str, architecture: str, test_accuracy: float, parameters: int, status: str = "FINISHED") -> str:
+def log_run(
+    name: str, architecture: str, test_accuracy: float, parameters: int, status: str = "FINISHED", env: str = "base"
+) -> str:
     """An earlier MLflow run as a `{dataset}_{architecture}` Kedro run leaves it."""
-    with mlflow.start_run(run_name=name) as run:
+    with mlflow.start_run(run_name=name, tags={"convbench.env": env}) as run:
         for step, value in enumerate([0.3, 0.6], start=1):  # per-epoch curves: the leaderboard takes the last
             mlflow.log_metrics({f"{architecture}.val_accuracy": value, f"{architecture}.loss": 1 - value}, step=step)
         mlflow.log_metrics(
@@ -97,6 +99,17 @@ def test_leaderboard_joins_this_run_and_earlier_runs_and_plots_them(experiment, 
     figure.savefig(tmp_path / "board.png")
     assert (tmp_path / "board.png").read_bytes()[:4] == b"\x89PNG"
     assert [tick.get_text() for tick in figure.axes[0].get_yticklabels()] == ["mlp", "resnet", "densenet"]
+
+
+def test_leaderboard_takes_earlier_runs_of_its_own_env_only(experiment):
+    log_run("cifar10_resnet", "resnet", 0.91, 269_722, env="base")
+    log_run("cifar10_densenet", "densenet", 0.2, 769_162, env="smoke")
+    with mlflow.start_run(run_name="cifar10_leaderboard", tags={"convbench.env": "base"}):
+        board, _, _ = build_leaderboard(dataset="cifar10")
+    assert list(board["architecture"]) == ["resnet"]
+    with mlflow.start_run(run_name="cifar10_leaderboard", tags={"convbench.env": "smoke"}):
+        board, _, _ = build_leaderboard(dataset="cifar10")
+    assert list(board["architecture"]) == ["densenet"]
 
 
 def test_leaderboard_without_inputs_reads_mlflow_only(experiment):

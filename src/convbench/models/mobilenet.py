@@ -233,8 +233,9 @@ def build_mobilenet_v2(
     `input_size` x `input_size` inside the model. The input is expected z-scored (the wrapper does it)
     and is halved, which puts CIFAR-10 within 2% of the x / 127.5 - 1 scaling the weights were trained
     with (other datasets roughly there). Frozen (`pretrained_base.trainable = False`), the base's batch
-    norms use their ImageNet statistics; unfrozen, they train and update them like every other layer
-    (in Keras 3 `fit` overrides a nested `training=False`, keras-team/keras#20285). `weight_decay`
+    norms use their ImageNet statistics; when a fine-tuning recipe unfreezes the base,
+    `convbench.training.fit` keeps its batch norms frozen (a nested `training=False` would not:
+    Keras 3 `fit` overrides it, keras-team/keras#20285). `weight_decay`
     reaches only the new classifier.
 
     Both: global average pooling, dropout with rate `dropout` (none at 0; pytorch-cifar has none),

@@ -3,8 +3,8 @@
 Each name is a `{dataset}_{name}` pipeline and a recipe `training.<name>` in
 `conf/base/parameters_training.yml`; several names may share a builder with different
 hyperparameters in their recipes (`resnet` and `resnet_v2`, `mobilenet_v2` and
-`mobilenet_v2_imagenet`). Adding an architecture = a builder here + a recipe there
-(docs/adding_an_architecture.md).
+`mobilenet_v2_imagenet`). Adding an architecture: a builder, a line here, a recipe there and
+a line in the smoke env (docs/adding_an_architecture.md).
 """
 
 from __future__ import annotations

@@ -37,6 +37,8 @@ MLFLOW_METRIC_OF_COLUMN: dict[str, str] = {
 """Leaderboard (and metrics table) column -> metric logged as `<architecture>.<metric>` in an MLflow run."""
 
 RUN_COLUMNS = ("run_name", "run_id", "started")
+ENV_TAG = "convbench.env"
+"""The Kedro env of a run, as `MlflowNodeTrackingHook` tags it."""
 """Where each row comes from: this run or an earlier MLflow run of the same dataset."""
 
 
@@ -44,8 +46,9 @@ def build_leaderboard(*metrics_tables: pd.DataFrame, dataset: str) -> tuple[pd.D
     """Ranks every architecture trained on `dataset`: the tables of this run, then earlier MLflow runs.
 
     An architecture trained in this run is shown with this run's results; any other
-    architecture with its latest finished run in the active MLflow run's experiment, so
-    pipelines run one by one still compare. Rows are ranked by test accuracy.
+    architecture with its latest finished run in the active MLflow run's experiment and Kedro
+    env (smoke runs never mix with real ones), so pipelines run one by one still compare. Rows
+    are ranked by test accuracy.
 
     Args:
         metrics_tables: One-row metrics tables of the architectures trained in this run.
@@ -64,7 +67,8 @@ def build_leaderboard(*metrics_tables: pd.DataFrame, dataset: str) -> tuple[pd.D
         )
     earlier = pd.DataFrame()
     if active is not None:
-        earlier = earlier_runs(active.info.experiment_id, exclude_run_id=active.info.run_id)
+        env = mlflow.get_run(active.info.run_id).data.tags.get(ENV_TAG)
+        earlier = earlier_runs(active.info.experiment_id, exclude_run_id=active.info.run_id, env=env)
     board = rank(current, earlier)
     if board.empty:
         raise ValueError(
@@ -91,14 +95,16 @@ def rank(current: pd.DataFrame, earlier: pd.DataFrame) -> pd.DataFrame:
     return board.reset_index(drop=True)
 
 
-def earlier_runs(experiment_id: str, exclude_run_id: str | None = None) -> pd.DataFrame:
+def earlier_runs(experiment_id: str, exclude_run_id: str | None = None, env: str | None = None) -> pd.DataFrame:
     """One row per architecture: its results in the latest finished run of the experiment that trained it.
 
     An architecture counts as trained in a run when the run holds `<architecture>.test_accuracy`.
+    With `env`, only runs of that Kedro env (tag `convbench.env`) count.
     """
+    conditions = ["attributes.status = 'FINISHED'"] + ([f"tags.`{ENV_TAG}` = '{env}'"] if env else [])
     runs = mlflow.search_runs(
         experiment_ids=[experiment_id],
-        filter_string="attributes.status = 'FINISHED'",
+        filter_string=" and ".join(conditions),
         order_by=["attributes.start_time DESC"],
         output_format="list",
     )
