@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -20,10 +21,20 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 KEDRO = Path(sys.executable).with_name("kedro")
 
 
+VIZ_PORTS = range(20000, 49000)
+"""kedro-viz refuses ports above 49151, where the OS hands out ephemeral ones, so the test picks its own."""
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A port in `VIZ_PORTS` that is free now."""
+    for port in random.Random().sample(VIZ_PORTS, 50):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {VIZ_PORTS}")
 
 
 def get_json(url: str):
