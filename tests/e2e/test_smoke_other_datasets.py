@@ -81,6 +81,9 @@ def test_mnist_mlp_has_the_reference_size_and_a_card_listing_all_four_files(mnis
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("mnist").experiment_id])
     assert run.info.run_name == "mnist_mlp" and run.data.metrics["mlp.parameters"] == 59_210
+    recipe = __import__("json").loads((project / "data/smoke/06_models/mnist/mlp/recipe.json").read_text())
+    assert recipe["augmentation"] == {"horizontal_flip": False} and recipe["epochs"] == 1  # mnist's override
+    assert "mnist_mlp/recipe.json" in {a.path for a in client.list_artifacts(run.info.run_id, "mnist_mlp")}
 
 
 @pytest.fixture(scope="module")

@@ -59,3 +59,11 @@ def test_smoke_env_shortens_every_recipe_to_one_epoch():
         assert all(phase["epochs"] == 1 for phase in phases), (
             f"add `{name}: *one_short_epoch` under `training:` in conf/smoke/parameters_training.yml"
         )
+
+
+def test_every_dataset_has_recipe_overrides_and_mnist_is_never_flipped():
+    from convbench.pipeline_registry import DATASETS
+
+    parameters = OmegaConfigLoader(str(CONF), base_env="base", default_run_env="base")["parameters"]
+    assert set(parameters["recipe_overrides"]) == set(DATASETS)
+    assert parameters["recipe_overrides"]["mnist"]["augmentation"]["horizontal_flip"] is False

@@ -39,3 +39,13 @@ def test_built_model_takes_raw_images_and_has_one_output_per_class():
     model = build_model(images, ["x"] * 7, {"mean": [120.0] * 3, "std": [60.0] * 3}, recipe, "resnet")
     assert model.input.dtype == "uint8" and model.output.shape[-1] == 7
     assert model.predict(images, verbose=0).shape == (4, 7)
+
+
+def test_dataset_overrides_merge_into_the_recipe_key_by_key():
+    from convbench.pipelines.training.nodes import resolve_recipe
+
+    recipe = {"epochs": 10, "augmentation": {"pad_crop": 4, "horizontal_flip": True}, "model": {"depth": 20}}
+    resolved = resolve_recipe(recipe, {"augmentation": {"horizontal_flip": False}, "epochs": 3})
+    assert resolved == {"epochs": 3, "augmentation": {"pad_crop": 4, "horizontal_flip": False}, "model": {"depth": 20}}
+    assert recipe["augmentation"]["horizontal_flip"] is True  # the parameter itself is left as it was
+    assert resolve_recipe(recipe, None) == recipe == resolve_recipe(recipe, {})

@@ -15,6 +15,23 @@ from convbench.training.fit import fit
 TOP_K_MIN_CLASSES = 20  # top-5 accuracy is reported for datasets with at least this many classes
 
 
+def resolve_recipe(recipe: dict[str, Any], dataset_overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """The architecture's recipe with the dataset's overrides merged in, key by key at every level.
+
+    Args:
+        recipe: `training.<architecture>`.
+        dataset_overrides: `recipe_overrides.<dataset>`: values that hold for every architecture on
+            that dataset, e.g. `{augmentation: {horizontal_flip: false}}` for MNIST.
+    """
+    merged = dict(recipe)
+    for key, value in (dataset_overrides or {}).items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = resolve_recipe(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
 def build_model(
     train_images: np.ndarray,
     class_names: list[str],

@@ -10,6 +10,7 @@ from convbench.pipelines.training.nodes import (
     evaluate_predictions,
     export_model,
     predict_test_set,
+    resolve_recipe,
     train_model,
 )
 
@@ -29,14 +30,23 @@ DATASET_INPUTS = (
 def create_pipeline(dataset: str = "cifar10", architecture: str = "resnet", **kwargs) -> Pipeline:
     """Training of `architecture` on `dataset` with the recipe `training.<architecture>`.
 
+    The recipe is first merged with `recipe_overrides.<dataset>` (e.g. no flips for digits) and
+    saved as `<dataset>.<architecture>.recipe`, the exact recipe the model was trained with.
+
     Dataset-level inputs (`cifar10.train_images`, ...) are shared; everything it writes is
     namespaced `<dataset>.<architecture>.*`.
     """
     template = Pipeline(
         [
             Node(
+                resolve_recipe,
+                inputs=["params:recipe", "params:dataset_overrides"],
+                outputs="recipe",
+                name="resolve_recipe",
+            ),
+            Node(
                 bind(build_model, architecture=architecture),
-                inputs=["train_images", "class_names", "normalization", "params:recipe"],
+                inputs=["train_images", "class_names", "normalization", "recipe"],
                 outputs="untrained_model",
                 name="build_model",
             ),
@@ -49,7 +59,7 @@ def create_pipeline(dataset: str = "cifar10", architecture: str = "resnet", **kw
                     "train_indices",
                     "val_indices",
                     "class_names",
-                    "params:recipe",
+                    "recipe",
                     "checkpoint_dir",
                 ],
                 outputs=["model", "history", "training_summary"],
@@ -59,7 +69,7 @@ def create_pipeline(dataset: str = "cifar10", architecture: str = "resnet", **kw
             Node(export_model, inputs="model", outputs="mlflow_model", name="export_model"),
             Node(
                 predict_test_set,
-                inputs=["model", "test_images", "test_indices", "params:recipe"],
+                inputs=["model", "test_images", "test_indices", "recipe"],
                 outputs="test_probabilities",
                 name="predict_test_set",
                 tags=["inference"],
@@ -76,6 +86,9 @@ def create_pipeline(dataset: str = "cifar10", architecture: str = "resnet", **kw
         template,
         namespace=f"{dataset}.{architecture}",
         inputs={name: f"{dataset}.{name}" for name in DATASET_INPUTS},
-        parameters={"params:recipe": f"params:training.{architecture}"},
+        parameters={
+            "params:recipe": f"params:training.{architecture}",
+            "params:dataset_overrides": f"params:recipe_overrides.{dataset}",
+        },
         tags=["training", dataset, architecture],
     )
