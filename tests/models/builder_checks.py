@@ -12,13 +12,18 @@ from collections.abc import Callable
 import keras
 import numpy as np
 
+from convbench.training.fit import trainable_parameters
+
+__all__ = [
+    "INPUT_SHAPES",
+    "assert_one_step_lowers_the_loss",
+    "assert_probabilities_for",
+    "assert_saves_and_loads",
+    "trainable_parameters",
+]
+
 INPUT_SHAPES = ((32, 32, 3), (28, 28, 1), (48, 48, 1))
 """CIFAR, MNIST and FER2013: every builder must accept all three."""
-
-
-def trainable_parameters(model: keras.Model) -> int:
-    """Trainable parameters, the figure papers and PyTorch report."""
-    return int(sum(np.prod(weight.shape) for weight in model.trainable_weights))
 
 
 def assert_probabilities_for(

@@ -5,16 +5,13 @@ import pytest
 from convbench.models.preprocessing import with_normalization
 from convbench.models.registry import ARCHITECTURES, get_builder
 from convbench.models.resnet import blocks_per_stage, build_resnet
+from convbench.training.fit import trainable_parameters
 from models.builder_checks import (
     INPUT_SHAPES,
     assert_one_step_lowers_the_loss,
     assert_probabilities_for,
     assert_saves_and_loads,
 )
-
-
-def trainable_parameters(model: keras.Model) -> int:
-    return int(sum(np.prod(weight.shape) for weight in model.trainable_weights))
 
 
 # He et al. 2016, Table 6: ResNet-20 0.27 M, ResNet-56 0.85 M, ResNet-110 1.7 M (option A shortcuts).

@@ -21,29 +21,18 @@ import math
 import keras
 from keras import layers
 
-from convbench.models.layers import batch_norm, classifier, l2
+from convbench.models.layers import batch_norm, classifier, conv2d
 
 NUM_BLOCKS = 3
 BOTTLENECK_WIDTH = 4
 """The 1x1 conv of a bottleneck layer outputs this many times `growth_rate` channels."""
 
 
-def _conv(filters: int, kernel: int, weight_decay: float, name: str):
-    return layers.Conv2D(
-        filters,
-        kernel,
-        padding="same",
-        use_bias=False,
-        kernel_initializer="he_normal",
-        kernel_regularizer=l2(weight_decay),
-        name=name,
-    )
 
-
-def _bn_relu_conv(x, filters: int, kernel: int, dropout: float, weight_decay: float, name: str):
+def _bn_reluconv2d(x, filters: int, kernel: int, dropout: float, weight_decay: float, name: str):
     x = batch_norm(f"{name}_bn")(x)
     x = layers.Activation("relu", name=f"{name}_relu")(x)
-    x = _conv(filters, kernel, weight_decay, f"{name}_conv")(x)
+    x = conv2d(filters, kernel, weight_decay, f"{name}_conv")(x)
     if dropout:
         x = layers.Dropout(dropout, name=f"{name}_dropout")(x)
     return x
@@ -51,15 +40,15 @@ def _bn_relu_conv(x, filters: int, kernel: int, dropout: float, weight_decay: fl
 
 def bottleneck_layer(x, growth_rate: int, dropout: float, weight_decay: float, name: str):
     """`x` with `growth_rate` new feature maps (BN-ReLU-conv1x1 to 4k, BN-ReLU-conv3x3 to k) concatenated."""
-    y = _bn_relu_conv(x, BOTTLENECK_WIDTH * growth_rate, 1, dropout, weight_decay, f"{name}_1")
-    y = _bn_relu_conv(y, growth_rate, 3, dropout, weight_decay, f"{name}_2")
+    y = _bn_reluconv2d(x, BOTTLENECK_WIDTH * growth_rate, 1, dropout, weight_decay, f"{name}_1")
+    y = _bn_reluconv2d(y, growth_rate, 3, dropout, weight_decay, f"{name}_2")
     return layers.Concatenate(name=f"{name}_concat")([x, y])
 
 
 def transition(x, compression: float, dropout: float, weight_decay: float, name: str):
     """BN-ReLU-conv1x1 to floor(`compression` x channels), then 2x2 average pooling."""
     filters = math.floor(compression * x.shape[-1])
-    x = _bn_relu_conv(x, filters, 1, dropout, weight_decay, name)
+    x = _bn_reluconv2d(x, filters, 1, dropout, weight_decay, name)
     return layers.AveragePooling2D(2, name=f"{name}_pool")(x)
 
 
@@ -108,7 +97,7 @@ def build_densenet(
     n = layers_per_block(depth)
     _check_hyperparameters(growth_rate, compression, dropout)
     inputs = keras.Input(shape=tuple(input_shape), name="input")
-    x = _conv(2 * growth_rate, 3, weight_decay, "stem_conv")(inputs)
+    x = conv2d(2 * growth_rate, 3, weight_decay, "stem_conv")(inputs)
     for block in range(1, NUM_BLOCKS + 1):
         for layer in range(1, n + 1):
             x = bottleneck_layer(x, growth_rate, dropout, weight_decay, f"block{block}_layer{layer}")

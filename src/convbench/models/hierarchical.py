@@ -19,22 +19,13 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from convbench.models.layers import batch_norm, classifier, l2
+from convbench.models.layers import batch_norm, classifier, conv2d
 
 STAGES = ("edges", "shapes", "parts", "objects")
 
 
 def _conv_bn(x, filters: int, kernel: int, weight_decay: float, name: str, dilation: int = 1):
-    x = layers.Conv2D(
-        filters,
-        kernel,
-        padding="same",
-        dilation_rate=dilation,
-        use_bias=False,
-        kernel_initializer="he_normal",
-        kernel_regularizer=l2(weight_decay),
-        name=f"{name}_conv",
-    )(x)
+    x = conv2d(filters, kernel, weight_decay, f"{name}_conv", dilation=dilation)(x)
     return batch_norm(f"{name}_bn")(x)
 
 

@@ -20,7 +20,7 @@ from typing import NamedTuple
 import keras
 from keras import layers
 
-from convbench.models.layers import batch_norm, classifier, l2
+from convbench.models.layers import batch_norm, classifier, l2, scaled_filters
 
 
 class InceptionFilters(NamedTuple):
@@ -58,10 +58,6 @@ STAGES: tuple[tuple[tuple[str, InceptionFilters], ...], ...] = (
 )
 """The three stages of GoogLeNet (Table 1 of the paper), separated by 3x3/2 max pooling."""
 
-
-def scaled_filters(filters: int, width: float) -> int:
-    """`filters` multiplied by `width`, rounded, at least 1."""
-    return max(1, round(filters * width))
 
 
 def conv_bn_relu(x, filters: int, kernel: int, weight_decay: float, name: str):

@@ -14,6 +14,28 @@ def l2(weight_decay: float) -> keras.regularizers.Regularizer | None:
     return keras.regularizers.L2(weight_decay / 2) if weight_decay else None
 
 
+def conv2d(
+    filters: int, kernel: int, weight_decay: float, name: str, strides: int = 1, dilation: int = 1
+) -> layers.Conv2D:
+    """A "same"-padded convolution without bias (batch norm follows), He-initialised, with L2 decay."""
+    return layers.Conv2D(
+        filters,
+        kernel,
+        strides=strides,
+        padding="same",
+        dilation_rate=dilation,
+        use_bias=False,
+        kernel_initializer="he_normal",
+        kernel_regularizer=l2(weight_decay),
+        name=name,
+    )
+
+
+def scaled_filters(filters: int, width: float) -> int:
+    """`filters` times the width multiplier `width`, rounded, at least 1."""
+    return max(1, round(filters * width))
+
+
 def batch_norm(name: str, momentum: float = 0.9, epsilon: float = 1e-5) -> layers.BatchNormalization:
     """Batch normalisation with PyTorch's defaults (its momentum 0.1 is 0.9 here), as CIFAR recipes use."""
     return layers.BatchNormalization(momentum=momentum, epsilon=epsilon, name=name)

@@ -23,7 +23,7 @@ from pathlib import Path
 import keras
 from keras import layers
 
-from convbench.models.layers import PRETRAINED_BASE, batch_norm, classifier, l2
+from convbench.models.layers import PRETRAINED_BASE, batch_norm, classifier, conv2d, l2
 
 CIFAR_STAGES = (
     # (expansion t, output channels c, blocks n, first stride s)
@@ -67,21 +67,9 @@ def scaled_channels(alpha: float) -> tuple[int, tuple[int, ...], int]:
     return stem, stages, head
 
 
-def _conv(filters: int, kernel: int, weight_decay: float, name: str, strides: int = 1):
-    return layers.Conv2D(
-        filters,
-        kernel,
-        strides=strides,
-        padding="same",
-        use_bias=False,
-        kernel_initializer="he_normal",
-        kernel_regularizer=l2(weight_decay),
-        name=name,
-    )
-
 
 def _conv_bn(x, filters: int, kernel: int, weight_decay: float, name: str, strides: int = 1, relu: bool = True):
-    x = _conv(filters, kernel, weight_decay, f"{name}_conv", strides)(x)
+    x = conv2d(filters, kernel, weight_decay, f"{name}_conv", strides)(x)
     x = batch_norm(f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x) if relu else x
 

@@ -21,25 +21,13 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from convbench.models.layers import batch_norm, classifier, l2
+from convbench.models.layers import batch_norm, classifier, conv2d, l2
 
 STAGE_FILTERS = (16, 32, 64)
 
 COURSE_WEIGHT_DECAY = 2e-4
 """The course's Keras `l2(1e-4)` expressed as coupled weight decay (L2 factor = weight_decay / 2)."""
 
-
-def _conv(filters: int, kernel: int, strides: int, weight_decay: float, name: str):
-    return layers.Conv2D(
-        filters,
-        kernel,
-        strides=strides,
-        padding="same",
-        use_bias=False,
-        kernel_initializer="he_normal",
-        kernel_regularizer=l2(weight_decay),
-        name=name,
-    )
 
 
 def _bn_elu(x, name: str):
@@ -52,10 +40,10 @@ def preact_block(x, filters: int, strides: int, weight_decay: float, name: str):
     activated = _bn_elu(x, f"{name}_1")
     residual_input = x
     if strides != 1 or x.shape[-1] != filters:
-        residual_input = _conv(filters, 1, strides, weight_decay, f"{name}_0_conv")(activated)
-    y = _conv(filters, 3, strides, weight_decay, f"{name}_1_conv")(activated)
+        residual_input = conv2d(filters, 1, weight_decay, f"{name}_0_conv", strides=strides)(activated)
+    y = conv2d(filters, 3, weight_decay, f"{name}_1_conv", strides=strides)(activated)
     y = _bn_elu(y, f"{name}_2")
-    y = _conv(filters, 3, 1, weight_decay, f"{name}_2_conv")(y)
+    y = conv2d(filters, 3, weight_decay, f"{name}_2_conv", strides=1)(y)
     return layers.Add(name=f"{name}_add")([residual_input, y])
 
 
@@ -80,7 +68,7 @@ def build_preact_resnet(
     if blocks_per_stage < 1:
         raise ValueError(f"blocks_per_stage must be at least 1. Received: blocks_per_stage={blocks_per_stage}")
     inputs = keras.Input(shape=tuple(input_shape), name="input")
-    x = _conv(STAGE_FILTERS[0], 3, 1, weight_decay, "stem_conv")(inputs)
+    x = conv2d(STAGE_FILTERS[0], 3, weight_decay, "stem_conv", strides=1)(inputs)
     for stage, filters in enumerate(STAGE_FILTERS, start=1):
         for block in range(1, blocks_per_stage + 1):
             strides = 2 if stage > 1 and block == 1 else 1

@@ -26,7 +26,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from convbench.models.layers import batch_norm, classifier, l2
+from convbench.models.layers import batch_norm, classifier, conv2d
 
 STAGE_FILTERS = (16, 32, 64)
 """Filters of the three stages: the basic blocks' width (v1), the bottlenecks' width (v2)."""
@@ -37,18 +37,6 @@ BOTTLENECK_EXPANSION = 4
 LAYERS_PER_BLOCK = {1: 2, 2: 3}
 """Weighted layers per block: depth = 3 stages * n blocks * this + stem + classifier."""
 
-
-def _conv(filters: int, kernel: int, strides: int, weight_decay: float, name: str):
-    return layers.Conv2D(
-        filters,
-        kernel,
-        strides=strides,
-        padding="same",
-        use_bias=False,
-        kernel_initializer="he_normal",
-        kernel_regularizer=l2(weight_decay),
-        name=name,
-    )
 
 
 SHORTCUTS = ("identity", "projection")
@@ -82,12 +70,12 @@ def basic_block(x, filters: int, strides: int, weight_decay: float, name: str, s
         if shortcut == "identity":
             residual_input = identity_shortcut(x, filters, strides, name)
         else:
-            residual_input = _conv(filters, 1, strides, weight_decay, f"{name}_0_conv")(x)
+            residual_input = conv2d(filters, 1, weight_decay, f"{name}_0_conv", strides=strides)(x)
             residual_input = batch_norm(f"{name}_0_bn")(residual_input)
-    x = _conv(filters, 3, strides, weight_decay, f"{name}_1_conv")(x)
+    x = conv2d(filters, 3, weight_decay, f"{name}_1_conv", strides=strides)(x)
     x = batch_norm(f"{name}_1_bn")(x)
     x = layers.Activation("relu", name=f"{name}_1_relu")(x)
-    x = _conv(filters, 3, 1, weight_decay, f"{name}_2_conv")(x)
+    x = conv2d(filters, 3, weight_decay, f"{name}_2_conv", strides=1)(x)
     x = batch_norm(f"{name}_2_bn")(x)
     x = layers.Add(name=f"{name}_add")([residual_input, x])
     return layers.Activation("relu", name=f"{name}_out")(x)
@@ -120,12 +108,12 @@ def preact_bottleneck_block(
         if shortcut == "identity":
             residual_input = identity_shortcut(activated, out_filters, strides, name)
         else:
-            residual_input = _conv(out_filters, 1, strides, weight_decay, f"{name}_0_conv")(activated)
-    y = _conv(filters, 1, 1, weight_decay, f"{name}_1_conv")(activated)
+            residual_input = conv2d(out_filters, 1, weight_decay, f"{name}_0_conv", strides=strides)(activated)
+    y = conv2d(filters, 1, weight_decay, f"{name}_1_conv", strides=1)(activated)
     y = _bn_relu(y, f"{name}_2")
-    y = _conv(filters, 3, strides, weight_decay, f"{name}_2_conv")(y)
+    y = conv2d(filters, 3, weight_decay, f"{name}_2_conv", strides=strides)(y)
     y = _bn_relu(y, f"{name}_3")
-    y = _conv(out_filters, 1, 1, weight_decay, f"{name}_3_conv")(y)
+    y = conv2d(out_filters, 1, weight_decay, f"{name}_3_conv", strides=1)(y)
     return layers.Add(name=f"{name}_add")([residual_input, y])
 
 
@@ -148,7 +136,7 @@ def blocks_per_stage(depth: int, version: int = 1) -> int:
 
 
 def _stem(inputs, weight_decay: float):
-    x = _conv(STAGE_FILTERS[0], 3, 1, weight_decay, "stem_conv")(inputs)
+    x = conv2d(STAGE_FILTERS[0], 3, weight_decay, "stem_conv", strides=1)(inputs)
     x = batch_norm("stem_bn")(x)
     return layers.Activation("relu", name="stem_relu")(x)
 

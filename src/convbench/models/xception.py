@@ -25,7 +25,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from convbench.models.layers import batch_norm, classifier, l2
+from convbench.models.layers import batch_norm, classifier, conv2d, l2, scaled_filters
 
 STEM_FILTERS = (32, 64)
 ENTRY_BLOCKS = ((128, 2), (256, 2), (728, 1))
@@ -35,22 +35,10 @@ EXIT_BLOCK_FILTERS = (728, 1024)
 EXIT_FILTERS = (1536, 2048)
 
 
-def scaled_filters(filters: int, width: float) -> int:
-    """`filters` multiplied by `width`, rounded, at least 1."""
-    return max(1, round(filters * width))
-
 
 def conv_bn_relu(x, filters: int, weight_decay: float, name: str):
     """A 3x3 stride-1 'same' convolution without bias, batch norm and ReLU."""
-    x = layers.Conv2D(
-        filters,
-        3,
-        padding="same",
-        use_bias=False,
-        kernel_initializer="he_normal",
-        kernel_regularizer=l2(weight_decay),
-        name=f"{name}_conv",
-    )(x)
+    x = conv2d(filters, 3, weight_decay, f"{name}_conv")(x)
     x = batch_norm(f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x)
 
