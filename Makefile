@@ -12,7 +12,7 @@ export KEDRO_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install run smoke test viz mlflow-ui benchmarks clean-venv
+.PHONY: install browser run smoke test viz mlflow-ui benchmarks clean-venv
 
 install: $(STAMP)
 
@@ -32,8 +32,17 @@ run: install
 smoke: install
 	$(BIN)/kedro run --pipelines=$(PIPELINE) --env=smoke
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest
+
+# Headless Chromium for the tests of kedro viz and the MLflow UI: Debian's package, installed with
+# apt-get where this user may; elsewhere those tests skip and say why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+	      || echo "Could not install chromium: the browser tests will be skipped"; \
+	  else echo "No chromium and no root apt-get: the browser tests will be skipped (apt-get install chromium)"; fi; }
 
 viz: install
 	$(BIN)/kedro viz run

@@ -1,9 +1,11 @@
 import json
 
 import mlflow
-from kedro.pipeline import Node
+import pytest
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.pipeline import Node, Pipeline
 
-from convbench.hooks import MlflowNodeTrackingHook
+from convbench.hooks import MlflowNodeTrackingHook, PreflightHook
 
 
 def identity(x):
@@ -50,3 +52,24 @@ def test_without_an_active_run_the_hook_only_keeps_its_records(tmp_path):
     hook.after_dataset_saved("b", node)
     hook.after_pipeline_run()
     assert hook._records[0]["status"] == "completed"
+
+
+
+def test_preflight_nodes_run_before_the_pipeline_and_their_error_stops_it():
+    calls = []
+
+    def check_folder(folder):
+        calls.append(folder)
+        raise FileNotFoundError(f"place fer2013.csv in {folder}")
+
+    def download(_):
+        raise AssertionError("only preflight nodes run before the pipeline")
+
+    locate = Node(check_folder, "params:folder", "checked", name="locate", tags=["preflight"])
+    fetch = Node(download, "params:folder", "downloaded", name="download")
+    catalog = DataCatalog({"params:folder": MemoryDataset("data/01_raw")})
+    with pytest.raises(FileNotFoundError, match="place fer2013.csv in data/01_raw"):
+        PreflightHook().before_pipeline_run(Pipeline([fetch, locate]), catalog)
+    assert calls == ["data/01_raw"]
+    PreflightHook().before_pipeline_run(Pipeline([fetch]), catalog)  # nothing to check, nothing runs
+    assert calls == ["data/01_raw"]

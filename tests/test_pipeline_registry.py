@@ -23,7 +23,7 @@ def catalog():
 
 
 def test_every_dataset_has_ingestion_preprocessing_and_resnet_pipelines(pipelines):
-    for dataset in ("cifar10", "cifar100", "mnist", "tinyimagenet"):
+    for dataset in ("cifar10", "cifar100", "mnist", "tinyimagenet", "ferplus"):
         assert {f"{dataset}_ingestion", f"{dataset}_preprocessing", f"{dataset}_resnet"} <= set(pipelines)
     assert pipelines["__default__"].nodes == pipelines["cifar10_resnet"].nodes
 
@@ -72,7 +72,13 @@ def test_recipes_reach_training_by_architecture_name(pipelines):
     assert "params:training.densenet" in inputs and "params:training.resnet" not in inputs
 
 
-@pytest.mark.parametrize("pipeline_name", ["cifar10_resnet", "cifar100_resnet", "cifar10", "mnist_mlp", "tinyimagenet_resnet"])
+HANDED_OVER_IN_MEMORY = {"cifar": {"archive_path"}, "mnist": {"raw_paths"}, "tinyimagenet": {"archive_path"},
+                         "ferplus": {"fer2013_path", "ferplus_path"}}
+
+
+@pytest.mark.parametrize(
+    "pipeline_name", ["cifar10_resnet", "cifar100_resnet", "cifar10", "mnist_mlp", "tinyimagenet_resnet", "ferplus_vgg13"]
+)
 def test_catalog_factories_persist_everything_but_the_archive_path_and_model_handover(pipelines, catalog, pipeline_name):
     in_memory, filepaths = set(), {}
     for name in pipelines[pipeline_name].datasets():
@@ -89,7 +95,8 @@ def test_catalog_factories_persist_everything_but_the_archive_path_and_model_han
         if target:
             assert target not in filepaths, f"{name} and {filepaths.get(target)} share {target}"
             filepaths[target] = name
-    assert in_memory == {"archive_path" if "mnist" not in pipeline_name else "raw_paths", "untrained_model"}
+    raw_paths = next(paths for prefix, paths in HANDED_OVER_IN_MEMORY.items() if pipeline_name.startswith(prefix))
+    assert in_memory == raw_paths | {"untrained_model"}
     assert len(filepaths) >= 20 and all(path.startswith("data/smoke/") for path in filepaths), filepaths
 
 
@@ -103,8 +110,31 @@ def test_catalog_factories_persist_everything_but_the_archive_path_and_model_han
         ("cifar100", "cifar100"),
         ("cifar100_leaderboard", "cifar100"),
         ("cifar10_mobilenet_v2_imagenet", "cifar10"),
+        ("ferplus_vgg13", "ferplus"),
         ("other", None),
     ],
 )
 def test_dataset_of_pipeline_names(pipeline_name, dataset):
     assert dataset_of(pipeline_name) == dataset
+
+
+def test_ferplus_is_labelled_by_training_label_mode_and_keeps_its_predefined_splits(pipelines, catalog):
+    names = {node.name for node in pipelines["ferplus_preprocessing"].nodes}
+    assert {"ferplus.label_crowd_votes", "ferplus.predefined_split"} <= names and "ferplus.split_dataset" not in names
+    assert "params:training.label_mode" in pipelines["ferplus_preprocessing"].inputs()
+    train = next(node for node in pipelines["ferplus_vgg13"].nodes if node.name == "ferplus.vgg13.train_model")
+    assert "ferplus.train_targets" in train.inputs and "ferplus.train_labels" not in train.inputs
+    recipe = next(node for node in pipelines["ferplus_vgg13"].nodes if node.name == "ferplus.vgg13.resolve_recipe")
+    assert recipe.inputs[-1] == "params:training.label_mode"
+    # Labels derived from the votes live with the model inputs, not with the parsed arrays.
+    for name in ("ferplus.train_labels", "ferplus.test_labels", "ferplus.train_targets"):
+        path = str(catalog.get(name)._filepath)
+        assert path.startswith("data/smoke/05_model_input/ferplus/"), (name, path)
+    assert "cifar10/train_labels" in str(catalog.get("cifar10.train_labels")._filepath).replace("\\", "/")
+    assert "params:training.label_mode" not in pipelines["cifar10_resnet"].inputs()
+
+
+def test_only_pipelines_that_need_a_user_placed_file_have_a_preflight_node(pipelines):
+    preflight = {name for name, pipeline in pipelines.items() if pipeline.only_nodes_with_tags("preflight").nodes}
+    assert preflight and all(name.startswith("ferplus") for name in preflight - {"__default__"})
+    assert "__default__" not in preflight

@@ -1,4 +1,5 @@
-"""Kedro hooks: per-dataset MLflow experiments and a record of every node run in the MLflow run."""
+"""Kedro hooks: the project path for the configuration, pre-flight checks, per-dataset MLflow experiments, a record of every node run in the
+MLflow run, and checkpoint clean-up."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from typing import Any
 
 import mlflow
 from kedro.framework.hooks import hook_impl
+from omegaconf import OmegaConf
 from kedro.pipeline.node import Node
 
 from convbench.pipeline_registry import dataset_of
+from convbench.pipelines.ingestion.pipeline import PREFLIGHT_TAG
 from convbench.training.callbacks import clear_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -32,8 +35,42 @@ def git_commit(project_path: Path) -> tuple[str, bool] | None:
     return commit, bool(status.strip())
 
 
+PROJECT_PATH_RESOLVER = "convbench.project_path"
+"""`${convbench.project_path:}` in the configuration: the Kedro project's folder (see `ProjectPathResolverHook`)."""
+
+
+class ProjectPathResolverHook:
+    """Lets the configuration name files in the project's folder, wherever Kedro is started from.
+
+    `mlflow.yml` points at `sqlite:///${convbench.project_path:}/mlflow.db`: kedro-mlflow leaves
+    sqlite URIs as they are, so a relative one would open another, empty store when the
+    working folder is not the project's (a notebook in `notebooks/` under `kedro jupyter`).
+    Runs before kedro-mlflow reads `mlflow.yml`.
+    """
+
+    @hook_impl(tryfirst=True)
+    def after_context_created(self, context) -> None:
+        project_path = str(Path(context.project_path).resolve())
+        OmegaConf.register_resolver(PROJECT_PATH_RESOLVER, lambda: project_path, replace=True)
+
+
+class PreflightHook:
+    """Runs the pipeline's nodes tagged `preflight` before anything else.
+
+    They check what no node can fetch (a file the user must place, such as FER2013), so a run
+    that cannot finish stops at once with their message instead of after earlier nodes ran.
+    They read parameters only, and run again in their place in the pipeline.
+    """
+
+    @hook_impl(tryfirst=True)
+    def before_pipeline_run(self, pipeline, catalog) -> None:
+        for node in pipeline.only_nodes_with_tags(PREFLIGHT_TAG).nodes:
+            node.run({name: catalog.load(name) for name in node.inputs})
+
+
 class MlflowExperimentHook:
-    """Puts each run in the experiment of its dataset (`cifar10_resnet` -> experiment `cifar10`).
+    """Puts each run in the experiment of its dataset (`cifar10_resnet` -> experiment `cifar10`), or of its
+    pipeline when it has no dataset (`predict`).
 
     Runs before kedro-mlflow's own `before_pipeline_run`, which starts the MLflow run in the
     experiment its configuration names.
@@ -50,10 +87,10 @@ class MlflowExperimentHook:
     def before_pipeline_run(self, run_params: dict[str, Any]) -> None:
         mlflow_config = getattr(self._context, "mlflow", None)
         names = run_params.get("pipeline_names") or ["__default__"]
-        datasets = {dataset_of(name) for name in names}
-        if mlflow_config is None or len(datasets) != 1 or None in datasets:
+        experiments = {dataset_of(name) or name for name in names}
+        if mlflow_config is None or len(experiments) != 1:
             return
-        mlflow_config.tracking.experiment.name = datasets.pop()
+        mlflow_config.tracking.experiment.name = experiments.pop()
         mlflow_config._set_experiment()
 
 

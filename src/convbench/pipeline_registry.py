@@ -1,6 +1,7 @@
 """Registers the pipelines of every dataset: `{dataset}_ingestion`, `{dataset}_preprocessing`,
 `{dataset}_{architecture}` for every architecture, `{dataset}` (all of them, then the
-leaderboard) and `{dataset}_leaderboard` (the leaderboard from earlier MLflow runs alone)."""
+leaderboard) and `{dataset}_leaderboard` (the leaderboard from earlier MLflow runs alone), and
+`predict` (a folder of image files classified by a logged model)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Iterable
 from kedro.pipeline import Pipeline
 
 from convbench.models.registry import ARCHITECTURES
-from convbench.pipelines import ingestion, leaderboard, preprocessing, reporting, training
+from convbench.pipelines import ingestion, leaderboard, predict, preprocessing, reporting, training
 from convbench.pipelines.ingestion.pipeline import DATASETS
 DEFAULT_PIPELINE = "cifar10_resnet"
 
@@ -34,6 +35,7 @@ def register_pipelines() -> dict[str, Pipeline]:
             dataset, ARCHITECTURES
         )
         pipelines[f"{dataset}_leaderboard"] = leaderboard.create_pipeline(dataset)
+    pipelines["predict"] = predict.create_pipeline()
     pipelines["__default__"] = pipelines[DEFAULT_PIPELINE]
     return pipelines
 

@@ -2,9 +2,15 @@
 
 from kedro.config import OmegaConfigLoader
 
-from convbench.hooks import CheckpointCleanupHook, MlflowExperimentHook, MlflowNodeTrackingHook
+from convbench.hooks import (
+    CheckpointCleanupHook,
+    MlflowExperimentHook,
+    MlflowNodeTrackingHook,
+    PreflightHook,
+    ProjectPathResolverHook,
+)
 
-HOOKS = (MlflowExperimentHook(), MlflowNodeTrackingHook(), CheckpointCleanupHook())
+HOOKS = (ProjectPathResolverHook(), PreflightHook(), MlflowExperimentHook(), MlflowNodeTrackingHook(), CheckpointCleanupHook())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

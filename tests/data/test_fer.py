@@ -16,7 +16,6 @@ from convbench.data.fer import (
     FERPLUS_CLASS_NAMES,
     LABEL_MODES,
     FerFormatError,
-    draw_one_hot,
     ferplus_targets,
     join_ferplus,
     load_fer2013,
@@ -680,19 +679,6 @@ def test_unknown_label_mode_is_refused():
         ferplus_targets(np.zeros((1, 10), int), "soft")
     with pytest.raises(ValueError, match=r"votes must have shape \(N, 10\)"):
         ferplus_targets(np.zeros((1, 8), int), "majority")
-
-
-def test_draw_one_hot_follows_the_distribution():
-    distributions = np.array([[0.5, 0.25, 0.25, 0, 0, 0, 0, 0]] * 20000 + [[0, 0, 0, 0, 0, 0, 0, 1]], dtype=np.float32)
-    drawn = draw_one_hot(distributions, np.random.default_rng(0))
-    assert drawn.dtype == np.float32 and drawn.shape == distributions.shape
-    np.testing.assert_array_equal(drawn.sum(axis=1), 1.0)
-    assert drawn[-1, 7] == 1.0
-    frequencies = drawn[:-1].mean(axis=0)
-    np.testing.assert_allclose(frequencies[:3], [0.5, 0.25, 0.25], atol=0.015)
-    assert frequencies[3:].sum() == 0
-    again = draw_one_hot(distributions, np.random.default_rng(0))
-    np.testing.assert_array_equal(drawn, again)
 
 
 # --- joining the two files ----------------------------------------------------------------------

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -13,33 +9,25 @@ import pandas as pd
 import pytest
 
 import cifar_archives
+from kedro_project import assert_ran, new_project, run_kedro
 
 pytestmark = pytest.mark.e2e
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-KEDRO = Path(sys.executable).with_name("kedro")
 
 
 @pytest.fixture(scope="module")
 def cifar100_run(tmp_path_factory):
     mirror = tmp_path_factory.mktemp("mirror") / "cifar-100-binary.tar.gz"
     expected = cifar_archives.make_cifar100_archive(mirror, train=1000, test=300)
-    project = tmp_path_factory.mktemp("project")
-    shutil.copy(PROJECT_ROOT / "pyproject.toml", project)
-    shutil.copytree(PROJECT_ROOT / "conf", project / "conf")
-    shutil.copytree(PROJECT_ROOT / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    params = ",".join(
-        [
+    project = new_project(tmp_path_factory)
+    params = [
             f"ingestion.cifar100.source.url={mirror.as_uri()}",
             f"ingestion.cifar100.source.known_hash={cifar_archives.known_hash(mirror)}",
             "ingestion.cifar100.expected_counts.train=1000",
             "ingestion.cifar100.expected_counts.test=300",
             "preprocessing.cifar100.val_size=300",
-        ]
-    )
-    command = [str(KEDRO), "run", "--pipelines=cifar100_resnet", "--env=smoke", f"--params={params}"]
-    result = subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, f"{result.stdout[-5000:]}\n{result.stderr[-5000:]}"
+    ]
+    assert_ran(run_kedro(project, "--pipelines=cifar100_resnet", params))
     return project, expected
 
 

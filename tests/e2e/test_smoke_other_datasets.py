@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
@@ -15,28 +12,12 @@ import pytest
 
 import mnist_files
 import tiny_imagenet_files
+from kedro_project import PNG_SIGNATURE, assert_ran, new_project, run_kedro
 
 pytestmark = pytest.mark.e2e
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-KEDRO = Path(sys.executable).with_name("kedro")
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def new_project(tmp_path_factory) -> Path:
-    project = tmp_path_factory.mktemp("project")
-    shutil.copy(PROJECT_ROOT / "pyproject.toml", project)
-    shutil.copytree(PROJECT_ROOT / "conf", project / "conf")
-    shutil.copytree(PROJECT_ROOT / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    for leftover in (project / "conf" / "local").glob("*.yml"):
-        leftover.unlink()
-    return project
-
-
-def kedro_run(project: Path, pipeline: str, params: list[str]) -> None:
-    command = [str(KEDRO), "run", f"--pipelines={pipeline}", "--env=smoke", f"--params={','.join(params)}"]
-    result = subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, f"{' '.join(command)}:\n{result.stdout[-5000:]}\n{result.stderr[-5000:]}"
+def kedro_run(project, pipeline: str, params: list[str]) -> None:
+    assert_ran(run_kedro(project, f"--pipelines={pipeline}", params))
 
 
 def md5(path: Path) -> str:

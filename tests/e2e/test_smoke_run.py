@@ -8,37 +8,38 @@ server on 127.0.0.1, so the real download code runs too. Keras' ImageNet weights
 
 from __future__ import annotations
 
+import base64
 import functools
 import http.server
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
 from pathlib import Path
 
+import cv2
 import mlflow
+import nbformat
 import numpy as np
 import pandas as pd
 import pytest
+from nbclient import NotebookClient
 
+import browser
 import cifar_archives
 from convbench.models.registry import ARCHITECTURES
 from convbench.pipeline_registry import register_pipelines
 from imagenet_weights import fill_keras_cache
+from kedro_project import KEDRO, PNG_SIGNATURE, assert_ran, new_project, run_kedro
 
 pytestmark = pytest.mark.e2e
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-KEDRO = Path(sys.executable).with_name("kedro")
 PER_BATCH, TEST_RECORDS, VAL_SIZE = 200, 300, 300
 SUBSET = {"train": 512, "val": 256, "test": 256}
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 class CountingHandler(http.server.SimpleHTTPRequestHandler):
@@ -66,14 +67,7 @@ def served_archive(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    """A fresh project folder: pyproject.toml, conf/ and src/ of this repository, no data."""
-    root = tmp_path_factory.mktemp("project")
-    shutil.copy(PROJECT_ROOT / "pyproject.toml", root)
-    shutil.copytree(PROJECT_ROOT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    shutil.copytree(PROJECT_ROOT / "conf", root / "conf", ignore=shutil.ignore_patterns("credentials*"))
-    for leftover in (root / "conf" / "local").glob("*.yml"):
-        leftover.unlink()
-    return root
+    return new_project(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -87,20 +81,15 @@ def keras_home(tmp_path_factory):
 def kedro_run(
     project: Path, pipeline_flag: str, url: str, known_hash: str, keras_home: Path | None = None
 ) -> subprocess.CompletedProcess:
-    params = ",".join(
-        [
-            f"ingestion.cifar10.source.url={url}",
-            f"ingestion.cifar10.source.known_hash={known_hash}",
-            f"ingestion.cifar10.expected_counts.train={5 * PER_BATCH}",
-            f"ingestion.cifar10.expected_counts.test={TEST_RECORDS}",
-            f"preprocessing.cifar10.val_size={VAL_SIZE}",
-        ]
-    )
-    command = [str(KEDRO), "run", pipeline_flag, "--env=smoke", f"--params={params}"]
-    env = {**os.environ, **({"KERAS_HOME": str(keras_home)} if keras_home else {})}
-    result = subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=1800, env=env)
-    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-6000:]}\n{result.stderr[-6000:]}"
-    return result
+    params = [
+        f"ingestion.cifar10.source.url={url}",
+        f"ingestion.cifar10.source.known_hash={known_hash}",
+        f"ingestion.cifar10.expected_counts.train={5 * PER_BATCH}",
+        f"ingestion.cifar10.expected_counts.test={TEST_RECORDS}",
+        f"preprocessing.cifar10.val_size={VAL_SIZE}",
+    ]
+    env = {"KERAS_HOME": str(keras_home)} if keras_home else None
+    return assert_ran(run_kedro(project, pipeline_flag, params, env=env, timeout=1800))
 
 
 @pytest.fixture(scope="module")
@@ -198,8 +187,9 @@ def test_mlflow_has_the_run_its_metrics_node_timings_artifacts_and_model(smoke_r
     assert run.data.params["training.resnet.epochs"] == "1"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "cifar10_resnet")}
     assert {"cifar10_resnet/learning_curves.png", "cifar10_resnet/metrics.csv", "cifar10_resnet/history.json"} <= artifacts
-    (model,) = mlflow.search_logged_models(experiment_ids=[experiment.experiment_id], output_format="list")
-    assert model.name == "cifar10_resnet_model" and model.source_run_id == run.info.run_id
+    models = mlflow.search_logged_models(experiment_ids=[experiment.experiment_id], output_format="list")
+    assert sorted(model.name for model in models) == ["cifar10_resnet_classifier", "cifar10_resnet_model"]
+    assert {model.source_run_id for model in models} == {run.info.run_id}
     assert {a.path for a in client.list_artifacts(run.info.run_id, "cifar10")} >= {
         "cifar10/dataset_card.json",
         "cifar10/dataset_card.md",
@@ -252,9 +242,116 @@ def test_mlflow_ui_serves_the_run_from_the_sqlite_store(smoke_run):
         metric_keys = {m["key"] for run in runs for m in run["data"]["metrics"]}
         assert {"resnet.test_accuracy", "resnet.val_accuracy", "node_time_s.cifar10.resnet.train_model"} <= metric_keys
         assert b"<html" in urllib.request.urlopen(base, timeout=10).read(2000).lower()
+
+        # What a person sees, in headless Chromium: the experiment's run list, then the run's metrics.
+        runs_page = f"{base}/#/experiments/{experiments['cifar10']}/runs"
+        assert "cifar10_resnet" in browser.rendered_dom(runs_page)
+        browser.screenshot(runs_page, browser.SCREENSHOTS / "mlflow_experiment_cifar10.png")
+        run_page = f"{runs_page}/{runs[0]['info']['run_id']}"
+        run_dom = browser.rendered_dom(run_page)
+        assert "cifar10_resnet" in run_dom and "resnet.test_accuracy" in run_dom, "the run page lists its metrics"
+        png = browser.screenshot(run_page, browser.SCREENSHOTS / "mlflow_run_cifar10_resnet.png", size=(1400, 1200))
+        assert png.stat().st_size > 20_000
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def first_resnet_run(tracking):
+    (run, *_) = tracking.search_runs(
+        [tracking.get_experiment_by_name("cifar10").experiment_id], "attributes.run_name = 'cifar10_resnet'",
+        order_by=["attributes.start_time ASC"],
+    )
+    return run
+
+
+def mlflow_models_predict(project: Path, model_uri: str, request: dict, tmp_path: Path) -> subprocess.CompletedProcess:
+    """`mlflow models predict -m <uri> -i <request.json> -t json --env-manager local`, as a user would type it."""
+    (tmp_path / "request.json").write_text(json.dumps(request))
+    command = [str(KEDRO.with_name("mlflow")), "models", "predict", "-m", model_uri, "-i", str(tmp_path / "request.json"),
+               "-o", str(tmp_path / "predictions.json"), "-t", "json", "--env-manager", "local"]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}"}
+    return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_mlflow_models_predict_classifies_raw_images_and_png_files_like_the_keras_model(smoke_run, tracking, tmp_path):
+    project, expected = smoke_run
+    run = first_resnet_run(tracking)
+    images = expected["test_images"][:3]
+    keras_probabilities = mlflow.keras.load_model(f"runs:/{run.info.run_id}/cifar10_resnet_model").predict(images, verbose=0)
+    uri = f"runs:/{run.info.run_id}/cifar10_resnet_classifier"
+    classes = list(cifar_archives.CIFAR10_CLASSES)
+
+    result = mlflow_models_predict(project, uri, {"inputs": images.tolist()}, tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    predictions = pd.DataFrame(json.loads((tmp_path / "predictions.json").read_text())["predictions"])
+    assert list(predictions.columns) == ["class", "probability", *classes]
+    np.testing.assert_allclose(predictions[classes].to_numpy(), keras_probabilities, rtol=1e-4, atol=1e-6)
+    assert list(predictions["class"]) == [classes[i] for i in keras_probabilities.argmax(axis=1)]
+
+    files = [base64.b64encode(cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))[1].tobytes()).decode()
+             for image in images]
+    result = mlflow_models_predict(project, uri, {"dataframe_split": {"columns": ["image"], "data": [[f] for f in files]}}, tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    from_png = pd.DataFrame(json.loads((tmp_path / "predictions.json").read_text())["predictions"])
+    np.testing.assert_allclose(from_png[classes].to_numpy(), keras_probabilities, rtol=1e-4, atol=1e-6)
+
+    too_big = np.zeros((1, 40, 40, 3), np.uint8).tolist()
+    result = mlflow_models_predict(project, uri, {"inputs": too_big}, tmp_path)
+    assert result.returncode != 0 and "expected shape [32, 32, 3], found [40, 40, 3]" in result.stdout + result.stderr
+    result = mlflow_models_predict(project, uri, {"inputs": too_big, "params": {"resize": True}}, tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+
+
+def test_predict_pipeline_classifies_a_folder_with_the_best_model_and_logs_csv_and_contact_sheet(smoke_run, tracking, tmp_path):
+    project, expected = smoke_run
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    images = expected["test_images"]
+    cv2.imwrite(str(folder / "a_colour.png"), cv2.cvtColor(images[0], cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(folder / "b_grey.png"), cv2.cvtColor(images[1], cv2.COLOR_RGB2GRAY))
+    cv2.imwrite(str(folder / "c_large.JPG"), cv2.resize(cv2.cvtColor(images[2], cv2.COLOR_RGB2BGR), (96, 64)))
+    (folder / "notes.txt").write_text("not an image")
+    assert_ran(run_kedro(project, "--pipelines=predict", [f"predict.input_dir={folder}"]))
+
+    predictions = pd.read_csv(project / "data/smoke/08_reporting/predict/predictions.csv")
+    run = first_resnet_run(tracking)
+    assert list(predictions["file"]) == ["a_colour.png", "b_grey.png", "c_large.JPG"]
+    assert set(predictions["model_uri"]) == {f"runs:/{run.info.run_id}/cifar10_resnet_classifier"}  # the only, so the best
+    assert list(predictions.columns[1:7]) == ["class_1", "probability_1", "class_2", "probability_2", "class_3", "probability_3"]
+    probabilities = predictions[["probability_1", "probability_2", "probability_3"]].to_numpy()
+    assert (np.diff(probabilities, axis=1) <= 0).all() and (probabilities.sum(axis=1) <= 1 + 1e-6).all()
+    model = mlflow.keras.load_model(f"runs:/{run.info.run_id}/cifar10_resnet_model")
+    top = model.predict(images[:1], verbose=0)[0]
+    assert predictions.loc[0, "class_1"] == cifar_archives.CIFAR10_CLASSES[top.argmax()]
+    assert predictions.loc[0, "probability_1"] == pytest.approx(top.max(), rel=1e-4)
+    sheet = project / "data/smoke/08_reporting/predict/contact_sheet.png"
+    assert sheet.read_bytes().startswith(PNG_SIGNATURE) and sheet.stat().st_size > 10_000
+    (predict_run,) = tracking.search_runs([tracking.get_experiment_by_name("predict").experiment_id])
+    artifacts = {a.path for a in tracking.list_artifacts(predict_run.info.run_id, "predict")}
+    assert artifacts == {"predict/predictions.csv", "predict/contact_sheet.png"}
+
+    refused = run_kedro(project, "--pipelines=predict", [f"predict.input_dir={folder}", "predict.resize=false",
+                                                         f"predict.model_uri=runs:/{run.info.run_id}/cifar10_resnet_classifier"])
+    assert refused.returncode != 0
+    assert "image 2: expected shape [32, 32, 3], found [64, 96, 3]" in refused.stdout + refused.stderr
+
+
+def test_notebook_shows_sample_images_the_leaderboard_and_the_best_learning_curves(smoke_run, monkeypatch):
+    """notebooks/explore.ipynb, executed as `kedro jupyter` would run it, on the smoke run's outputs."""
+    project, _ = smoke_run
+    notebook = nbformat.read(project / "notebooks/explore.ipynb", as_version=4)
+    monkeypatch.setenv("KEDRO_ENV", "smoke")
+    NotebookClient(notebook, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(project / "notebooks")}}).execute()
+    outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
+    assert not [output for output in outputs if output.output_type == "error"]
+    text = "".join(output.get("text", "") for output in outputs)
+    html = "".join(output.get("data", {}).get("text/html", "") for output in outputs)
+    assert "Kedro env: smoke" in text and "Parsed datasets: cifar10" in text
+    assert "cifar10: best is resnet" in text and "resnet" in html and "test_accuracy" in html
+    pngs = [output for output in outputs if "image/png" in output.get("data", {})]
+    assert len(pngs) == 2, "one sample grid (cifar10) and one learning-curve figure"
 
 
 def test_leaderboard_alone_ranks_the_earlier_run_from_mlflow(smoke_run, served_archive, tracking):

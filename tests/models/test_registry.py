@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 from kedro.config import OmegaConfigLoader
 
+from convbench.data.fer import LABEL_MODES
 from convbench.models.registry import ARCHITECTURES, get_builder
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -11,11 +12,17 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
 
 @pytest.fixture(scope="module")
 def recipes():
-    return OmegaConfigLoader(str(CONF), base_env="base", default_run_env="base")["parameters"]["training"]
+    training = OmegaConfigLoader(str(CONF), base_env="base", default_run_env="base")["parameters"]["training"]
+    return {name: recipe for name, recipe in training.items() if name != "label_mode"}
 
 
 def test_every_architecture_has_a_recipe_and_every_recipe_an_architecture(recipes):
     assert set(recipes) == set(ARCHITECTURES)
+
+
+def test_the_default_label_mode_is_the_reference_majority_vote():
+    training = OmegaConfigLoader(str(CONF), base_env="base", default_run_env="base")["parameters"]["training"]
+    assert training["label_mode"] == "majority" and training["label_mode"] in LABEL_MODES
 
 
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))

@@ -33,6 +33,7 @@ from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
+import pandas as pd
 
 from convbench.data.archives import ArchiveFormatError, read_tar_members
 
@@ -126,7 +127,7 @@ LABEL_MODES = ("majority", "probability", "crossentropy", "multi_target", "seed_
 
 * ``majority``: one-hot of the class with more than half of the kept votes.
 * ``probability``: the distribution over the (at most 3) top classes covering 75% of the votes; the
-  reference draws a one-hot target from it for every minibatch (:func:`draw_one_hot` each epoch).
+  reference draws a one-hot target from it for every minibatch (the training input pipeline does).
 * ``crossentropy``: the same distribution, used as the soft target of a cross-entropy loss.
 * ``multi_target``: every class with at least 30% of the votes is a target: ``(1 - 0.001) * mask + 0.001``.
 * ``seed_distribution``: the course notebook's rule: the 8 emotion counts (no vote removed) divided
@@ -314,7 +315,7 @@ def read_fer2013(
             count differs from `expected_counts`.
     """
     table = load_fer2013(path)
-    _check_counts(table, expected_counts)
+    check_counts(table, expected_counts)
     result: dict[str, Any] = {}
     for split in SPLITS:
         rows = table.split_rows(split)
@@ -349,6 +350,48 @@ class FerPlusVotes:
     def has_image(self) -> np.ndarray:
         """Boolean mask of the rows with an image name."""
         return np.array([bool(name) for name in self.image_names], dtype=bool)
+
+
+ROW_COLUMN = "row"
+"""Annotation-table column: the 0-based data row of the image in both files."""
+
+
+def annotation_table(votes: FerPlusVotes, rows: np.ndarray) -> pd.DataFrame:
+    """Return `rows` of ``fer2013new.csv`` as a table: ``row``, then the file's own columns.
+
+    The table is how the ingestion stores the crowd votes beside the images, so the label
+    scheme can be applied (and changed) without parsing the files again.
+    """
+    usage_names = np.array(list(USAGE_TO_SPLIT))
+    table = pd.DataFrame(
+        {ROW_COLUMN: rows.astype(np.int64), "Usage": usage_names[votes.usage[rows]], "Image name": np.array(votes.image_names, dtype=object)[rows]}
+    )
+    for column, counts in zip(FERPLUS_VOTE_COLUMNS, votes.votes[rows].T):
+        table[column] = counts
+    return table
+
+
+def votes_from_table(table: pd.DataFrame, source: str) -> FerPlusVotes:
+    """Return the votes of an :func:`annotation_table` (read back from CSV, empty names included).
+
+    Raises:
+        FerFormatError: A column is missing or a ``Usage`` is unknown.
+    """
+    missing = [column for column in (ROW_COLUMN, "Usage", "Image name", *FERPLUS_VOTE_COLUMNS) if column not in table]
+    if missing:
+        raise FerFormatError(f"expected the columns {', '.join(missing)} in the annotation table", source=source)
+    split_codes = {usage: code for code, usage in enumerate(USAGE_TO_SPLIT)}
+    usage = table["Usage"].map(split_codes)
+    if usage.isna().any():
+        row = int(np.flatnonzero(usage.isna().to_numpy())[0])
+        raise FerFormatError(_usage_message(str(table["Usage"].iloc[row])), source=source, row=row + 1)
+    names = table["Image name"].fillna("").astype(str).str.strip().tolist()
+    return FerPlusVotes(
+        usage=usage.to_numpy(dtype=np.int8),
+        image_names=names,
+        votes=table[list(FERPLUS_VOTE_COLUMNS)].to_numpy(dtype=np.int64),
+        source=source,
+    )
 
 
 def load_ferplus(path: str | os.PathLike[str]) -> FerPlusVotes:
@@ -457,6 +500,10 @@ class LabelOutcome(NamedTuple):
         """Boolean mask of the rows the scheme keeps."""
         return self.reasons == ""
 
+    def drop_counts(self) -> dict[str, int]:
+        """Return the number of dropped rows for every :data:`DROP_REASONS` entry."""
+        return {reason: int(np.count_nonzero(self.reasons == reason)) for reason in DROP_REASONS}
+
 
 def ferplus_targets(votes: np.ndarray, label_mode: str) -> LabelOutcome:
     """Apply a FERPlus label scheme to vote counts, all rows at once.
@@ -486,26 +533,24 @@ def ferplus_targets(votes: np.ndarray, label_mode: str) -> LabelOutcome:
     return _top_classes(kept_votes)
 
 
-def draw_one_hot(distributions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Draw one class per row from its distribution and return the one-hot targets.
+def split_label_mode(split: str, label_mode: str) -> str:
+    """Return the scheme that labels `split`: `label_mode` for ``train``, :data:`EVALUATION_MODE` otherwise."""
+    return label_mode if split == "train" else EVALUATION_MODE
 
-    The ``probability`` scheme's training target: the reference draws anew for every minibatch
-    (``_process_target``), so call this once per epoch.
+
+def label_split(votes: np.ndarray, has_image: np.ndarray, label_mode: str) -> LabelOutcome:
+    """Apply a label scheme to the rows of one split, dropping the rows without an image name first.
 
     Args:
-        distributions: Non-negative rows summing to 1 (within float rounding), shape ``(N, K)``.
-        rng: The random generator.
+        votes: Integer counts, shape ``(N, 10)``, in :data:`FERPLUS_VOTE_COLUMNS` order.
+        has_image: Boolean, shape ``(N,)``: whether the row has an ``Image name``.
+        label_mode: One of :data:`LABEL_MODES`.
 
     Returns:
-        ``float32`` one-hot rows, shape ``(N, K)``.
+        Each row's target, label and drop reason (``no_image_name`` first).
     """
-    distributions = np.asarray(distributions, dtype=np.float64)
-    cumulative = np.cumsum(distributions, axis=1)
-    draws = rng.random(distributions.shape[0]) * cumulative[:, -1]
-    chosen = np.argmax(cumulative > draws[:, None], axis=1)
-    one_hot = np.zeros(distributions.shape, dtype=np.float32)
-    one_hot[np.arange(distributions.shape[0]), chosen] = 1.0
-    return one_hot
+    outcome = ferplus_targets(votes, label_mode)
+    return _outcome(outcome.targets, outcome.labels, np.where(has_image, outcome.reasons, "no_image_name"))
 
 
 def _seed_distribution(votes: np.ndarray) -> LabelOutcome:
@@ -647,7 +692,7 @@ class FerPlusData:
         class_names: The 8 FERPlus emotions (:data:`FERPLUS_CLASS_NAMES`).
         images: Split -> ``uint8`` ``(N, 48, 48, 1)``.
         targets: Split -> ``float32`` ``(N, 8)``: the label mode's targets for train (for
-            ``probability`` the distributions to draw from, see :func:`draw_one_hot`), one-hot
+            ``probability`` the distributions to draw from), one-hot
             majority targets for val and test.
         labels: Split -> ``int64`` ``(N,)``: the class of each image (for val and test, and for train
             in ``majority``, the majority class).
@@ -719,7 +764,7 @@ def read_ferplus(
     _check_label_mode(label_mode)
     votes = load_ferplus(ferplus_path)
     table = load_fer2013(fer2013_path)
-    _check_counts(table, expected_counts)
+    check_counts(table, expected_counts)
     data = join_ferplus(table, votes, label_mode)
     logger.info(
         "Read FERPlus (%s) from %s and %s: %s",
@@ -748,21 +793,19 @@ def join_ferplus(table: Fer2013Table, votes: FerPlusVotes, label_mode: str) -> F
         ValueError: `label_mode` is unknown.
     """
     _check_label_mode(label_mode)
-    _check_same_rows(table, votes)
-    no_name = ~votes.has_image
-    outcomes = {mode: ferplus_targets(votes.votes, mode) for mode in {label_mode, EVALUATION_MODE}}
+    check_same_rows(table, votes)
+    has_image = votes.has_image
     images, targets, labels, indices, row_counts, drop_counts = {}, {}, {}, {}, {}, {}
     for split in SPLITS:
-        outcome = outcomes[label_mode if split == "train" else EVALUATION_MODE]
         rows = table.split_rows(split)
-        reasons = np.where(no_name[rows], "no_image_name", outcome.reasons[rows])
-        kept = rows[reasons == ""]
+        outcome = label_split(votes.votes[rows], has_image[rows], split_label_mode(split, label_mode))
+        kept = rows[outcome.kept]
         images[split] = table.images[kept]
-        targets[split] = outcome.targets[kept]
-        labels[split] = outcome.labels[kept]
+        targets[split] = outcome.targets[outcome.kept]
+        labels[split] = outcome.labels[outcome.kept]
         indices[split] = kept
         row_counts[split] = int(rows.shape[0])
-        drop_counts[split] = {reason: int(np.count_nonzero(reasons == reason)) for reason in DROP_REASONS}
+        drop_counts[split] = outcome.drop_counts()
     return FerPlusData(
         label_mode=label_mode,
         class_names=list(FERPLUS_CLASS_NAMES),
@@ -775,7 +818,7 @@ def join_ferplus(table: Fer2013Table, votes: FerPlusVotes, label_mode: str) -> F
     )
 
 
-def _check_same_rows(table: Fer2013Table, votes: FerPlusVotes) -> None:
+def check_same_rows(table: Fer2013Table, votes: FerPlusVotes) -> None:
     """Raise unless both files have the same rows with the same ``Usage``, in order."""
     pixels_rows, vote_rows = table.usage.shape[0], votes.usage.shape[0]
     if pixels_rows != vote_rows:
@@ -798,7 +841,7 @@ def _check_same_rows(table: Fer2013Table, votes: FerPlusVotes) -> None:
         )
 
 
-def _check_counts(table: Fer2013Table, expected_counts: Mapping[str, int] | None) -> None:
+def check_counts(table: Fer2013Table, expected_counts: Mapping[str, int] | None) -> None:
     """Raise if a split has another row count than `expected_counts` says."""
     if expected_counts is None:
         return

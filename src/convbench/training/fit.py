@@ -26,6 +26,7 @@ from convbench.training.callbacks import (
     load_checkpoint,
 )
 from convbench.training.input_pipeline import evaluation_dataset, training_dataset
+from convbench.training.losses import draws_targets, training_loss
 from convbench.training.optimizers import learning_rate_schedule, make_optimizer
 
 logger = logging.getLogger(__name__)
@@ -43,11 +44,15 @@ def fingerprint(recipe: dict[str, Any], model: keras.Model, *arrays: np.ndarray)
 
 
 def compile_model(model: keras.Model, recipe: dict[str, Any], steps_per_epoch: int) -> keras.Model:
-    """`model` compiled with the recipe's optimiser and schedule, label-smoothed loss and accuracy."""
+    """`model` compiled with the recipe's optimiser and schedule, its loss (see `training_loss`) and accuracy.
+
+    Accuracy compares the predicted class with the target's most likely class (for crowd labels
+    in training: the top class of the image's target; in validation: the majority label).
+    """
     schedule = learning_rate_schedule(recipe["schedule"], recipe["epochs"], steps_per_epoch)
     model.compile(
         optimizer=make_optimizer(recipe["optimizer"], schedule),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=float(recipe.get("label_smoothing", 0.0))),
+        loss=training_loss(recipe),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
         jit_compile=recipe.get("jit_compile", "auto"),
     )
@@ -129,6 +134,10 @@ def fit(
     metric_prefix: str,
 ) -> tuple[keras.Model, dict[str, list[float]], dict[str, Any]]:
     """Trains `model` on `train`, validating on `val` each epoch; resumes from `checkpoint_dir`.
+
+    `train` and `val` are (uint8 images, class labels) or (uint8 images, target distributions
+    [N, num_classes]); with distributions the recipe's `label_mode` may pick the multi-target
+    loss or per-batch one-hot draws (`convbench.training.losses`).
 
     A recipe with `fine_tuning` trains in two phases (see `training_phases`), each with its
     own checkpoint; the history and the MLflow curves run on across them. The checkpoints stay
@@ -215,7 +224,10 @@ def _fit_phase(
         checkpoint,
     ]
     training_model.fit(
-        training_dataset(train_images, train_labels, num_classes, batch_size, seed=int(recipe["seed"])),
+        training_dataset(
+            train_images, train_labels, num_classes, batch_size, seed=int(recipe["seed"]),
+            sample_targets=draws_targets(recipe),
+        ),
         validation_data=evaluation_dataset(val_images, val_labels, num_classes, int(recipe["eval_batch_size"])),
         epochs=int(recipe["epochs"]),
         initial_epoch=initial_epoch,

@@ -6,13 +6,31 @@ import numpy as np
 import tensorflow as tf
 
 
-def _one_hot_batches(images: np.ndarray, labels: np.ndarray, num_classes: int, index_batches: tf.data.Dataset):
+def _batches(
+    images: np.ndarray, targets: np.ndarray, num_classes: int, index_batches: tf.data.Dataset, sample: bool, seed: int
+):
     images_t = tf.constant(images)
-    labels_t = tf.constant(labels.astype(np.int32))
+    if targets.ndim == 1:
+        labels_t = tf.constant(targets.astype(np.int32))
+
+        def batch_targets(batch_indices):
+            return tf.one_hot(tf.gather(labels_t, batch_indices), num_classes)
+
+    elif sample:
+        log_distributions = tf.math.log(tf.constant(targets.astype(np.float32)))
+
+        def batch_targets(batch_indices):
+            drawn = tf.random.categorical(tf.gather(log_distributions, batch_indices), 1, seed=seed)[:, 0]
+            return tf.one_hot(drawn, num_classes)
+
+    else:
+        targets_t = tf.constant(targets.astype(np.float32))
+
+        def batch_targets(batch_indices):
+            return tf.gather(targets_t, batch_indices)
 
     def gather(batch_indices):
-        batch_labels = tf.gather(labels_t, batch_indices)
-        return tf.gather(images_t, batch_indices), tf.one_hot(batch_labels, num_classes)
+        return tf.gather(images_t, batch_indices), batch_targets(batch_indices)
 
     options = tf.data.Options()
     # tf.data's autotuning thread stalls the iterator's teardown at every epoch end for seconds
@@ -26,21 +44,33 @@ def _one_hot_batches(images: np.ndarray, labels: np.ndarray, num_classes: int, i
 
 
 def training_dataset(
-    images: np.ndarray, labels: np.ndarray, num_classes: int, batch_size: int, seed: int
+    images: np.ndarray,
+    targets: np.ndarray,
+    num_classes: int,
+    batch_size: int,
+    seed: int,
+    sample_targets: bool = False,
 ) -> tf.data.Dataset:
-    """Shuffled (reshuffled every epoch, seeded) batches of (uint8 images, one-hot labels)."""
+    """Shuffled (reshuffled every epoch, seeded) batches of (uint8 images, float targets).
+
+    Args:
+        targets: Class of every image (one-hot encoded per batch), or a target distribution per
+            image [N, num_classes] (used as is).
+        sample_targets: With distributions: draw a one-hot target from each, anew for every batch
+            (FERPlus' `probability` scheme).
+    """
     count = len(images)
     indices = (
         tf.data.Dataset.range(count)
         .shuffle(count, seed=seed, reshuffle_each_iteration=True)
         .batch(batch_size)
     )
-    return _one_hot_batches(images, labels, num_classes, indices)
+    return _batches(images, targets, num_classes, indices, sample=sample_targets, seed=seed)
 
 
 def evaluation_dataset(
-    images: np.ndarray, labels: np.ndarray, num_classes: int, batch_size: int
+    images: np.ndarray, targets: np.ndarray, num_classes: int, batch_size: int
 ) -> tf.data.Dataset:
-    """Batches of (uint8 images, one-hot labels) in their stored order."""
+    """Batches of (uint8 images, float targets) in their stored order; `targets` as in `training_dataset`."""
     indices = tf.data.Dataset.range(len(images)).batch(batch_size)
-    return _one_hot_batches(images, labels, num_classes, indices)
+    return _batches(images, targets, num_classes, indices, sample=False, seed=0)

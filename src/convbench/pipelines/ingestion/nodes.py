@@ -5,8 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from convbench.data.cifar import FORMATS, read_cifar_archive
 from convbench.data.download import fetch
+from convbench.data.fer import (
+    FERPLUS_CLASS_NAMES,
+    SPLITS,
+    annotation_table,
+    check_counts,
+    check_same_rows,
+    load_fer2013,
+    load_ferplus,
+    locate_fer2013,
+    resize_images,
+    to_rgb,
+)
 from convbench.data.mnist import read_mnist
 from convbench.data.tiny_imagenet import read_tiny_imagenet
 
@@ -67,3 +81,60 @@ def parse_tiny_imagenet_archive(archive_path: str, options: dict[str, Any]) -> d
     """
     parsed = read_tiny_imagenet(Path(archive_path), **options)
     return {name: parsed[name] for name in ("train_images", "train_labels", "test_images", "test_labels", "class_names")}
+
+
+def locate_fer2013_file(folder: str) -> str:
+    """Path of `fer2013.csv` (or Kaggle's `fer2013.tar.gz`) in `folder`, which the user places there.
+
+    Raises:
+        FileNotFoundError: Neither is there; the message says where to get FER2013 and where to put it.
+    """
+    return str(locate_fer2013(folder))
+
+
+def parse_ferplus_files(
+    fer2013_path: str, ferplus_path: str, expected_counts: dict[str, int] | None, options: dict[str, Any]
+) -> dict[str, Any]:
+    """FER2013 faces (uint8) with the FERPlus crowd votes of each, joined row by row.
+
+    The label scheme is applied later (preprocessing, `training.label_mode`), so the votes are kept
+    as they are: `train_*` holds the Training and PublicTest rows (training and validation, chosen
+    by `Usage` in preprocessing), `test_*` the PrivateTest rows.
+
+    Args:
+        fer2013_path: `fer2013.csv` or `fer2013.tar.gz`.
+        ferplus_path: `fer2013new.csv`.
+        expected_counts: Rows per split in the files, e.g. {train: 28709, val: 3589, test: 3589}; null skips.
+        options: `image_size` (48 keeps the stored size; the FERPlus paper trains at 64, resized with
+            OpenCV) and `channels` (1, or 3 for ImageNet-pretrained models).
+
+    Returns:
+        `train_images`, `test_images`, `train_annotations`, `test_annotations` (row, Usage, Image
+        name and the 10 vote counts of every image), `class_names` (the 8 FERPlus emotions).
+
+    Raises:
+        FerFormatError: A file is malformed, a split has another row count than expected, or the
+            files disagree (row count, `Usage` of a row).
+    """
+    votes = load_ferplus(ferplus_path)
+    table = load_fer2013(fer2013_path)
+    check_counts(table, expected_counts)
+    check_same_rows(table, votes)
+    images = _fer_images(table.images, options)
+    development = np.flatnonzero(table.usage != SPLITS.index("test"))
+    test = table.split_rows("test")
+    return {
+        "train_images": images[development],
+        "test_images": images[test],
+        "train_annotations": annotation_table(votes, development),
+        "test_annotations": annotation_table(votes, test),
+        "class_names": list(FERPLUS_CLASS_NAMES),
+    }
+
+
+def _fer_images(images: np.ndarray, options: dict[str, Any]) -> np.ndarray:
+    size, channels = int(options.get("image_size") or images.shape[1]), int(options.get("channels") or 1)
+    if channels not in (1, 3):
+        raise ValueError(f"ingestion option channels must be 1 or 3. Received: channels={channels}")
+    images = resize_images(images, size) if size != images.shape[1] else images
+    return to_rgb(images) if channels == 3 else images

@@ -6,7 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pooch
+
+from convbench.data import fer
 
 STATS_CHUNK = 4096  # images per chunk when summing pixels, bounds the int64 temporaries
 
@@ -58,7 +61,14 @@ def split_dataset(
             f"val_size={split['val_size']} leaves no training images: the official training set has {len(train_labels)}"
         )
     splits = {"train": (train_indices, train_labels), "val": (val_indices, train_labels), "test": (test_indices, test_labels)}
-    subset = split.get("subset") or {}
+    return _subsets(splits, split.get("subset") or {}, rng)
+
+
+def _subsets(
+    splits: dict[str, tuple[np.ndarray, np.ndarray]], subset: dict[str, int | None], rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Train, val and test indices, each cut to its `subset` size by a stratified draw (if given)."""
+    splits = dict(splits)
     for name, size in subset.items():
         if not size:
             continue
@@ -68,8 +78,82 @@ def split_dataset(
         if size > len(indices):
             raise ValueError(f"subset.{name}={size} is larger than the {name} split ({len(indices)} images)")
         splits[name] = (indices[stratified_sample(labels[indices], int(size), rng)], labels)
-    (train_indices, _), (val_indices, _), (test_indices, _) = splits.values()
+    (train_indices, _), (val_indices, _), (test_indices, _) = (splits[name] for name in ("train", "val", "test"))
     return train_indices.astype(np.int64), val_indices.astype(np.int64), test_indices.astype(np.int64)
+
+
+def predefined_split(
+    train_annotations: pd.DataFrame,
+    train_labels: np.ndarray,
+    test_labels: np.ndarray,
+    split: dict[str, Any],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Train/validation indices chosen by each image's `Usage` (Training, PublicTest), and the test indices.
+
+    Images the label scheme dropped (label -1) are left out of every split.
+
+    Args:
+        train_annotations: `Usage` of every image of the training pool.
+        train_labels, test_labels: Class of every image, -1 where dropped.
+        split: `seed`, and optional `subset: {train, val, test}` sizes (stratified draws, smoke env).
+
+    Returns:
+        train_indices, val_indices (into the training pool), test_indices (into the test set).
+    """
+    usage = train_annotations["Usage"].to_numpy()
+    kept = train_labels >= 0
+    splits = {
+        "train": (np.flatnonzero(kept & (usage == "Training")), train_labels),
+        "val": (np.flatnonzero(kept & (usage == "PublicTest")), train_labels),
+        "test": (np.flatnonzero(test_labels >= 0), test_labels),
+    }
+    return _subsets(splits, split.get("subset") or {}, np.random.default_rng(int(split["seed"])))
+
+
+def label_crowd_votes(
+    train_annotations: pd.DataFrame, test_annotations: pd.DataFrame, label_mode: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, pd.DataFrame, dict[str, dict[str, float]]]:
+    """Labels and training targets from FERPlus crowd votes under `label_mode`; every drop counted.
+
+    Training images are labelled with `label_mode`, validation and test images always with
+    the majority scheme.
+
+    Args:
+        train_annotations: Votes of the training pool (Training and PublicTest rows).
+        test_annotations: Votes of the test set (PrivateTest rows).
+        label_mode: majority, probability, crossentropy, multi_target or seed_distribution.
+
+    Returns:
+        `train_labels` and `test_labels` (int64 class, -1 where dropped); `train_targets`
+        (float32 [N, 8]: the scheme's targets for Training rows, one-hot majority for PublicTest
+        rows, zeros where dropped); the drop table (rows kept and dropped per reason, for every
+        label mode and split); the drops of `label_mode` as MLflow metrics
+        (`dropped.<split>.<reason>`, `kept.<split>`).
+    """
+    pool = fer.votes_from_table(train_annotations, "train_annotations")
+    test = fer.votes_from_table(test_annotations, "test_annotations")
+    if label_mode not in fer.LABEL_MODES:
+        raise ValueError(f"training.label_mode must be one of {', '.join(fer.LABEL_MODES)}. Received: {label_mode!r}")
+    train_labels = np.full(len(pool.usage), -1, dtype=np.int64)
+    train_targets = np.zeros((len(pool.usage), len(fer.FERPLUS_CLASS_NAMES)), dtype=np.float32)
+    test_labels = np.full(len(test.usage), -1, dtype=np.int64)
+    drops, metrics = [], {}
+    for split, votes, labels in (("train", pool, train_labels), ("val", pool, train_labels), ("test", test, test_labels)):
+        rows = np.flatnonzero(votes.usage == fer.SPLITS.index(split))
+        for mode in fer.LABEL_MODES if split == "train" else (fer.EVALUATION_MODE,):
+            outcome = fer.label_split(votes.votes[rows], votes.has_image[rows], mode)
+            counts = outcome.drop_counts()
+            drops.append({"split": split, "label_mode": mode, "rows": len(rows), **counts, "kept": int(outcome.kept.sum())})
+            if mode != fer.split_label_mode(split, label_mode):
+                continue
+            labels[rows] = outcome.labels
+            if split != "test":
+                train_targets[rows] = outcome.targets
+            metrics.update({f"dropped.{split}.{reason}": count for reason, count in counts.items()})
+            metrics[f"kept.{split}"] = int(outcome.kept.sum())
+    drop_table = pd.DataFrame(drops)
+    drop_table.insert(2, "used", [row["label_mode"] == fer.split_label_mode(row["split"], label_mode) for row in drops])
+    return train_labels, test_labels, train_targets, drop_table, {k: {"value": float(v), "step": 0} for k, v in metrics.items()}
 
 
 def channel_statistics(train_images: np.ndarray, train_indices: np.ndarray) -> dict[str, Any]:
@@ -158,6 +242,33 @@ def _describe_file(name: str, source: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def build_crowd_label_card(
+    fer2013_folder: str, source: dict[str, Any], label_drops: pd.DataFrame, label_mode: str, **dataset: Any
+) -> tuple[dict[str, Any], str]:
+    """The dataset card of FERPlus: both source files, the splits, and the drops of every label mode.
+
+    Args:
+        fer2013_folder: Where the user placed `fer2013.csv` (or `fer2013.tar.gz`).
+        source: `fer2013new.csv`'s `url`, `known_hash` and `destination`.
+        label_drops: Output of `label_crowd_votes`.
+        label_mode: The scheme the training split was labelled with.
+        **dataset: The other arguments of `build_dataset_card` (images, labels, indices, class
+            names, statistics).
+    """
+    try:
+        fer2013_file = fer.locate_fer2013(fer2013_folder)
+    except FileNotFoundError:
+        fer2013_file = Path(fer2013_folder) / fer.FER2013_FILENAME
+    sources = {
+        "fer2013": {"url": fer.FER2013_PAGE_URL, "destination": str(fer2013_file)},
+        "fer2013new": source,
+    }
+    card, _ = build_dataset_card(sources, **dataset)
+    card["label_mode"] = label_mode
+    card["label_drops"] = label_drops.to_dict(orient="records")
+    return card, render_dataset_card(card)
+
+
 def render_dataset_card(card: dict[str, Any]) -> str:
     """The dataset card as a Markdown document."""
     counts = card["class_counts"]
@@ -176,4 +287,22 @@ def render_dataset_card(card: dict[str, Any]) -> str:
     ]
     for index, name in enumerate(card["classes"]):
         lines.append(f"| {name} | " + " | ".join(f"{counts[split][index]:,}" for split in counts) + " |")
+    if "label_drops" in card:
+        lines += ["", *_render_label_drops(card["label_drops"], card["label_mode"])]
     return "\n".join(lines) + "\n"
+
+
+def _render_label_drops(drops: list[dict[str, Any]], label_mode: str) -> list[str]:
+    columns = [name for name in drops[0] if name not in ("split", "label_mode", "used")]
+    lines = [
+        f"## Labels: `{label_mode}` for training, majority for validation and test",
+        "",
+        "Images kept and dropped (by reason) under every label mode; **bold**: the modes of this run.",
+        "",
+        "| split | label mode | " + " | ".join(columns) + " |",
+        "|---|---|" + "---:|" * len(columns),
+    ]
+    for row in drops:
+        mode = f"**{row['label_mode']}**" if row["used"] else row["label_mode"]
+        lines.append(f"| {row['split']} | {mode} | " + " | ".join(f"{row[c]:,}" for c in columns) + " |")
+    return lines

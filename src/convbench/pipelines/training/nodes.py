@@ -10,23 +10,36 @@ import numpy as np
 
 from convbench.models.preprocessing import with_normalization
 from convbench.models.registry import get_builder
+from convbench.serving import ImageClassifier
 from convbench.training.fit import fit
 
 TOP_K_MIN_CLASSES = 20  # top-5 accuracy is reported for datasets with at least this many classes
 
 
-def resolve_recipe(recipe: dict[str, Any], dataset_overrides: dict[str, Any] | None) -> dict[str, Any]:
+def resolve_recipe(
+    recipe: dict[str, Any], dataset_overrides: dict[str, Any] | None, label_mode: str | None = None
+) -> dict[str, Any]:
     """The architecture's recipe with the dataset's overrides merged in, key by key at every level.
 
     Args:
         recipe: `training.<architecture>`.
         dataset_overrides: `recipe_overrides.<dataset>`: values that hold for every architecture on
             that dataset, e.g. `{augmentation: {horizontal_flip: false}}` for MNIST.
+        label_mode: Crowd-labelled datasets only: `training.label_mode`, added to the recipe as
+            `label_mode` (it picks the loss and how targets are drawn, see `convbench.training.fit`).
     """
-    merged = dict(recipe)
-    for key, value in (dataset_overrides or {}).items():
+    merged = merge(recipe, dataset_overrides or {})
+    if label_mode is not None:
+        merged["label_mode"] = label_mode
+    return merged
+
+
+def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `overrides` merged in, key by key at every level."""
+    merged = dict(base)
+    for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = resolve_recipe(merged[key], value)
+            merged[key] = merge(merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -68,6 +81,10 @@ def train_model(
 
     An interrupted run resumes from the per-epoch checkpoint in `checkpoint_dir`.
 
+    Args:
+        train_labels: Class of every image, or, for crowd-labelled datasets, its target
+            distribution [N, classes] (`train_targets`; validation rows hold one-hot majority labels).
+
     Returns:
         The trained model, its per-epoch history and a training summary.
     """
@@ -85,6 +102,12 @@ def train_model(
 def export_model(model: keras.Model) -> keras.Model:
     """The trained model as handed to MLflow's Keras flavor (raw uint8 images in, probabilities out)."""
     return model
+
+
+def build_classifier(model: keras.Model, class_names: list[str]) -> ImageClassifier:
+    """The trained model as a servable MLflow pyfunc: raw images or PNG/JPEG bytes in, class names and
+    probabilities out (see `convbench.serving`)."""
+    return ImageClassifier.from_keras(model, class_names)
 
 
 def predict_test_set(

@@ -5,7 +5,9 @@ from __future__ import annotations
 from kedro.pipeline import Node, Pipeline
 
 from convbench.pipelines.binding import bind
+from convbench.pipelines.ingestion.pipeline import crowd_labelled
 from convbench.pipelines.training.nodes import (
+    build_classifier,
     build_model,
     evaluate_predictions,
     export_model,
@@ -25,6 +27,8 @@ DATASET_INPUTS = (
     "test_indices",
     "normalization",
 )
+CROWD_DATASET_INPUTS = tuple(name if name != "train_labels" else "train_targets" for name in DATASET_INPUTS)
+"""Crowd-labelled datasets train on target distributions instead of class labels."""
 
 
 def create_pipeline(dataset: str = "cifar10", architecture: str = "resnet", **kwargs) -> Pipeline:
@@ -32,15 +36,17 @@ def create_pipeline(dataset: str = "cifar10", architecture: str = "resnet", **kw
 
     The recipe is first merged with `recipe_overrides.<dataset>` (e.g. no flips for digits) and
     saved as `<dataset>.<architecture>.recipe`, the exact recipe the model was trained with.
+    Crowd-labelled datasets (FERPlus) train on `train_targets` under `training.label_mode`.
 
     Dataset-level inputs (`cifar10.train_images`, ...) are shared; everything it writes is
     namespaced `<dataset>.<architecture>.*`.
     """
+    crowd = crowd_labelled(dataset)
     template = Pipeline(
         [
             Node(
                 resolve_recipe,
-                inputs=["params:recipe", "params:dataset_overrides"],
+                inputs=["params:recipe", "params:dataset_overrides", *(["params:label_mode"] if crowd else [])],
                 outputs="recipe",
                 name="resolve_recipe",
             ),
@@ -55,7 +61,7 @@ def create_pipeline(dataset: str = "cifar10", architecture: str = "resnet", **kw
                 inputs=[
                     "untrained_model",
                     "train_images",
-                    "train_labels",
+                    "train_targets" if crowd else "train_labels",
                     "train_indices",
                     "val_indices",
                     "class_names",
@@ -67,6 +73,8 @@ def create_pipeline(dataset: str = "cifar10", architecture: str = "resnet", **kw
                 tags=["training"],
             ),
             Node(export_model, inputs="model", outputs="mlflow_model", name="export_model"),
+            Node(build_classifier, inputs=["model", "class_names"], outputs="classifier", name="build_classifier",
+                 tags=["serving"]),
             Node(
                 predict_test_set,
                 inputs=["model", "test_images", "test_indices", "recipe"],
@@ -82,13 +90,16 @@ def create_pipeline(dataset: str = "cifar10", architecture: str = "resnet", **kw
             ),
         ]
     )
+    parameters = {
+        "params:recipe": f"params:training.{architecture}",
+        "params:dataset_overrides": f"params:recipe_overrides.{dataset}",
+    }
+    if crowd:
+        parameters["params:label_mode"] = "params:training.label_mode"
     return Pipeline(
         template,
         namespace=f"{dataset}.{architecture}",
-        inputs={name: f"{dataset}.{name}" for name in DATASET_INPUTS},
-        parameters={
-            "params:recipe": f"params:training.{architecture}",
-            "params:dataset_overrides": f"params:recipe_overrides.{dataset}",
-        },
+        inputs={name: f"{dataset}.{name}" for name in (CROWD_DATASET_INPUTS if crowd else DATASET_INPUTS)},
+        parameters=parameters,
         tags=["training", dataset, architecture],
     )

@@ -1,0 +1,125 @@
+"""Nodes of `predict`: pick a logged classifier, read a folder of images, classify them, draw them."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import mlflow  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from convbench.pipelines.leaderboard.nodes import ENV_TAG, earlier_runs  # noqa: E402
+from convbench.serving import decode_image  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+"""Files of the input folder that are classified (case-insensitive); others are ignored."""
+
+SHEET_COLUMNS = 6  # images per row of the contact sheet
+
+
+def classifier_uri(dataset: str, architecture: str, run_id: str) -> str:
+    """The URI of the servable model a training run of `architecture` on `dataset` logged."""
+    return f"runs:/{run_id}/{dataset}_{architecture}_classifier"
+
+
+def choose_model(predict: dict[str, Any]) -> str:
+    """`predict.model_uri` if given, else the classifier of `predict.dataset`'s best run by test accuracy.
+
+    The best run is taken among the latest finished run of every architecture in the dataset's
+    MLflow experiment, in the Kedro env of this run (a smoke run picks a smoke model).
+
+    Raises:
+        ValueError: No model is given and the dataset has no finished training run to choose from.
+    """
+    if predict.get("model_uri"):
+        return str(predict["model_uri"])
+    dataset = predict["dataset"]
+    experiment = mlflow.get_experiment_by_name(dataset)
+    active = mlflow.active_run()
+    env = mlflow.get_run(active.info.run_id).data.tags.get(ENV_TAG) if active else None
+    runs = earlier_runs(experiment.experiment_id, env=env) if experiment else pd.DataFrame()
+    if runs.empty:
+        raise ValueError(
+            f"No trained model of {dataset!r} to predict with (env {env or 'any'}): train one first, e.g. "
+            f"`kedro run --pipelines={dataset}_resnet`, or name one with --params=predict.model_uri=runs:/<run_id>/<name>"
+        )
+    best = runs.sort_values("test_accuracy", ascending=False, kind="stable").iloc[0]
+    uri = classifier_uri(dataset, best["architecture"], best["run_id"])
+    logger.info("Predicting with %s (test accuracy %.4f, run %s)", uri, best["test_accuracy"], best["run_name"])
+    return uri
+
+
+def read_image_files(input_dir: str) -> dict[str, bytes]:
+    """The bytes of every PNG/JPEG file in `input_dir` (not its subfolders), by file name, sorted.
+
+    Raises:
+        FileNotFoundError: The folder does not exist or holds no PNG/JPEG file.
+    """
+    folder = Path(input_dir)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"predict.input_dir={input_dir!r} is not a folder (resolved: {folder.resolve()})")
+    files = {path.name: path.read_bytes() for path in sorted(folder.iterdir())
+             if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES}
+    if not files:
+        raise FileNotFoundError(f"No {'/'.join(IMAGE_SUFFIXES)} file in {folder.resolve()}")
+    return files
+
+
+def classify_images(model_uri: str, files: dict[str, bytes], predict: dict[str, Any]) -> pd.DataFrame:
+    """The `predict.top_k` most likely classes of every file, with their probabilities.
+
+    Args:
+        model_uri: An MLflow model logged by a training run (`..._classifier`).
+        files: File name -> PNG/JPEG bytes.
+        predict: `top_k`, and `resize` (resize images of another size instead of refusing them).
+
+    Returns:
+        One row per file: `file`, `class_1`, `probability_1`, ... `class_k`, `probability_k`, `model_uri`.
+    """
+    model = mlflow.pyfunc.load_model(model_uri)
+    table = model.predict(pd.DataFrame({"image": list(files.values())}), params={"resize": bool(predict["resize"])})
+    class_names = [column for column in table.columns if column not in ("class", "probability")]
+    probabilities = table[class_names].to_numpy()
+    top_k = min(int(predict["top_k"]), len(class_names))
+    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
+    rows = []
+    for name, ranked, row in zip(files, order, probabilities):
+        record: dict[str, Any] = {"file": name}
+        for rank, index in enumerate(ranked, start=1):
+            record[f"class_{rank}"] = class_names[index]
+            record[f"probability_{rank}"] = float(row[index])
+        rows.append(record | {"model_uri": model_uri})
+    return pd.DataFrame(rows)
+
+
+def plot_contact_sheet(files: dict[str, bytes], predictions: pd.DataFrame) -> Figure:
+    """Every image with its file name and its top classes (as the model saw its colours)."""
+    count = len(predictions)
+    columns = min(SHEET_COLUMNS, count)
+    rows = math.ceil(count / columns)
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(2.4 * columns, 2.9 * rows + 0.4), squeeze=False, layout="constrained"
+    )
+    top_k = sum(column.startswith("class_") for column in predictions.columns)
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, row in zip(axes.flat, predictions.itertuples(index=False)):
+        image = decode_image(files[row.file], 3, row.file)
+        axis.imshow(image)
+        lines = [row.file] + [
+            f"{getattr(row, f'class_{k}')} {getattr(row, f'probability_{k}'):.0%}" for k in range(1, top_k + 1)
+        ]
+        axis.set_title("\n".join(lines), fontsize=7)
+    figure.suptitle(f"Predictions of {predictions['model_uri'].iloc[0]}", fontsize=9)
+    return figure

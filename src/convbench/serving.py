@@ -1,0 +1,226 @@
+"""A trained model as an MLflow pyfunc that takes raw images: uint8 arrays or encoded PNG/JPEG bytes.
+
+`ImageClassifier` is what every training run logs next to its Keras model (`<dataset>_<arch>_classifier`):
+
+    mlflow models predict -m runs:/<run_id>/cifar10_resnet_classifier -i images.json -t json --env-manager local
+
+Accepted input (`images.json`):
+
+* `{"inputs": [...]}`: uint8 pixel values, shape [N, H, W, C] (or one image [H, W, C]) of the
+  training shape (`input_shape` in the model's metadata), nothing converted;
+* `{"dataframe_split": {"columns": ["image"], "data": [["<base64 PNG/JPEG>"], ...]}}`: encoded files,
+  decoded with OpenCV; colour or grey, converted to the model's channels.
+
+Images of another height and width are refused unless the parameter `resize` is true
+(`{"inputs": ..., "params": {"resize": true}}`), then resized with OpenCV. The output has one row
+per image: `class` (the most likely class name), `probability` (its probability), then one column
+per class name with its probability.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import importlib.metadata
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.types.schema import ParamSchema, ParamSpec
+
+IMAGE_COLUMN = "image"
+"""Column of a DataFrame input that holds encoded images (bytes, or base64 text in JSON)."""
+
+RESULT_COLUMNS = ("class", "probability")
+"""The first output columns; one column per class name follows."""
+
+REQUIREMENTS = ("keras", "numpy", "pandas", "opencv-python-headless", "mlflow")
+"""Distributions the pyfunc needs at prediction time, pinned to the installed versions when logged."""
+
+TENSORFLOW_DISTRIBUTIONS = ("tensorflow-cpu", "tensorflow")
+"""One of these is installed (the Makefile picks it); the logged model requires the same one."""
+
+
+class ImageInputError(ValueError):
+    """An input image does not fit the model; the message names the image and the expected shape."""
+
+
+class ImageClassifier(mlflow.pyfunc.PythonModel):
+    """A Keras classifier of uint8 images (z-score inside) with its class names, as an MLflow pyfunc.
+
+    The Keras model travels inside the pickled object as the bytes of its `.keras` file, so the
+    logged MLflow model is self-contained.
+    """
+
+    def __init__(self, keras_file: bytes, class_names: Sequence[str], input_shape: Sequence[int]) -> None:
+        clashing = set(RESULT_COLUMNS) & set(class_names)
+        if clashing:
+            raise ValueError(f"class names may not be {sorted(clashing)}: they name output columns")
+        self.keras_file = keras_file
+        self.class_names = list(class_names)
+        self.input_shape = tuple(int(size) for size in input_shape)
+        self._model = None
+
+    @classmethod
+    def from_keras(cls, model, class_names: Sequence[str]) -> ImageClassifier:
+        """Wrap a Keras model that takes uint8 images [N, H, W, C] and returns class probabilities."""
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "model.keras"
+            model.save(path)
+            return cls(path.read_bytes(), class_names, model.input_shape[1:])
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_model": None}
+
+    def load_context(self, context) -> None:
+        self.keras_model()
+
+    def keras_model(self):
+        """The Keras model, loaded from the embedded `.keras` bytes on first use."""
+        if self._model is None:
+            import keras
+
+            with tempfile.TemporaryDirectory() as folder:
+                path = Path(folder) / "model.keras"
+                path.write_bytes(self.keras_file)
+                self._model = keras.saving.load_model(path)
+        return self._model
+
+    def predict(self, context, model_input, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        """Class probabilities of every image of `model_input` (see the module docstring for formats)."""
+        resize = bool((params or {}).get("resize", False))
+        images = to_image_batch(model_input, self.input_shape, resize=resize)
+        probabilities = self.keras_model().predict(images, batch_size=256, verbose=0).astype(np.float64)
+        return probability_table(probabilities, self.class_names)
+
+    def signature(self) -> ModelSignature:
+        """No input schema (arrays and encoded images are both accepted), and the `resize` parameter."""
+        return ModelSignature(inputs=None, params=ParamSchema([ParamSpec("resize", "boolean", False)]))
+
+
+def probability_table(probabilities: np.ndarray, class_names: Sequence[str]) -> pd.DataFrame:
+    """One row per image: the most likely class, its probability, then every class's probability."""
+    top = probabilities.argmax(axis=1)
+    table = pd.DataFrame(
+        {"class": [class_names[index] for index in top], "probability": probabilities[np.arange(len(top)), top]}
+    )
+    return pd.concat([table, pd.DataFrame(probabilities, columns=list(class_names))], axis=1)
+
+
+def to_image_batch(model_input: Any, input_shape: Sequence[int], *, resize: bool = False) -> np.ndarray:
+    """uint8 images [N, H, W, C] of `input_shape` from arrays, encoded files or a DataFrame of either.
+
+    Args:
+        model_input: A numeric array [N, H, W, C] or [H, W, C]; a sequence of such images or of
+            encoded PNG/JPEG files (bytes, or base64 text); or a DataFrame whose `image` column (or
+            only column) holds them.
+        input_shape: (H, W, C) the model takes.
+        resize: Resize images of another height and width (OpenCV) instead of refusing them.
+
+    Raises:
+        ImageInputError: An image cannot be decoded, has values outside 0-255, another channel count
+            (arrays; encoded images are converted), or another size when `resize` is false.
+    """
+    height, width, channels = (int(size) for size in input_shape)
+    if isinstance(model_input, pd.DataFrame):
+        column = IMAGE_COLUMN if IMAGE_COLUMN in model_input else None
+        if column is None and len(model_input.columns) != 1:
+            raise ImageInputError(
+                f"expected a column {IMAGE_COLUMN!r} of encoded images, found the columns {list(model_input.columns)}"
+            )
+        model_input = list(model_input[column or model_input.columns[0]])
+    if isinstance(model_input, np.ndarray) and model_input.dtype != object:
+        images = [model_input] if model_input.ndim == 3 else list(model_input)
+        if model_input.ndim not in (3, 4):
+            raise ImageInputError(
+                f"expected images of shape [N, {height}, {width}, {channels}] (or one [{height}, {width}, {channels}]), "
+                f"found an array of shape {list(model_input.shape)}"
+            )
+    else:
+        images = list(model_input)
+    batch = np.empty((len(images), height, width, channels), dtype=np.uint8)
+    for index, image in enumerate(images):
+        batch[index] = _fit(_as_image(image, index, channels), index, (height, width, channels), resize)
+    return batch
+
+
+def _as_image(item: Any, index: int, channels: int) -> np.ndarray:
+    """Image `index` as an [H, W, C] array: decoded (and converted to `channels`) if it is an encoded file."""
+    if isinstance(item, str):
+        try:
+            item = base64.b64decode(item, validate=True)
+        except binascii.Error as exc:
+            raise ImageInputError(f"image {index}: expected base64 text of a PNG/JPEG file ({exc})") from exc
+    if isinstance(item, bytes | bytearray | memoryview):
+        return decode_image(bytes(item), channels, f"image {index}")
+    array = np.asarray(item)
+    if not np.issubdtype(array.dtype, np.number) or array.size and (array.min() < 0 or array.max() > 255):
+        raise ImageInputError(f"image {index}: expected pixel values 0-255, found {array.dtype} values"
+                              + (f" from {array.min()} to {array.max()}" if np.issubdtype(array.dtype, np.number) else ""))
+    if array.ndim == 2:
+        array = array[..., None]
+    return array.astype(np.uint8)
+
+
+def decode_image(data: bytes, channels: int, name: str) -> np.ndarray:
+    """A PNG/JPEG file's pixels as uint8 [H, W, channels] (RGB or grey), whatever its own colour type.
+
+    Raises:
+        ImageInputError: OpenCV cannot decode `data`; the message names the image.
+    """
+    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+    if decoded is None:
+        raise ImageInputError(f"{name}: could not decode {len(data):,} bytes as a PNG or JPEG image")
+    if decoded.dtype != np.uint8:
+        decoded = (decoded / 257).round().astype(np.uint8)  # 16-bit PNG
+    if decoded.ndim == 2:
+        decoded = decoded[..., None]
+    if decoded.shape[-1] == 4:
+        decoded = cv2.cvtColor(decoded, cv2.COLOR_BGRA2BGR)
+    if channels == 1:
+        return decoded if decoded.shape[-1] == 1 else cv2.cvtColor(decoded, cv2.COLOR_BGR2GRAY)[..., None]
+    rgb = cv2.cvtColor(decoded, cv2.COLOR_GRAY2RGB) if decoded.shape[-1] == 1 else cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
+    return rgb
+
+
+def _fit(image: np.ndarray, index: int, shape: tuple[int, int, int], resize: bool) -> np.ndarray:
+    height, width, channels = shape
+    if image.ndim != 3 or image.shape[-1] != channels:
+        raise ImageInputError(
+            f"image {index}: expected shape [{height}, {width}, {channels}] ({channels} channel(s)), "
+            f"found {list(image.shape)}"
+        )
+    if image.shape[:2] == (height, width):
+        return image
+    if not resize:
+        raise ImageInputError(
+            f"image {index}: expected shape [{height}, {width}, {channels}], found {list(image.shape)}; "
+            "pass the parameter resize=true to resize it"
+        )
+    return resize_image(image, (height, width))
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """`image` [H, W, C] resized to (height, width) with OpenCV: INTER_AREA to shrink, INTER_LINEAR to enlarge."""
+    height, width = size
+    shrinking = height * width < image.shape[0] * image.shape[1]
+    resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    return resized.reshape(height, width, image.shape[-1])
+
+
+def pip_requirements() -> list[str]:
+    """The logged model's requirements: this environment's TensorFlow package and `REQUIREMENTS`, pinned."""
+    pinned = []
+    for name in (*REQUIREMENTS, *TENSORFLOW_DISTRIBUTIONS):
+        try:
+            pinned.append(f"{name}=={importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            if name not in TENSORFLOW_DISTRIBUTIONS:
+                raise
+    return pinned

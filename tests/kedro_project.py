@@ -1,0 +1,45 @@
+"""A throw-away copy of this Kedro project for end-to-end runs, and the `kedro` command to run in it.
+
+Import as ``import kedro_project`` (``tests/`` is on pytest's ``pythonpath``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+KEDRO = Path(sys.executable).with_name("kedro")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def new_project(tmp_path_factory) -> Path:
+    """A fresh project folder: pyproject.toml, conf/ (without local settings), src/ and notebooks/ of this
+    repository, no data."""
+    root = tmp_path_factory.mktemp("project")
+    shutil.copy(PROJECT_ROOT / "pyproject.toml", root)
+    shutil.copytree(PROJECT_ROOT / "notebooks", root / "notebooks")
+    shutil.copytree(PROJECT_ROOT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copytree(PROJECT_ROOT / "conf", root / "conf", ignore=shutil.ignore_patterns("credentials*"))
+    for leftover in (root / "conf" / "local").glob("*.yml"):
+        leftover.unlink()
+    return root
+
+
+def run_kedro(
+    project: Path, pipeline_flag: str, params: list[str], *, env: dict[str, str] | None = None, timeout: int = 900
+) -> subprocess.CompletedProcess:
+    """`kedro run <pipeline_flag> --env=smoke --params=...` in `project`; the result, whatever its exit status."""
+    command = [str(KEDRO), "run", pipeline_flag, "--env=smoke", *([f"--params={','.join(params)}"] if params else [])]
+    return subprocess.run(
+        command, cwd=project, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+    )
+
+
+def assert_ran(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    """`result`, after asserting that it exited with 0 (the failure shows the command's output)."""
+    assert result.returncode == 0, f"{' '.join(result.args)} failed:\n{result.stdout[-6000:]}\n{result.stderr[-6000:]}"
+    return result

@@ -1,0 +1,161 @@
+"""FERPlus preprocessing: labels from crowd votes per `label_mode`, predefined splits, the card with drops."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import fer_files as ff
+from convbench.data import fer
+from convbench.pipelines.ingestion.nodes import parse_ferplus_files
+from convbench.pipelines.preprocessing.nodes import (
+    build_crowd_label_card,
+    channel_statistics,
+    label_crowd_votes,
+    predefined_split,
+)
+
+REAL_KEPT = {"majority": 25060, "probability": 27956, "crossentropy": 27956, "multi_target": 27671, "seed_distribution": 28559}
+"""Training images each scheme keeps in the real fer2013new.csv (as tests/data/test_fer.py derives them)."""
+REAL_VAL_KEPT, REAL_TEST_KEPT = 3199, 3153
+
+
+@pytest.fixture(scope="module")
+def real_annotations():
+    """The real file's votes as the ingestion stores them, through a CSV round trip."""
+    votes = fer.load_ferplus(ff.FERPLUS_SAMPLE)
+    development = np.flatnonzero(votes.usage != fer.SPLITS.index("test"))
+    test = np.flatnonzero(votes.usage == fer.SPLITS.index("test"))
+    tables = []
+    for rows in (development, test):
+        text = fer.annotation_table(votes, rows).to_csv(index=False)
+        tables.append(pd.read_csv(__import__("io").StringIO(text), keep_default_na=False))
+    return tables
+
+
+@pytest.mark.parametrize("mode", fer.LABEL_MODES)
+def test_each_label_mode_labels_training_rows_and_majority_labels_validation_and_test(real_annotations, mode):
+    train_annotations, test_annotations = real_annotations
+    train_labels, test_labels, targets, drops, metrics = label_crowd_votes(train_annotations, test_annotations, mode)
+    usage = train_annotations["Usage"].to_numpy()
+    training, validation = usage == "Training", usage == "PublicTest"
+    assert (train_labels[training] >= 0).sum() == REAL_KEPT[mode]
+    assert (train_labels[validation] >= 0).sum() == REAL_VAL_KEPT and (test_labels >= 0).sum() == REAL_TEST_KEPT
+    kept = train_labels >= 0
+    assert (targets[~kept] == 0).all() and targets.dtype == np.float32 and targets.shape == (len(usage), 8)
+    assert set(np.unique(targets[kept & validation])) == {0.0, 1.0}, "validation targets are one-hot majority"
+    np.testing.assert_array_equal(targets[kept & validation].argmax(axis=1), train_labels[kept & validation])
+    if mode == "majority":
+        assert set(np.unique(targets[kept & training])) == {0.0, 1.0}
+    elif mode != "multi_target":
+        np.testing.assert_allclose(targets[kept & training].sum(axis=1), 1.0, rtol=1e-6)
+        assert (targets[kept & training] % 1 != 0).any()
+    # Drops: every mode's training row, then validation and test under majority; nothing lost.
+    assert list(zip(drops["split"], drops["label_mode"])) == [
+        *(("train", m) for m in fer.LABEL_MODES), ("val", "majority"), ("test", "majority")
+    ]
+    reasons = list(fer.DROP_REASONS)
+    assert (drops[reasons].sum(axis=1) + drops["kept"] == drops["rows"]).all()
+    assert list(drops.loc[drops["used"], "label_mode"]) == [mode, "majority", "majority"]
+    used_train = drops[drops["used"]].iloc[0]
+    assert metrics["kept.train"] == {"value": REAL_KEPT[mode], "step": 0}
+    assert all(metrics[f"dropped.train.{reason}"]["value"] == used_train[reason] for reason in reasons)
+    assert metrics["dropped.test.no_image_name"]["value"] == 15
+
+
+def test_labels_agree_with_the_row_at_a_time_reference_rules(real_annotations):
+    train_annotations, _ = real_annotations
+    train_labels, _, targets, _, _ = label_crowd_votes(train_annotations, train_annotations.iloc[:0], "crossentropy")
+    votes = train_annotations[list(fer.FERPLUS_VOTE_COLUMNS)].to_numpy()
+    for row in range(0, len(votes), 997):  # every 997th row of the real file
+        if train_annotations.loc[row, "Usage"] != "Training" or not train_annotations.loc[row, "Image name"]:
+            continue
+        _, expected, _ = ff.reference_label(votes[row], "crossentropy")
+        if expected is None:
+            assert train_labels[row] == -1, row
+        else:
+            np.testing.assert_allclose(targets[row], expected, rtol=1e-6, err_msg=str(row))
+
+
+def test_unknown_label_mode_names_the_parameter(real_annotations):
+    with pytest.raises(ValueError, match=r"training\.label_mode must be one of majority, .*Received: 'soft'"):
+        label_crowd_votes(*real_annotations, "soft")
+
+
+def test_predefined_split_follows_usage_and_leaves_dropped_images_out():
+    annotations = pd.DataFrame({"Usage": ["Training"] * 6 + ["PublicTest"] * 3})
+    train_labels = np.array([0, 1, -1, 2, 0, 1, 2, -1, 0])
+    test_labels = np.array([1, -1, 0, 2])
+    train, val, test = predefined_split(annotations, train_labels, test_labels, {"seed": 0, "subset": None})
+    np.testing.assert_array_equal(train, [0, 1, 3, 4, 5])
+    np.testing.assert_array_equal(val, [6, 8])
+    np.testing.assert_array_equal(test, [0, 2, 3])
+    small_train, _, small_test = predefined_split(annotations, train_labels, test_labels, {"seed": 0, "subset": {"train": 3, "test": 2}})
+    assert len(small_train) == 3 and set(small_train) <= set(train) and len(small_test) == 2
+    with pytest.raises(ValueError, match=r"subset.val=5 is larger than the val split \(2 images\)"):
+        predefined_split(annotations, train_labels, test_labels, {"seed": 0, "subset": {"val": 5}})
+
+
+@pytest.fixture
+def placed_files(tmp_path):
+    rows = ff.fer2013_rows({"Training": 40, "PublicTest": 10, "PrivateTest": 10}, seed=1)
+    ff.write_fer2013_csv(tmp_path / "fer2013.csv", rows)
+    (tmp_path / "fer2013new.csv").write_bytes(ff.ferplus_slice(rows.usages))
+    return tmp_path, rows
+
+
+def test_parse_keeps_votes_beside_images_and_resizes_or_repeats_channels_on_request(placed_files):
+    folder, rows = placed_files
+    counts = {"train": 40, "val": 10, "test": 10}
+    parsed = parse_ferplus_files(str(folder / "fer2013.csv"), str(folder / "fer2013new.csv"), counts, {"image_size": 48, "channels": 1})
+    np.testing.assert_array_equal(parsed["train_images"], rows.images[:50])
+    np.testing.assert_array_equal(parsed["test_images"], rows.images[50:])
+    assert list(parsed["test_annotations"]["row"]) == list(range(50, 60))
+    assert parsed["class_names"] == list(fer.FERPLUS_CLASS_NAMES)
+    large = parse_ferplus_files(str(folder / "fer2013.csv"), str(folder / "fer2013new.csv"), None, {"image_size": 64, "channels": 3})
+    assert large["train_images"].shape == (50, 64, 64, 3) and large["train_images"].dtype == np.uint8
+    np.testing.assert_array_equal(large["train_images"][..., 0], large["train_images"][..., 2])
+    with pytest.raises(ValueError, match="channels must be 1 or 3. Received: channels=2"):
+        parse_ferplus_files(str(folder / "fer2013.csv"), str(folder / "fer2013new.csv"), None, {"channels": 2})
+    with pytest.raises(fer.FerFormatError, match=r"train \(Training\): expected 41, found 40"):
+        parse_ferplus_files(str(folder / "fer2013.csv"), str(folder / "fer2013new.csv"), {"train": 41}, {})
+
+
+def test_parse_refuses_vote_rows_of_another_usage(placed_files):
+    folder, rows = placed_files
+    usages = list(rows.usages)
+    usages[3] = "PrivateTest"
+    (folder / "fer2013new.csv").write_bytes(ff.ferplus_slice(usages))
+    with pytest.raises(fer.FerFormatError, match=r"1 data row\(s\) differ, first: 4 \(Training vs PrivateTest\)"):
+        parse_ferplus_files(str(folder / "fer2013.csv"), str(folder / "fer2013new.csv"), None, {})
+
+
+def test_annotation_table_round_trips_and_bad_tables_are_named(real_annotations):
+    train_annotations, _ = real_annotations
+    votes = fer.votes_from_table(train_annotations, "t")
+    assert (~votes.has_image).sum() == 148 + 10  # rows without an image name: Training + PublicTest
+    with pytest.raises(fer.FerFormatError, match="expected the columns NF in the annotation table"):
+        fer.votes_from_table(train_annotations.drop(columns=["NF"]), "annotations.csv")
+    broken = train_annotations.copy()
+    broken.loc[2, "Usage"] = "Validation"
+    with pytest.raises(fer.FerFormatError, match="data row 3 .*Validation"):
+        fer.votes_from_table(broken, "annotations.csv")
+
+
+def test_card_lists_both_files_and_the_drops_of_every_label_mode(placed_files, real_annotations):
+    folder, _ = placed_files
+    parsed = parse_ferplus_files(str(folder / "fer2013.csv"), str(folder / "fer2013new.csv"), None, {})
+    train_labels, test_labels, _, drops, _ = label_crowd_votes(parsed["train_annotations"], parsed["test_annotations"], "multi_target")
+    train, val, test = predefined_split(parsed["train_annotations"], train_labels, test_labels, {"seed": 0})
+    source = {"url": "https://example.org/fer2013new.csv", "known_hash": None, "destination": str(folder / "fer2013new.csv")}
+    card, markdown = build_crowd_label_card(
+        str(folder), source, drops, "multi_target",
+        train_images=parsed["train_images"], train_labels=train_labels, test_labels=test_labels,
+        train_indices=train, val_indices=val, test_indices=test, class_names=parsed["class_names"],
+        statistics=channel_statistics(parsed["train_images"], train),
+    )
+    assert [s["file"] for s in card["sources"]] == ["fer2013.csv", "fer2013new.csv"]
+    assert card["sources"][0]["url"] == fer.FER2013_PAGE_URL and card["sources"][0]["bytes"] > 0
+    assert card["split_sizes"] == {"train": len(train), "val": len(val), "test": len(test)}
+    assert card["label_mode"] == "multi_target" and len(card["label_drops"]) == 7
+    assert "| train | **multi_target** |" in markdown and "| train | majority |" in markdown
+    assert "| val | **majority** |" in markdown

@@ -1,0 +1,104 @@
+"""The servable pyfunc: raw uint8 arrays or PNG/JPEG bytes in, class names and probabilities out."""
+
+import base64
+
+import cv2
+import keras
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from convbench.datasets import MlflowClassifierDataset
+from convbench.serving import ImageClassifier, ImageInputError, decode_image, to_image_batch
+
+CLASSES = ["cat", "dog", "frog"]
+
+
+def tiny_model(shape=(8, 8, 3)):
+    """Probabilities from the mean of each channel group: a deterministic, inspectable classifier."""
+    inputs = keras.Input(shape, dtype="uint8")
+    x = keras.layers.Rescaling(1 / 255.0)(keras.ops.cast(inputs, "float32"))
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(3, activation="softmax", kernel_initializer="glorot_uniform")(x)
+    return keras.Model(inputs, outputs)
+
+
+def png(image: np.ndarray) -> bytes:
+    ok, encoded = cv2.imencode(".png", image)
+    assert ok
+    return encoded.tobytes()
+
+
+@pytest.fixture
+def images():
+    return np.random.default_rng(0).integers(0, 256, (5, 8, 8, 3), dtype=np.uint8)
+
+
+def test_arrays_and_encoded_files_give_the_keras_models_probabilities(images):
+    model = tiny_model()
+    classifier = ImageClassifier.from_keras(model, CLASSES)
+    expected = model.predict(images, verbose=0)
+    table = classifier.predict(None, images)
+    assert list(table.columns) == ["class", "probability", *CLASSES]
+    np.testing.assert_allclose(table[CLASSES].to_numpy(), expected, rtol=1e-5)
+    assert list(table["class"]) == [CLASSES[i] for i in expected.argmax(axis=1)]
+    np.testing.assert_allclose(table["probability"], expected.max(axis=1), rtol=1e-5)
+    # The same images as PNG files (OpenCV stores BGR: the classifier must turn them back to RGB).
+    files = [png(cv2.cvtColor(image, cv2.COLOR_RGB2BGR)) for image in images]
+    np.testing.assert_allclose(classifier.predict(None, pd.DataFrame({"image": files}))[CLASSES], expected, rtol=1e-5)
+    as_text = pd.DataFrame({"image": [base64.b64encode(f).decode() for f in files]})  # JSON carries base64 text
+    np.testing.assert_allclose(classifier.predict(None, as_text)[CLASSES], expected, rtol=1e-5)
+    np.testing.assert_allclose(classifier.predict(None, images[0])[CLASSES], expected[:1], rtol=1e-5)
+
+
+def test_encoded_grey_and_colour_files_are_converted_to_the_models_channels(images):
+    grey = cv2.cvtColor(images[0], cv2.COLOR_RGB2GRAY)
+    as_rgb = decode_image(png(grey), 3, "x")
+    assert as_rgb.shape == (8, 8, 3) and (as_rgb[..., 0] == grey).all() and (as_rgb[..., 2] == grey).all()
+    as_grey = decode_image(png(cv2.cvtColor(images[0], cv2.COLOR_RGB2BGR)), 1, "x")
+    np.testing.assert_array_equal(as_grey[..., 0], grey)
+    rgba = cv2.cvtColor(cv2.cvtColor(images[0], cv2.COLOR_RGB2BGR), cv2.COLOR_BGR2BGRA)
+    np.testing.assert_array_equal(decode_image(png(rgba), 3, "x"), images[0])
+
+
+def test_images_that_do_not_fit_are_refused_with_the_expected_shape(images):
+    with pytest.raises(ImageInputError, match=r"image 1: expected shape \[8, 8, 3\] \(3 channel\(s\)\), found \[8, 8, 1\]"):
+        to_image_batch([images[0], images[1][..., :1]], (8, 8, 3))
+    with pytest.raises(ImageInputError, match=r"image 0: expected shape \[8, 8, 3\], found \[16, 16, 3\]; pass the parameter resize=true"):
+        to_image_batch(np.zeros((1, 16, 16, 3), np.uint8), (8, 8, 3))
+    with pytest.raises(ImageInputError, match="image 2: could not decode 5 bytes as a PNG or JPEG image"):
+        to_image_batch(pd.DataFrame({"image": [png(images[0]), png(images[1]), b"hello"]}), (8, 8, 3))
+    with pytest.raises(ImageInputError, match="image 0: expected base64 text of a PNG/JPEG file"):
+        to_image_batch(["not base64!"], (8, 8, 3))
+    with pytest.raises(ImageInputError, match="image 0: expected pixel values 0-255, found int64 values from -1 to 300"):
+        to_image_batch(np.array([[[[-1, 300, 0]]]]), (1, 1, 3))
+    with pytest.raises(ImageInputError, match=r"expected images of shape \[N, 8, 8, 3\].*found an array of shape \[8, 8\]"):
+        to_image_batch(np.zeros((8, 8), np.uint8), (8, 8, 3))
+    with pytest.raises(ImageInputError, match=r"expected a column 'image' of encoded images, found the columns \['a', 'b'\]"):
+        to_image_batch(pd.DataFrame({"a": [1], "b": [2]}), (8, 8, 3))
+
+
+def test_resize_parameter_resizes_with_opencv():
+    big = np.full((2, 16, 16, 3), 200, np.uint8)
+    big[:, :8] = 10
+    small = to_image_batch(big, (8, 8, 3), resize=True)
+    assert small.shape == (2, 8, 8, 3)
+    np.testing.assert_array_equal(small[:, :4], 10)
+    np.testing.assert_array_equal(small[:, 4:], 200)
+
+
+def test_classifier_round_trips_through_mlflow_with_its_signature_and_resize_param(images, mlflow_run):
+    model = tiny_model()
+    dataset = MlflowClassifierDataset(name="toy_classifier")
+    dataset.save(ImageClassifier.from_keras(model, CLASSES))
+    loaded = mlflow.pyfunc.load_model(f"runs:/{mlflow_run.info.run_id}/toy_classifier")
+    assert loaded.metadata.metadata["class_names"] == CLASSES and loaded.metadata.metadata["input_shape"] == [8, 8, 3]
+    big = np.repeat(np.repeat(images, 2, axis=1), 2, axis=2)
+    with pytest.raises(Exception, match="pass the parameter resize=true"):
+        loaded.predict(big)
+    table = loaded.predict(big, params={"resize": True})
+    np.testing.assert_allclose(table[CLASSES].to_numpy(), model.predict(images, verbose=0), rtol=1e-4)
+    requirements = open(mlflow.pyfunc.get_model_dependencies(f"runs:/{mlflow_run.info.run_id}/toy_classifier")).read()
+    assert f"keras=={keras.__version__}" in requirements and "opencv-python-headless==" in requirements
+    assert "tensorflow" in requirements
