@@ -6,7 +6,7 @@ from kedro.io import DataCatalog, MemoryDataset
 
 from convbench.datasets import NumpyDataset
 from convbench.models.registry import ARCHITECTURES
-from convbench.pipeline_registry import dataset_of, register_pipelines
+from convbench.pipeline_registry import DATASETS, dataset_of, register_pipelines
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -134,7 +134,16 @@ def test_ferplus_is_labelled_by_training_label_mode_and_keeps_its_predefined_spl
     assert "params:training.label_mode" not in pipelines["cifar10_resnet"].inputs()
 
 
-def test_only_pipelines_that_need_a_user_placed_file_have_a_preflight_node(pipelines):
-    preflight = {name for name, pipeline in pipelines.items() if pipeline.only_nodes_with_tags("preflight").nodes}
-    assert preflight and all(name.startswith("ferplus") for name in preflight - {"__default__"})
-    assert "__default__" not in preflight
+def test_only_pipelines_that_need_a_file_no_run_can_fetch_have_preflight_nodes(pipelines):
+    """FER2013 (placed by the user) and the ImageNet weights of MobileNetV2 are checked before anything runs."""
+    preflight = {
+        name: {node.name for node in pipeline.only_nodes_with_tags("preflight").nodes}
+        for name, pipeline in pipelines.items()
+        if pipeline.only_nodes_with_tags("preflight").nodes
+    }
+    assert preflight["ferplus_resnet"] == {"ferplus.locate_fer2013"}
+    assert preflight["cifar10_mobilenet_v2_imagenet"] == {"cifar10.mobilenet_v2_imagenet.check_model_files"}
+    assert preflight["cifar10_mobilenet_v2"] == {"cifar10.mobilenet_v2.check_model_files"}  # weights: imagenet by --params
+    assert "cifar10.mobilenet_v2_imagenet.check_model_files" in preflight["cifar10"]
+    assert "__default__" not in preflight and "cifar10_resnet" not in preflight and "mnist_mlp" not in preflight
+    assert all(name.startswith("ferplus") or "mobilenet" in name or name in DATASETS for name in preflight)

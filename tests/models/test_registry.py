@@ -74,3 +74,20 @@ def test_every_dataset_has_recipe_overrides_and_mnist_is_never_flipped():
     parameters = OmegaConfigLoader(str(CONF), base_env="base", default_run_env="base")["parameters"]
     assert set(parameters["recipe_overrides"]) == set(DATASETS)
     assert parameters["recipe_overrides"]["mnist"]["augmentation"]["horizontal_flip"] is False
+
+
+def test_file_checks_fail_fast_on_missing_imagenet_weights_and_pass_otherwise(tmp_path, monkeypatch, recipes):
+    from convbench.models.registry import check_files, needs_files
+    from convbench.pipelines.training.nodes import check_model_files
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    assert needs_files("mobilenet_v2_imagenet") and needs_files("mobilenet_v2") and not needs_files("resnet")
+    with pytest.raises(FileNotFoundError, match=r"MobileNetV2 ImageNet weights not found at .*1\.0_96_no_top\.h5"):
+        check_model_files(recipes["mobilenet_v2_imagenet"], "mobilenet_v2_imagenet")
+    check_files("mobilenet_v2", recipes["mobilenet_v2"]["model"])  # from scratch: nothing to read
+    check_files("resnet", recipes["resnet"]["model"])
+    weights = tmp_path / "own.h5"
+    weights.write_bytes(b"stand-in")
+    check_files("mobilenet_v2", {"weights": "imagenet", "weights_file": str(weights)})  # defaults filled in
+    with pytest.raises(FileNotFoundError, match=r"0\.35_128_no_top\.h5"):
+        check_files("mobilenet_v2", {"weights": "imagenet", "alpha": 0.35, "input_size": 128})

@@ -134,6 +134,21 @@ def _existing_imagenet_weights(alpha: float, input_size: int, weights_file: str 
     )
 
 
+def require_imagenet_weights(
+    *, weights: str | None, alpha: float, input_size: int, weights_file: str | os.PathLike | None, **_: object
+) -> None:
+    """Check, before any training, that the ImageNet weights a recipe asks for are on disk.
+
+    Takes `build_mobilenet_v2`'s hyperparameters (the others are ignored); nothing to check
+    without `weights: imagenet`.
+
+    Raises:
+        FileNotFoundError: The weights file is missing; the message says where to put it and how.
+    """
+    if weights == "imagenet":
+        _existing_imagenet_weights(alpha, input_size, weights_file)
+
+
 def _check_hyperparameters(weights: str | None, alpha: float, input_size: int, dropout: float, weights_file) -> None:
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {WEIGHTS}. Received: weights={weights!r}")

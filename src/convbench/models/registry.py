@@ -9,7 +9,9 @@ a line in the smoke env (docs/adding_an_architecture.md).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
+from typing import Any
 
 import keras
 
@@ -18,7 +20,7 @@ from convbench.models.densenet import build_densenet
 from convbench.models.hierarchical import build_hierarchical
 from convbench.models.inception import build_inception
 from convbench.models.mlp import build_mlp, build_residual_mlp
-from convbench.models.mobilenet import build_mobilenet_v2
+from convbench.models.mobilenet import build_mobilenet_v2, require_imagenet_weights
 from convbench.models.preact_resnet import build_preact_resnet
 from convbench.models.resnet import build_resnet
 from convbench.models.simple_cnn import build_simple_cnn
@@ -53,3 +55,30 @@ def get_builder(name: str) -> Builder:
     except KeyError:
         known = ", ".join(sorted(ARCHITECTURES))
         raise ValueError(f"Unknown architecture {name!r}. Known architectures: {known}") from None
+
+
+FILE_CHECKS: dict[Builder, Callable[..., None]] = {build_mobilenet_v2: require_imagenet_weights}
+"""Builders that read files no run downloads (pretrained weights) -> a check that they are there.
+
+The check takes the builder's hyperparameters (the recipe's `model`, defaults filled in) and
+raises FileNotFoundError with what to do; the training pipeline runs it before anything else.
+"""
+
+
+def needs_files(name: str) -> bool:
+    """Whether architecture `name`'s builder may read files a run cannot fetch (see `FILE_CHECKS`)."""
+    return get_builder(name) in FILE_CHECKS
+
+
+def check_files(name: str, hyperparameters: dict[str, Any]) -> None:
+    """Run the `FILE_CHECKS` entry of `name`'s builder on `hyperparameters` (with the builder's defaults)."""
+    builder = get_builder(name)
+    check = FILE_CHECKS.get(builder)
+    if check is None:
+        return
+    defaults = {
+        parameter.name: parameter.default
+        for parameter in inspect.signature(builder).parameters.values()
+        if parameter.default is not inspect.Parameter.empty
+    }
+    check(**{**defaults, **hyperparameters})

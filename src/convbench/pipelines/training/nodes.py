@@ -9,7 +9,7 @@ import keras
 import numpy as np
 
 from convbench.models.preprocessing import with_normalization
-from convbench.models.registry import get_builder
+from convbench.models.registry import check_files, get_builder
 from convbench.serving import ImageClassifier
 from convbench.training.fit import fit
 
@@ -43,6 +43,15 @@ def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
         else:
             merged[key] = value
     return merged
+
+
+def check_model_files(recipe: dict[str, Any], architecture: str) -> None:
+    """Fail at once if the recipe's model needs a file that is not there (ImageNet weights).
+
+    Tagged `preflight`: it runs before every other node of the run (`PreflightHook`), so a
+    missing file stops `kedro run --pipelines=cifar10` in seconds, not after the other models trained.
+    """
+    check_files(architecture, recipe.get("model") or {})
 
 
 def build_model(

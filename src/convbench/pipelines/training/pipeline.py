@@ -5,10 +5,12 @@ from __future__ import annotations
 from kedro.pipeline import Node, Pipeline
 
 from convbench.pipelines.binding import bind
-from convbench.pipelines.ingestion.pipeline import crowd_labelled
+from convbench.models.registry import needs_files
+from convbench.pipelines.ingestion.pipeline import PREFLIGHT_TAG, crowd_labelled
 from convbench.pipelines.training.nodes import (
     build_classifier,
     build_model,
+    check_model_files,
     evaluate_predictions,
     export_model,
     predict_test_set,
@@ -96,6 +98,18 @@ def create_pipeline(dataset: str = "cifar10", architecture: str = "resnet", **kw
     }
     if crowd:
         parameters["params:label_mode"] = "params:training.label_mode"
+    if needs_files(architecture):
+        template += Pipeline(
+            [
+                Node(
+                    bind(check_model_files, architecture=architecture),
+                    inputs="params:recipe",
+                    outputs=None,
+                    name="check_model_files",
+                    tags=[PREFLIGHT_TAG],
+                )
+            ]
+        )
     return Pipeline(
         template,
         namespace=f"{dataset}.{architecture}",
