@@ -1,22 +1,22 @@
-"""Debian's Chromium, headless, for the tests of the pages people look at (kedro viz, the MLflow UI).
+"""Debian's Chromium, headless, driven by Playwright, for the pages people look at (kedro viz, the MLflow UI).
 
 Import as ``import browser`` (``tests/`` is on pytest's ``pythonpath``). `make test` installs the
-`chromium` package where it can (see the Makefile's `browser` target); where no browser could be
-installed, `chromium()` skips the test and says why.
+`chromium` package where it can (the Makefile's `browser` target); Playwright drives that binary
+(`executable_path`), no browser is downloaded. Where no Chromium could be installed, `open_page`
+skips the test and says why.
 """
 
 from __future__ import annotations
 
 import shutil
-import subprocess
-import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 CANDIDATES = ("chromium", "chromium-browser")
 FLAGS = (
-    "--headless",
     "--no-sandbox",  # the tests run as root in CI containers
     "--disable-gpu",
     "--disable-quic",
@@ -24,7 +24,6 @@ FLAGS = (
     "--disable-background-networking",  # no calls home: this machine's network is closed
     "--disable-component-update",
     "--disable-sync",
-    "--hide-scrollbars",
 )
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "build" / "screenshots"
 """Where the browser tests leave their screenshots (git-ignored; README shows copies from docs/images)."""
@@ -40,22 +39,34 @@ def chromium() -> str:
                 "install it with `apt-get install chromium`)")
 
 
-def _run(url: str, *extra: str, budget_ms: int, timeout: int) -> subprocess.CompletedProcess:
-    with tempfile.TemporaryDirectory() as profile:
-        command = [chromium(), *FLAGS, f"--user-data-dir={profile}", f"--virtual-time-budget={budget_ms}", *extra, url]
-        return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+@contextmanager
+def open_page(url: str, *, size: tuple[int, int] = (1400, 900)) -> Iterator:
+    """A Playwright page of headless Chromium showing `url`, once its network is idle."""
+    from playwright.sync_api import sync_playwright
+
+    executable = chromium()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, headless=True, args=list(FLAGS))
+        try:
+            page = browser.new_page(viewport={"width": size[0], "height": size[1]})
+            page.set_default_timeout(60_000)
+            page.goto(url, wait_until="networkidle")
+            yield page
+        finally:
+            browser.close()
 
 
-def rendered_dom(url: str, *, budget_ms: int = 20000, timeout: int = 120) -> str:
-    """The page's DOM after its scripts ran for `budget_ms` of virtual time (what a person would see)."""
-    result = _run(url, "--dump-dom", budget_ms=budget_ms, timeout=timeout)
-    assert result.returncode == 0, f"chromium failed on {url}:\n{result.stderr[-3000:]}"
-    return result.stdout
+def dismiss(page, *selectors: str) -> None:
+    """Click each visible element matching `selectors` (pop-ups that would hide the page in a screenshot)."""
+    for selector in selectors:
+        for element in page.locator(selector).all():
+            if element.is_visible():
+                element.click()
 
 
-def screenshot(url: str, path: Path, *, size: tuple[int, int] = (1400, 900), budget_ms: int = 20000) -> Path:
-    """A PNG of the page at `size` after `budget_ms` of virtual time."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    result = _run(url, f"--screenshot={path}", f"--window-size={size[0]},{size[1]}", budget_ms=budget_ms, timeout=120)
-    assert result.returncode == 0 and path.exists(), f"chromium could not screenshot {url}:\n{result.stderr[-3000:]}"
+def screenshot(page, name: str) -> Path:
+    """A PNG of `page` as it is now, saved as `SCREENSHOTS/<name>`."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / name
+    page.screenshot(path=str(path))
     return path

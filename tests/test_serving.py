@@ -62,21 +62,29 @@ def test_encoded_grey_and_colour_files_are_converted_to_the_models_channels(imag
     np.testing.assert_array_equal(decode_image(png(rgba), 3, "x"), images[0])
 
 
-def test_images_that_do_not_fit_are_refused_with_the_expected_shape(images):
+def test_images_that_do_not_fit_are_refused_naming_the_image_and_the_expected_shape(images):
     with pytest.raises(ImageInputError, match=r"image 1: expected shape \[8, 8, 3\] \(3 channel\(s\)\), found \[8, 8, 1\]"):
         to_image_batch([images[0], images[1][..., :1]], (8, 8, 3))
     with pytest.raises(ImageInputError, match=r"image 0: expected shape \[8, 8, 3\], found \[16, 16, 3\]; pass the parameter resize=true"):
         to_image_batch(np.zeros((1, 16, 16, 3), np.uint8), (8, 8, 3))
-    with pytest.raises(ImageInputError, match="image 2: could not decode 5 bytes as a PNG or JPEG image"):
-        to_image_batch(pd.DataFrame({"image": [png(images[0]), png(images[1]), b"hello"]}), (8, 8, 3))
-    with pytest.raises(ImageInputError, match="image 0: expected base64 text of a PNG/JPEG file"):
+    with pytest.raises(ImageInputError, match=r"c.png: could not decode 5 bytes as a PNG or JPEG image, expected .*\[8, 8, 3\]"):
+        to_image_batch([png(images[0]), png(images[1]), b"hello"], (8, 8, 3), names=["a.png", "b.png", "c.png"])
+    with pytest.raises(ImageInputError, match=r"image 0: expected a uint8 image \[8, 8, 3\] or a PNG/JPEG file .*not base64"):
         to_image_batch(["not base64!"], (8, 8, 3))
-    with pytest.raises(ImageInputError, match="image 0: expected pixel values 0-255, found int64 values from -1 to 300"):
+    with pytest.raises(ImageInputError, match=r"image 0: expected a uint8 image \[1, 1, 3\].*found values from -1 to 300"):
         to_image_batch(np.array([[[[-1, 300, 0]]]]), (1, 1, 3))
+    with pytest.raises(ImageInputError, match=r"image 0: .*found float32 values \(pixels are integers 0-255\)"):
+        to_image_batch(images[:1].astype(np.float32) / 255, (8, 8, 3))  # scaled to [0, 1]: refused, not zeroed
     with pytest.raises(ImageInputError, match=r"expected images of shape \[N, 8, 8, 3\].*found an array of shape \[8, 8\]"):
         to_image_batch(np.zeros((8, 8), np.uint8), (8, 8, 3))
     with pytest.raises(ImageInputError, match=r"expected a column 'image' of encoded images, found the columns \['a', 'b'\]"):
         to_image_batch(pd.DataFrame({"a": [1], "b": [2]}), (8, 8, 3))
+
+
+def test_a_string_array_of_base64_files_is_decoded(images):
+    """`{"inputs": ["<base64>", ...]}` reaches the model as a numpy string array."""
+    encoded = np.array([base64.b64encode(png(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))).decode() for image in images])
+    np.testing.assert_array_equal(to_image_batch(encoded, (8, 8, 3)), images)
 
 
 def test_resize_parameter_resizes_with_opencv():

@@ -6,8 +6,9 @@
 
 Accepted input (`images.json`):
 
-* `{"inputs": [...]}`: uint8 pixel values, shape [N, H, W, C] (or one image [H, W, C]) of the
-  training shape (`input_shape` in the model's metadata), nothing converted;
+* `{"inputs": [...]}`: integer pixel values 0-255, shape [N, H, W, C] (or one image [H, W, C]) of
+  the training shape (`input_shape` in the model's metadata), nothing converted (floats, such as
+  images already scaled to [0, 1], are refused);
 * `{"dataframe_split": {"columns": ["image"], "data": [["<base64 PNG/JPEG>"], ...]}}`: encoded files,
   decoded with OpenCV; colour or grey, converted to the model's channels.
 
@@ -113,21 +114,26 @@ def probability_table(probabilities: np.ndarray, class_names: Sequence[str]) -> 
     return pd.concat([table, pd.DataFrame(probabilities, columns=list(class_names))], axis=1)
 
 
-def to_image_batch(model_input: Any, input_shape: Sequence[int], *, resize: bool = False) -> np.ndarray:
+def to_image_batch(
+    model_input: Any, input_shape: Sequence[int], *, resize: bool = False, names: Sequence[str] | None = None
+) -> np.ndarray:
     """uint8 images [N, H, W, C] of `input_shape` from arrays, encoded files or a DataFrame of either.
 
     Args:
-        model_input: A numeric array [N, H, W, C] or [H, W, C]; a sequence of such images or of
-            encoded PNG/JPEG files (bytes, or base64 text); or a DataFrame whose `image` column (or
-            only column) holds them.
+        model_input: An integer array [N, H, W, C] or [H, W, C] of values 0-255; a sequence (or
+            string array) of such images or of encoded PNG/JPEG files (bytes, or base64 text); or a
+            DataFrame whose `image` column (or only column) holds them.
         input_shape: (H, W, C) the model takes.
         resize: Resize images of another height and width (OpenCV) instead of refusing them.
+        names: What to call each image in messages (file names); "image <index>" by default.
 
     Raises:
-        ImageInputError: An image cannot be decoded, has values outside 0-255, another channel count
-            (arrays; encoded images are converted), or another size when `resize` is false.
+        ImageInputError: An image cannot be decoded, is not integers 0-255, has another channel count
+            (arrays; encoded images are converted), or another size when `resize` is false. The
+            message names the image and the expected shape.
     """
-    height, width, channels = (int(size) for size in input_shape)
+    shape = tuple(int(size) for size in input_shape)
+    expected = _shape_text(shape)
     if isinstance(model_input, pd.DataFrame):
         column = IMAGE_COLUMN if IMAGE_COLUMN in model_input else None
         if column is None and len(model_input.columns) != 1:
@@ -135,48 +141,57 @@ def to_image_batch(model_input: Any, input_shape: Sequence[int], *, resize: bool
                 f"expected a column {IMAGE_COLUMN!r} of encoded images, found the columns {list(model_input.columns)}"
             )
         model_input = list(model_input[column or model_input.columns[0]])
-    if isinstance(model_input, np.ndarray) and model_input.dtype != object:
-        images = [model_input] if model_input.ndim == 3 else list(model_input)
+    if isinstance(model_input, np.ndarray) and model_input.dtype.kind not in "OUS":
         if model_input.ndim not in (3, 4):
             raise ImageInputError(
-                f"expected images of shape [N, {height}, {width}, {channels}] (or one [{height}, {width}, {channels}]), "
+                f"expected images of shape [N, {expected[1:]} (or one {expected}), "
                 f"found an array of shape {list(model_input.shape)}"
             )
+        images = [model_input] if model_input.ndim == 3 else list(model_input)
     else:
-        images = list(model_input)
-    batch = np.empty((len(images), height, width, channels), dtype=np.uint8)
-    for index, image in enumerate(images):
-        batch[index] = _fit(_as_image(image, index, channels), index, (height, width, channels), resize)
+        images = list(np.ravel(model_input)) if isinstance(model_input, np.ndarray) else list(model_input)
+    names = list(names) if names is not None else [f"image {index}" for index in range(len(images))]
+    batch = np.empty((len(images), *shape), dtype=np.uint8)
+    for index, (image, name) in enumerate(zip(images, names)):
+        batch[index] = _fit(_as_image(image, name, shape), name, shape, resize)
     return batch
 
 
-def _as_image(item: Any, index: int, channels: int) -> np.ndarray:
-    """Image `index` as an [H, W, C] array: decoded (and converted to `channels`) if it is an encoded file."""
-    if isinstance(item, str):
+def _shape_text(shape: Sequence[int]) -> str:
+    return "[" + ", ".join(str(size) for size in shape) + "]"
+
+
+def _as_image(item: Any, name: str, shape: tuple[int, int, int]) -> np.ndarray:
+    """One image as an [H, W, C] array: decoded (and converted to the model's channels) if it is a file."""
+    expected = f"expected a uint8 image {_shape_text(shape)} or a PNG/JPEG file"
+    if isinstance(item, str | np.str_):
         try:
-            item = base64.b64decode(item, validate=True)
+            item = base64.b64decode(str(item), validate=True)
         except binascii.Error as exc:
-            raise ImageInputError(f"image {index}: expected base64 text of a PNG/JPEG file ({exc})") from exc
-    if isinstance(item, bytes | bytearray | memoryview):
-        return decode_image(bytes(item), channels, f"image {index}")
+            raise ImageInputError(f"{name}: {expected} (base64 text in JSON); found text that is not base64 ({exc})") from exc
+    if isinstance(item, bytes | bytearray | memoryview | np.bytes_):
+        return decode_image(bytes(item), shape[-1], name, expected_shape=shape)
     array = np.asarray(item)
-    if not np.issubdtype(array.dtype, np.number) or array.size and (array.min() < 0 or array.max() > 255):
-        raise ImageInputError(f"image {index}: expected pixel values 0-255, found {array.dtype} values"
-                              + (f" from {array.min()} to {array.max()}" if np.issubdtype(array.dtype, np.number) else ""))
+    if array.dtype.kind not in "iu":
+        raise ImageInputError(f"{name}: {expected}; found {array.dtype} values (pixels are integers 0-255)")
+    if array.size and (array.min() < 0 or array.max() > 255):
+        raise ImageInputError(f"{name}: {expected}; found values from {array.min()} to {array.max()}")
     if array.ndim == 2:
         array = array[..., None]
     return array.astype(np.uint8)
 
 
-def decode_image(data: bytes, channels: int, name: str) -> np.ndarray:
+def decode_image(data: bytes, channels: int, name: str, expected_shape: Sequence[int] | None = None) -> np.ndarray:
     """A PNG/JPEG file's pixels as uint8 [H, W, channels] (RGB or grey), whatever its own colour type.
 
     Raises:
-        ImageInputError: OpenCV cannot decode `data`; the message names the image.
+        ImageInputError: OpenCV cannot decode `data`; the message names the image (and the shape
+            the model expects, if given).
     """
     decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
     if decoded is None:
-        raise ImageInputError(f"{name}: could not decode {len(data):,} bytes as a PNG or JPEG image")
+        wanted = f", expected a PNG or JPEG image (the model takes {_shape_text(expected_shape)})" if expected_shape else ""
+        raise ImageInputError(f"{name}: could not decode {len(data):,} bytes as a PNG or JPEG image{wanted}")
     if decoded.dtype != np.uint8:
         decoded = (decoded / 257).round().astype(np.uint8)  # 16-bit PNG
     if decoded.ndim == 2:
@@ -189,18 +204,17 @@ def decode_image(data: bytes, channels: int, name: str) -> np.ndarray:
     return rgb
 
 
-def _fit(image: np.ndarray, index: int, shape: tuple[int, int, int], resize: bool) -> np.ndarray:
+def _fit(image: np.ndarray, name: str, shape: tuple[int, int, int], resize: bool) -> np.ndarray:
     height, width, channels = shape
     if image.ndim != 3 or image.shape[-1] != channels:
         raise ImageInputError(
-            f"image {index}: expected shape [{height}, {width}, {channels}] ({channels} channel(s)), "
-            f"found {list(image.shape)}"
+            f"{name}: expected shape {_shape_text(shape)} ({channels} channel(s)), found {list(image.shape)}"
         )
     if image.shape[:2] == (height, width):
         return image
     if not resize:
         raise ImageInputError(
-            f"image {index}: expected shape [{height}, {width}, {channels}], found {list(image.shape)}; "
+            f"{name}: expected shape {_shape_text(shape)}, found {list(image.shape)}; "
             "pass the parameter resize=true to resize it"
         )
     return resize_image(image, (height, width))

@@ -15,6 +15,7 @@ import pooch
 import pytest
 
 import fer_files
+from convbench.data.fer import DROP_REASONS
 from kedro_project import PNG_SIGNATURE, assert_ran, new_project, run_kedro
 
 pytestmark = pytest.mark.e2e
@@ -115,7 +116,7 @@ def test_card_counts_drops_per_label_mode_and_mlflow_has_them(ferplus_run):
     (run,) = client.search_runs([client.get_experiment_by_name("ferplus").experiment_id])
     assert run.info.status == "FINISHED" and run.data.params["training.label_mode"] == "probability"
     train_row = used.iloc[0]
-    for reason in ("no_image_name", "unknown_wins", "ambiguous"):
+    for reason in DROP_REASONS:
         assert run.data.metrics[f"ferplus.dropped.train.{reason}"] == train_row[reason]
     assert run.data.metrics["ferplus.kept.val"] == used.iloc[1]["kept"]
     assert "ferplus/label_drops.csv" in {a.path for a in client.list_artifacts(run.info.run_id, "ferplus")}

@@ -159,3 +159,26 @@ def test_card_lists_both_files_and_the_drops_of_every_label_mode(placed_files, r
     assert card["label_mode"] == "multi_target" and len(card["label_drops"]) == 7
     assert "| train | **multi_target** |" in markdown and "| train | majority |" in markdown
     assert "| val | **majority** |" in markdown
+
+
+def test_report_shows_sixteen_faces_with_their_emotions_and_an_eight_by_eight_confusion_matrix():
+    from convbench.pipelines.reporting.nodes import plot_confusion_matrix, plot_sample_predictions
+
+    rng = np.random.default_rng(0)
+    faces = rng.integers(0, 256, (20, 48, 48, 1), dtype=np.uint8)
+    labels = np.arange(20) % 8
+    probabilities = np.eye(8, dtype=np.float32)[(labels + (np.arange(20) % 3 == 0)) % 8]  # every third wrong
+    run = {"dataset": "ferplus", "architecture": "vgg13"}
+    names = list(fer.FERPLUS_CLASS_NAMES)
+    figure = plot_sample_predictions(faces, labels, np.arange(20), probabilities, names, run)
+    titles = [axis.get_title() for axis in figure.axes if axis.get_title()]
+    assert len(titles) == 16
+    assert titles[0] == "true: neutral\npred: happiness (100%)" and titles[1] == "true: happiness\npred: happiness (100%)"
+    images = [axis.get_images()[0] for axis in figure.axes if axis.get_images()]
+    assert len(images) == 16 and images[0].get_array().shape == (48, 48) and images[0].get_cmap().name == "gray"
+    confusion = np.zeros((8, 8), int)
+    np.add.at(confusion, (labels, probabilities.argmax(axis=1)), 1)
+    matrix = plot_confusion_matrix({"confusion_matrix": confusion.tolist(), "class_names": names}, run)
+    axis = matrix.axes[0]
+    assert [tick.get_text() for tick in axis.get_xticklabels()] == names
+    assert axis.get_images()[0].get_array().shape == (8, 8)

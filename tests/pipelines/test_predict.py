@@ -27,17 +27,27 @@ def test_a_given_model_uri_is_used_as_it_is():
     assert choose_model({**PARAMS, "model_uri": "runs:/abc/x_classifier"}) == "runs:/abc/x_classifier"
 
 
-def test_without_a_model_uri_the_best_finished_run_of_the_dataset_in_this_env_is_chosen(tmp_path):
+def test_without_a_model_uri_the_best_classifier_of_the_dataset_in_this_env_is_chosen(tmp_path):
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     try:
         experiment = mlflow.create_experiment("toys", artifact_location=(tmp_path / "a").as_uri())
-        for architecture, accuracy, env in (("mlp", 0.5, "base"), ("resnet", 0.9, "smoke"), ("vgg16", 0.7, "base")):
+        runs = {}
+        for key, accuracy, env, classifier in (
+            ("mlp", 0.5, "base", True),
+            ("resnet", 0.9, "smoke", True),      # best, but another env
+            ("densenet", 0.95, "base", False),   # best, but trained before classifiers were logged
+            ("vgg16", 0.7, "base", True),        # the best this env can serve
+            ("vgg16_later", 0.6, "base", True),  # a later, worse vgg16 run does not hide the better one
+        ):
+            architecture = key.split("_")[0]
             with mlflow.start_run(experiment_id=experiment, tags={"convbench.env": env}) as run:
                 mlflow.log_metric(f"{architecture}.test_accuracy", accuracy)
-            if architecture == "vgg16":
-                best_base = run.info.run_id
+            if classifier:
+                mlflow.initialize_logged_model(name=f"toys_{architecture}_classifier", source_run_id=run.info.run_id,
+                                               experiment_id=experiment)
+            runs[key] = run.info.run_id
         with mlflow.start_run(experiment_id=experiment, tags={"convbench.env": "base"}):  # the predict run itself
-            assert choose_model(PARAMS) == classifier_uri("toys", "vgg16", best_base)
+            assert choose_model(PARAMS) == classifier_uri("toys", "vgg16", runs["vgg16"])
         with pytest.raises(ValueError, match=r"No trained model of 'nothing' to predict with .*kedro run --pipelines=nothing_resnet"):
             choose_model({**PARAMS, "dataset": "nothing"})
     finally:
@@ -75,5 +85,5 @@ def test_files_are_classified_top_k_and_drawn(mlflow_run):
     figure = plot_contact_sheet(files, table)
     titles = [axis.get_title() for axis in figure.axes if axis.get_title()]
     assert titles[1].startswith("y.png\n") and len(titles) == 3
-    with pytest.raises(Exception, match="image 2: expected shape \\[8, 8, 3\\], found \\[16, 16, 3\\]"):
+    with pytest.raises(Exception, match="z.png: expected shape \\[8, 8, 3\\], found \\[16, 16, 3\\]"):
         classify_images(uri, files, {**PARAMS, "resize": False})

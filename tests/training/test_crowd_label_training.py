@@ -6,7 +6,13 @@ import pytest
 
 from convbench.training.fit import fit
 from convbench.training.input_pipeline import evaluation_dataset, training_dataset
-from convbench.training.losses import MultiTargetCrossentropy, draws_targets, training_loss
+from convbench.training.losses import (
+    MultiTargetAccuracy,
+    MultiTargetCrossentropy,
+    draws_targets,
+    training_accuracy,
+    training_loss,
+)
 from test_fit import RECIPE, new_model, tiny_data
 
 
@@ -77,3 +83,22 @@ def test_fit_learns_from_crowd_targets_and_validates_against_majority_labels(tmp
     assert history["loss"][-1] < history["loss"][0], history["loss"]
     predicted = model.predict(val_images, verbose=0).argmax(axis=1)
     assert history["val_accuracy"][-1] == pytest.approx((predicted == val_labels).mean())
+
+
+def test_multi_target_accuracy_accepts_any_accepted_class_and_is_plain_accuracy_on_one_hot_targets():
+    targets = np.array([[0.001, 0.999, 0.999], [0.001, 0.999, 0.999], [0.999, 0.001, 0.001]], np.float32)
+    predictions = np.array([[0.1, 0.2, 0.7], [0.8, 0.1, 0.1], [0.6, 0.3, 0.1]], np.float32)  # second accepted / wrong / right
+    metric = MultiTargetAccuracy()
+    metric.update_state(targets, predictions)
+    assert float(metric.result()) == pytest.approx(2 / 3)
+    categorical = keras.metrics.CategoricalAccuracy()
+    categorical.update_state(targets, predictions)
+    assert float(categorical.result()) == pytest.approx(1 / 3), "argmax of a tie picks the first accepted class"
+    one_hot = np.eye(3, dtype=np.float32)[[2, 1, 0]]
+    metric.reset_state()
+    metric.update_state(one_hot, predictions)
+    assert float(metric.result()) == pytest.approx(2 / 3)
+    assert isinstance(training_accuracy({"label_mode": "multi_target"}), MultiTargetAccuracy)
+    assert isinstance(training_accuracy({"label_mode": "probability"}), keras.metrics.CategoricalAccuracy)
+    restored = keras.metrics.deserialize(keras.metrics.serialize(MultiTargetAccuracy()))
+    assert isinstance(restored, MultiTargetAccuracy) and restored.name == "accuracy"

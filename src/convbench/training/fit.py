@@ -26,7 +26,7 @@ from convbench.training.callbacks import (
     load_checkpoint,
 )
 from convbench.training.input_pipeline import evaluation_dataset, training_dataset
-from convbench.training.losses import draws_targets, training_loss
+from convbench.training.losses import draws_targets, training_accuracy, training_loss
 from convbench.training.optimizers import learning_rate_schedule, make_optimizer
 
 logger = logging.getLogger(__name__)
@@ -46,14 +46,13 @@ def fingerprint(recipe: dict[str, Any], model: keras.Model, *arrays: np.ndarray)
 def compile_model(model: keras.Model, recipe: dict[str, Any], steps_per_epoch: int) -> keras.Model:
     """`model` compiled with the recipe's optimiser and schedule, its loss (see `training_loss`) and accuracy.
 
-    Accuracy compares the predicted class with the target's most likely class (for crowd labels
-    in training: the top class of the image's target; in validation: the majority label).
+    Accuracy: see `training_accuracy` (in validation always against the majority label for crowd labels).
     """
     schedule = learning_rate_schedule(recipe["schedule"], recipe["epochs"], steps_per_epoch)
     model.compile(
         optimizer=make_optimizer(recipe["optimizer"], schedule),
         loss=training_loss(recipe),
-        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+        metrics=[training_accuracy(recipe)],
         jit_compile=recipe.get("jit_compile", "auto"),
     )
     return model

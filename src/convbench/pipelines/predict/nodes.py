@@ -17,8 +17,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from convbench.pipelines.leaderboard.nodes import ENV_TAG, earlier_runs  # noqa: E402
-from convbench.serving import decode_image  # noqa: E402
+from convbench.pipelines.leaderboard.nodes import ENV_TAG  # noqa: E402
+from convbench.serving import decode_image, to_image_batch  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -36,28 +36,59 @@ def classifier_uri(dataset: str, architecture: str, run_id: str) -> str:
 def choose_model(predict: dict[str, Any]) -> str:
     """`predict.model_uri` if given, else the classifier of `predict.dataset`'s best run by test accuracy.
 
-    The best run is taken among the latest finished run of every architecture in the dataset's
-    MLflow experiment, in the Kedro env of this run (a smoke run picks a smoke model).
+    Candidates are every finished run in the dataset's MLflow experiment, in the Kedro env of this
+    run (a smoke run picks a smoke model), for every architecture it trained and logged a
+    classifier of (runs older than the classifier cannot serve).
 
     Raises:
-        ValueError: No model is given and the dataset has no finished training run to choose from.
+        ValueError: No model is given and the dataset has no run with a classifier to choose from.
     """
     if predict.get("model_uri"):
         return str(predict["model_uri"])
     dataset = predict["dataset"]
-    experiment = mlflow.get_experiment_by_name(dataset)
     active = mlflow.active_run()
     env = mlflow.get_run(active.info.run_id).data.tags.get(ENV_TAG) if active else None
-    runs = earlier_runs(experiment.experiment_id, env=env) if experiment else pd.DataFrame()
-    if runs.empty:
+    candidates = ranked_classifiers(dataset, env)
+    if candidates.empty:
         raise ValueError(
             f"No trained model of {dataset!r} to predict with (env {env or 'any'}): train one first, e.g. "
             f"`kedro run --pipelines={dataset}_resnet`, or name one with --params=predict.model_uri=runs:/<run_id>/<name>"
         )
-    best = runs.sort_values("test_accuracy", ascending=False, kind="stable").iloc[0]
-    uri = classifier_uri(dataset, best["architecture"], best["run_id"])
-    logger.info("Predicting with %s (test accuracy %.4f, run %s)", uri, best["test_accuracy"], best["run_name"])
-    return uri
+    best = candidates.iloc[0]
+    logger.info("Predicting with %s (test accuracy %.4f, run %s)", best["model_uri"], best["test_accuracy"], best["run_name"])
+    return str(best["model_uri"])
+
+
+def ranked_classifiers(dataset: str, env: str | None) -> pd.DataFrame:
+    """Every classifier logged for `dataset` by a finished run (of Kedro env `env`), best test accuracy first.
+
+    Returns:
+        Columns `model_uri`, `architecture`, `test_accuracy`, `run_name`, `run_id`; latest run first among equals.
+    """
+    columns = ["model_uri", "architecture", "test_accuracy", "run_name", "run_id"]
+    experiment = mlflow.get_experiment_by_name(dataset)
+    if experiment is None:
+        return pd.DataFrame(columns=columns)
+    logged = {
+        (model.source_run_id, model.name)
+        for model in mlflow.search_logged_models(experiment_ids=[experiment.experiment_id], output_format="list")
+    }
+    conditions = ["attributes.status = 'FINISHED'"] + ([f"tags.`{ENV_TAG}` = '{env}'"] if env else [])
+    runs = mlflow.search_runs(
+        experiment_ids=[experiment.experiment_id],
+        filter_string=" and ".join(conditions),
+        order_by=["attributes.start_time DESC"],
+        output_format="list",
+    )
+    rows = []
+    for run in runs:
+        for key, accuracy in run.data.metrics.items():
+            architecture, _, metric = key.rpartition(".")
+            uri = classifier_uri(dataset, architecture, run.info.run_id)
+            if metric == "test_accuracy" and (run.info.run_id, uri.rsplit("/", 1)[-1]) in logged:
+                rows.append([uri, architecture, accuracy, run.info.run_name, run.info.run_id])
+    table = pd.DataFrame(rows, columns=columns)
+    return table.sort_values("test_accuracy", ascending=False, kind="stable").reset_index(drop=True)
 
 
 def read_image_files(input_dir: str) -> dict[str, bytes]:
@@ -88,7 +119,11 @@ def classify_images(model_uri: str, files: dict[str, bytes], predict: dict[str, 
         One row per file: `file`, `class_1`, `probability_1`, ... `class_k`, `probability_k`, `model_uri`.
     """
     model = mlflow.pyfunc.load_model(model_uri)
-    table = model.predict(pd.DataFrame({"image": list(files.values())}), params={"resize": bool(predict["resize"])})
+    input_shape = (model.metadata.metadata or {}).get("input_shape")
+    if input_shape is None:
+        raise ValueError(f"{model_uri} is not a convbench classifier (no input_shape in its metadata)")
+    images = to_image_batch(list(files.values()), input_shape, resize=bool(predict["resize"]), names=list(files))
+    table = model.predict(images)
     class_names = [column for column in table.columns if column not in ("class", "probability")]
     probabilities = table[class_names].to_numpy()
     top_k = min(int(predict["top_k"]), len(class_names))

@@ -130,8 +130,8 @@ def label_crowd_votes(
         label mode and split); the drops of `label_mode` as MLflow metrics
         (`dropped.<split>.<reason>`, `kept.<split>`).
     """
-    pool = fer.votes_from_table(train_annotations, "train_annotations")
-    test = fer.votes_from_table(test_annotations, "test_annotations")
+    pool = fer.votes_from_table(train_annotations, "02_intermediate/<dataset>/train_annotations.csv")
+    test = fer.votes_from_table(test_annotations, "02_intermediate/<dataset>/test_annotations.csv")
     if label_mode not in fer.LABEL_MODES:
         raise ValueError(f"training.label_mode must be one of {', '.join(fer.LABEL_MODES)}. Received: {label_mode!r}")
     train_labels = np.full(len(pool.usage), -1, dtype=np.int64)
