@@ -18,7 +18,11 @@ def pipelines():
 
 @pytest.fixture(scope="module")
 def catalog():
-    loader = OmegaConfigLoader(str(CONF), base_env="base", default_run_env="smoke")
+    from convbench.settings import CONFIG_LOADER_ARGS
+
+    loader = OmegaConfigLoader(
+        str(CONF), base_env="base", default_run_env="smoke", custom_resolvers=CONFIG_LOADER_ARGS["custom_resolvers"]
+    )
     return DataCatalog.from_config(loader["catalog"])
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import importlib.metadata
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,12 +39,6 @@ IMAGE_COLUMN = "image"
 
 RESULT_COLUMNS = ("class", "probability")
 """The first output columns; one column per class name follows."""
-
-REQUIREMENTS = ("keras", "numpy", "pandas", "opencv-python-headless", "mlflow")
-"""Distributions the pyfunc needs at prediction time, pinned to the installed versions when logged."""
-
-TENSORFLOW_DISTRIBUTIONS = ("tensorflow-cpu", "tensorflow")
-"""One of these is installed (the Makefile picks it); the logged model requires the same one."""
 
 
 class ImageInputError(ValueError):
@@ -226,15 +219,3 @@ def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     shrinking = height * width < image.shape[0] * image.shape[1]
     resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
     return resized.reshape(height, width, image.shape[-1])
-
-
-def pip_requirements() -> list[str]:
-    """The logged model's requirements: this environment's TensorFlow package and `REQUIREMENTS`, pinned."""
-    pinned = []
-    for name in (*REQUIREMENTS, *TENSORFLOW_DISTRIBUTIONS):
-        try:
-            pinned.append(f"{name}=={importlib.metadata.version(name)}")
-        except importlib.metadata.PackageNotFoundError:
-            if name not in TENSORFLOW_DISTRIBUTIONS:
-                raise
-    return pinned

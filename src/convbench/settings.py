@@ -9,6 +9,7 @@ from convbench.hooks import (
     PreflightHook,
     ProjectPathResolverHook,
 )
+from convbench.requirements import pip_requirements
 
 HOOKS = (ProjectPathResolverHook(), PreflightHook(), MlflowExperimentHook(), MlflowNodeTrackingHook(), CheckpointCleanupHook())
 
@@ -18,4 +19,6 @@ CONFIG_LOADER_ARGS = {
     "default_run_env": "local",
     # Environments (smoke, local) override single values instead of whole top-level keys.
     "merge_strategy": {"parameters": "soft", "catalog": "soft", "mlflow": "soft"},
+    # ${convbench.pip_requirements:} in catalog.yml: the logged models' requirements, pinned (no inference)
+    "custom_resolvers": {"convbench.pip_requirements": pip_requirements},
 }

@@ -109,6 +109,12 @@ def tracking(smoke_run):
     mlflow.set_tracking_uri(None)
 
 
+def keras_version() -> str:
+    import importlib.metadata
+
+    return importlib.metadata.version("keras")
+
+
 def read(project: Path, relative: str):
     path = project / relative
     if path.suffix == ".npy":
@@ -190,6 +196,8 @@ def test_mlflow_has_the_run_its_metrics_node_timings_artifacts_and_model(smoke_r
     models = mlflow.search_logged_models(experiment_ids=[experiment.experiment_id], output_format="list")
     assert sorted(model.name for model in models) == ["cifar10_resnet_classifier", "cifar10_resnet_model"]
     assert {model.source_run_id for model in models} == {run.info.run_id}
+    requirements = Path(mlflow.pyfunc.get_model_dependencies(f"runs:/{run.info.run_id}/cifar10_resnet_model")).read_text()
+    assert f"keras=={keras_version()}" in requirements.splitlines(), "pinned from the venv, not inferred"
     assert {a.path for a in client.list_artifacts(run.info.run_id, "cifar10")} >= {
         "cifar10/dataset_card.json",
         "cifar10/dataset_card.md",

@@ -9,7 +9,8 @@ import mlflow
 from kedro.io import AbstractDataset, DatasetError
 
 import convbench
-from convbench.serving import ImageClassifier, pip_requirements
+from convbench.requirements import pip_requirements
+from convbench.serving import ImageClassifier
 
 
 class MlflowClassifierDataset(AbstractDataset[ImageClassifier, Any]):
