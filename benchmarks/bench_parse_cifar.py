@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import os
-import platform
 import statistics
 import sys
 import tarfile
@@ -38,6 +36,7 @@ import numpy as np
 from isal import isal_zlib
 
 from convbench.data.cifar import CIFAR10, read_cifar_archive
+from machine import describe, load_average
 
 WORK = Path(__file__).resolve().parent / "_work"
 ARCHIVE = WORK / "cifar-10-binary-synthetic-v1.tar.gz"
@@ -167,7 +166,7 @@ def main() -> None:
     identical = all(np.array_equal(mine[key], theirs[key]) for key in theirs)
     del mine, theirs
 
-    load_before = _load_average()
+    load_before = load_average()
     times: dict[str, list[float]] = {"ours": [], "baseline": [], "decompress": [], "decompress_isal": []}
     for _ in range(args.repeats):
         elapsed, result = _timed(lambda: ours(ARCHIVE))
@@ -182,11 +181,10 @@ def main() -> None:
         elapsed, _ = _timed(lambda: decompress_only(ARCHIVE, isal_zlib))
         times["decompress_isal"].append(elapsed)
 
-    load_after = _load_average()
+    load_after = load_average()
     median = {key: statistics.median(values) for key, values in times.items()}
     best = {key: min(values) for key, values in times.items()}
-    cpu = _cpu_model()
-    machine = f"{platform.platform()}, {cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}, NumPy {np.__version__}"
+    machine = describe()
     command = f"python benchmarks/bench_parse_cifar.py --repeats {args.repeats}"
     print(
         f"Synthetic full-size CIFAR-10 binary archive: 60,000 records, {size:,} bytes gzip level 6 "
@@ -204,25 +202,6 @@ def main() -> None:
         f"| {median['baseline']:.3f} ({best['baseline']:.3f}) | {median['baseline'] / median['ours']:.2f}x "
         f"| {median['decompress']:.3f} / {median['decompress_isal']:.3f} |"
     )
-
-
-def _load_average() -> str:
-    """Return the 1-minute load average, or "n/a" where the OS has none."""
-    try:
-        return f"{os.getloadavg()[0]:.2f}"
-    except (AttributeError, OSError):
-        return "n/a"
-
-
-def _cpu_model() -> str:
-    """Return the CPU model name (Linux), or the platform's processor string."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

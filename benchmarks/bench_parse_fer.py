@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
-import platform
 import statistics
 import sys
 import time
@@ -34,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from convbench.data.fer import load_fer2013
+from machine import describe, load_average
 
 WORK = Path(__file__).resolve().parent / "_work"
 CSV_PATH = WORK / "fer2013-synthetic-v1.csv"
@@ -121,7 +120,7 @@ def main() -> None:
     rows = mine["images"].shape[0]
     del mine, theirs
 
-    load_before = _load_average()
+    load_before = load_average()
     times: dict[str, list[float]] = {"ours": [], "baseline": [], "read": []}
     for _ in range(args.repeats):
         elapsed, result = _timed(lambda: ours(CSV_PATH))
@@ -132,14 +131,11 @@ def main() -> None:
         del result
         elapsed, _ = _timed(lambda: read_only(CSV_PATH))
         times["read"].append(elapsed)
-    load_after = _load_average()
+    load_after = load_average()
 
     median = {key: statistics.median(values) for key, values in times.items()}
     best = {key: min(values) for key, values in times.items()}
-    machine = (
-        f"{platform.platform()}, {_cpu_model()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"NumPy {np.__version__}"
-    )
+    machine = describe()
     command = f"python benchmarks/bench_parse_fer.py --repeats {args.repeats}"
     met = "met" if median["ours"] <= TARGET_S else "NOT met"
     print(
@@ -160,25 +156,6 @@ def main() -> None:
         f"| {median['baseline']:.3f} ({best['baseline']:.3f}) | {median['baseline'] / median['ours']:.1f}x "
         f"| {median['read']:.3f} |"
     )
-
-
-def _load_average() -> str:
-    """Return the 1-minute load average, or "n/a" where the OS has none."""
-    try:
-        return f"{os.getloadavg()[0]:.2f}"
-    except (AttributeError, OSError):
-        return "n/a"
-
-
-def _cpu_model() -> str:
-    """Return the CPU model name (Linux), or the platform's processor string."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from kedro.pipeline.node import Node
 
 from convbench.pipeline_registry import dataset_of
 from convbench.pipelines.ingestion.pipeline import PREFLIGHT_TAG
+from convbench.tracking import ENV_TAG
 from convbench.training.callbacks import clear_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -117,7 +118,7 @@ class MlflowNodeTrackingHook:
             return
         tags = {
             "convbench.pipelines": ",".join(run_params.get("pipeline_names") or ["__default__"]),
-            "convbench.env": run_params.get("env") or "base",
+            ENV_TAG: run_params.get("env") or "base",
         }
         commit = git_commit(Path(run_params.get("project_path") or "."))
         if commit:

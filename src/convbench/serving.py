@@ -34,6 +34,8 @@ import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.types.schema import ParamSchema, ParamSpec
 
+from convbench.data.images import resize_image
+
 IMAGE_COLUMN = "image"
 """Column of a DataFrame input that holds encoded images (bytes, or base64 text in JSON)."""
 
@@ -211,11 +213,3 @@ def _fit(image: np.ndarray, name: str, shape: tuple[int, int, int], resize: bool
             "pass the parameter resize=true to resize it"
         )
     return resize_image(image, (height, width))
-
-
-def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """`image` [H, W, C] resized to (height, width) with OpenCV: INTER_AREA to shrink, INTER_LINEAR to enlarge."""
-    height, width = size
-    shrinking = height * width < image.shape[0] * image.shape[1]
-    resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
-    return resized.reshape(height, width, image.shape[-1])

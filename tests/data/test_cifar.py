@@ -17,19 +17,10 @@ from convbench.data.archives import (
     safe_extract,
 )
 from convbench.data.cifar import CIFAR10, CIFAR100, FORMATS, parse_records, read_cifar_archive
+from parsed_arrays import assert_same
 
 CIFAR10_KEYS = {"train_images", "train_labels", "test_images", "test_labels", "class_names"}
 CIFAR100_KEYS = CIFAR10_KEYS | {"train_coarse_labels", "test_coarse_labels", "coarse_class_names"}
-
-
-def _assert_same(result: dict, expected: dict) -> None:
-    assert set(result) == set(expected)
-    for key, value in expected.items():
-        if isinstance(value, np.ndarray):
-            assert result[key].dtype == value.dtype, key
-            np.testing.assert_array_equal(result[key], value, err_msg=key)
-        else:
-            assert result[key] == value, key
 
 
 # --- format facts -------------------------------------------------------------------------
@@ -64,7 +55,7 @@ def test_cifar10_archive_roundtrip_is_exact(tmp_path):
     expected = ca.make_cifar10_archive(archive, per_batch=20, test=15)
     result = read_cifar_archive(archive, CIFAR10, {"train": 100, "test": 15})
     assert set(result) == CIFAR10_KEYS
-    _assert_same(result, expected)
+    assert_same(result, expected)
     assert result["train_images"].shape == (100, 32, 32, 3)
     assert result["train_images"].dtype == np.uint8
     assert result["train_images"].flags["C_CONTIGUOUS"]
@@ -135,7 +126,7 @@ def test_cifar100_archive_roundtrip_is_exact_fine_and_coarse(tmp_path):
     expected = ca.make_cifar100_archive(archive, train=30, test=20)
     result = read_cifar_archive(archive, CIFAR100, {"train": 30, "test": 20})
     assert set(result) == CIFAR100_KEYS
-    _assert_same(result, expected)
+    assert_same(result, expected)
     assert result["train_labels"][0] == 99  # fine
     assert result["train_coarse_labels"][0] == 19
     assert result["class_names"][99] == "worm"

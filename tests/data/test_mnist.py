@@ -20,19 +20,10 @@ from convbench.data.mnist import (
     read_idx,
     read_mnist,
 )
+from parsed_arrays import assert_same
 
 KEYS = {"train_images", "train_labels", "test_images", "test_labels", "class_names"}
 SMALL = {"train": 20, "test": 10}
-
-
-def _assert_same(result: dict, expected: dict) -> None:
-    assert set(result) == set(expected) == KEYS
-    for key, value in expected.items():
-        if isinstance(value, np.ndarray):
-            assert result[key].dtype == value.dtype, key
-            np.testing.assert_array_equal(result[key], value, err_msg=key)
-        else:
-            assert result[key] == value, key
 
 
 def _replace(key: str, transform):
@@ -65,7 +56,7 @@ def test_mnist_paths_uses_the_official_names(tmp_path):
 def test_gzipped_files_roundtrip_exactly(tmp_path):
     paths, expected = mf.make_mnist_files(tmp_path, train=20, test=10)
     result = read_mnist(paths, SMALL)
-    _assert_same(result, expected)
+    assert_same(result, expected, KEYS)
     assert result["train_images"].shape == (20, 28, 28, 1)
     assert result["test_labels"].shape == (10,)
     assert result["train_labels"].dtype == np.int64
@@ -83,7 +74,7 @@ def test_uncompressed_files_are_read_too(tmp_path):
     # Detected from the first bytes, not the name: a browser that gunzipped the download is fine.
     paths, expected = mf.make_mnist_files(tmp_path, compress=False)
     assert not paths["train_images"].read_bytes().startswith(b"\x1f\x8b")
-    _assert_same(read_mnist(paths, SMALL), expected)
+    assert_same(read_mnist(paths, SMALL), expected, KEYS)
 
 
 def test_arrays_are_writable_and_contiguous(tmp_path):
@@ -97,7 +88,7 @@ def test_empty_splits_are_valid_idx_files(tmp_path):
     paths, expected = mf.make_mnist_files(tmp_path, train=0, test=0)
     result = read_mnist(paths, {"train": 0, "test": 0})
     assert result["train_images"].shape == (0, 28, 28, 1)
-    _assert_same(result, expected)
+    assert_same(result, expected, KEYS)
 
 
 def test_default_expected_counts_are_the_official_ones(tmp_path):
@@ -110,7 +101,7 @@ def test_default_expected_counts_are_the_official_ones(tmp_path):
 
 def test_expected_counts_none_skips_the_check(tmp_path):
     paths, expected = mf.make_mnist_files(tmp_path, train=3, test=2)
-    _assert_same(read_mnist(paths, None), expected)
+    assert_same(read_mnist(paths, None), expected, KEYS)
 
 
 def test_test_count_mismatch(tmp_path):

@@ -22,6 +22,7 @@ from convbench.data.tiny_imagenet import (
     parse_words,
     read_tiny_imagenet,
 )
+from parsed_arrays import assert_same
 
 KEYS = {"train_images", "train_labels", "test_images", "test_labels", "class_names", "wnids", "skipped"}
 SMALL = {"expected_classes": 3, "expected_per_class": 4, "expected_val": 6, "progressbar": False}
@@ -30,17 +31,6 @@ ANNOTATIONS = f"{ROOT}/val/val_annotations.txt"
 
 def _read(archive, image_size=32, **overrides):
     return read_tiny_imagenet(archive, image_size, **{**SMALL, **overrides})
-
-
-def _assert_same(result: dict, expected: dict) -> None:
-    assert set(result) == KEYS
-    for key in KEYS:
-        value = expected[key]
-        if isinstance(value, np.ndarray):
-            assert result[key].dtype == value.dtype, key
-            np.testing.assert_array_equal(result[key], value, err_msg=key)
-        else:
-            assert result[key] == value, key
 
 
 def _without(*names):
@@ -75,7 +65,7 @@ def test_format_facts_match_the_official_zip():
 def test_roundtrip_is_exact(archive, image_size):
     expected = tf.make_tiny_imagenet_zip(archive, image_size=image_size)
     result = _read(archive, image_size)
-    _assert_same(result, expected)
+    assert_same(result, expected, KEYS)
     assert result["train_images"].shape == (12, image_size, image_size, 3)
     assert result["test_images"].shape == (6, image_size, image_size, 3)
     assert result["train_images"].flags.c_contiguous
@@ -130,14 +120,14 @@ def test_images_are_ordered_by_number_whatever_the_zip_order(archive):
     # 12 per class: by name, _10 and _11 would come before _2. The zip lists members backwards.
     expected = tf.make_tiny_imagenet_zip(archive, per_class=12, val=12, mutate=lambda m: dict(reversed(m.items())))
     result = _read(archive, expected_per_class=12, expected_val=12)
-    _assert_same(result, expected)
+    assert_same(result, expected, KEYS)
 
 
 def test_no_validation_images_at_all(archive):
     expected = tf.make_tiny_imagenet_zip(archive, val=0)
     result = _read(archive, expected_val=0)
     assert result["test_images"].shape == (0, 32, 32, 3)
-    _assert_same(result, expected)
+    assert_same(result, expected, KEYS)
 
 
 def test_progress_bar_on_stderr(archive, capsys):
@@ -195,7 +185,7 @@ def test_default_expected_counts_are_the_official_ones(archive):
 def test_counts_none_skip_the_checks(archive):
     expected = tf.make_tiny_imagenet_zip(archive)
     unchecked = {"expected_classes": None, "expected_per_class": None, "expected_val": None, "progressbar": False}
-    _assert_same(read_tiny_imagenet(archive, **unchecked), expected)
+    assert_same(read_tiny_imagenet(archive, **unchecked), expected, KEYS)
 
 
 @pytest.mark.parametrize(

@@ -31,11 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import cv2
 import numpy as np
 import pandas as pd
 
 from convbench.data.archives import ArchiveFormatError, read_tar_members
+from convbench.data.images import resize_image
 
 logger = logging.getLogger(__name__)
 
@@ -880,12 +880,9 @@ def resize_images(images: np.ndarray, size: int | tuple[int, int], interpolation
     height, width = (size, size) if isinstance(size, int) else size
     if (height, width) == images.shape[1:3]:
         return images.copy()
-    if interpolation is None:
-        shrinking = height * width < images.shape[1] * images.shape[2]
-        interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
     out = np.empty((images.shape[0], height, width, images.shape[3]), dtype=images.dtype)
     for index, image in enumerate(images):
-        out[index] = cv2.resize(image, (width, height), interpolation=interpolation).reshape(out.shape[1:])
+        out[index] = resize_image(image, (height, width), interpolation)
     return out
 
 

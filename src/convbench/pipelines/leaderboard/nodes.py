@@ -18,6 +18,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from convbench.pipelines.reporting.nodes import to_markdown  # noqa: E402
+from convbench.tracking import active_run_env, finished_runs  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +38,6 @@ MLFLOW_METRIC_OF_COLUMN: dict[str, str] = {
 """Leaderboard (and metrics table) column -> metric logged as `<architecture>.<metric>` in an MLflow run."""
 
 RUN_COLUMNS = ("run_name", "run_id", "started")
-ENV_TAG = "convbench.env"
-"""The Kedro env of a run, as `MlflowNodeTrackingHook` tags it."""
 """Where each row comes from: this run or an earlier MLflow run of the same dataset."""
 
 
@@ -67,8 +66,7 @@ def build_leaderboard(*metrics_tables: pd.DataFrame, dataset: str) -> tuple[pd.D
         )
     earlier = pd.DataFrame()
     if active is not None:
-        env = mlflow.get_run(active.info.run_id).data.tags.get(ENV_TAG)
-        earlier = earlier_runs(active.info.experiment_id, exclude_run_id=active.info.run_id, env=env)
+        earlier = earlier_runs(active.info.experiment_id, exclude_run_id=active.info.run_id, env=active_run_env())
     board = rank(current, earlier)
     if board.empty:
         raise ValueError(
@@ -101,15 +99,8 @@ def earlier_runs(experiment_id: str, exclude_run_id: str | None = None, env: str
     An architecture counts as trained in a run when the run holds `<architecture>.test_accuracy`.
     With `env`, only runs of that Kedro env (tag `convbench.env`) count.
     """
-    conditions = ["attributes.status = 'FINISHED'"] + ([f"tags.`{ENV_TAG}` = '{env}'"] if env else [])
-    runs = mlflow.search_runs(
-        experiment_ids=[experiment_id],
-        filter_string=" and ".join(conditions),
-        order_by=["attributes.start_time DESC"],
-        output_format="list",
-    )
     rows: dict[str, dict[str, Any]] = {}
-    for run in runs:
+    for run in finished_runs(experiment_id, env):
         if run.info.run_id == exclude_run_id:
             continue
         metrics = run.data.metrics

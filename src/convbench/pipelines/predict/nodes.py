@@ -17,8 +17,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from convbench.pipelines.leaderboard.nodes import ENV_TAG  # noqa: E402
-from convbench.serving import decode_image, to_image_batch  # noqa: E402
+from convbench.serving import RESULT_COLUMNS, decode_image, to_image_batch  # noqa: E402
+from convbench.tracking import active_run_env, finished_runs  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +46,7 @@ def choose_model(predict: dict[str, Any]) -> str:
     if predict.get("model_uri"):
         return str(predict["model_uri"])
     dataset = predict["dataset"]
-    active = mlflow.active_run()
-    env = mlflow.get_run(active.info.run_id).data.tags.get(ENV_TAG) if active else None
+    env = active_run_env()
     candidates = ranked_classifiers(dataset, env)
     if candidates.empty:
         raise ValueError(
@@ -73,15 +72,8 @@ def ranked_classifiers(dataset: str, env: str | None) -> pd.DataFrame:
         (model.source_run_id, model.name)
         for model in mlflow.search_logged_models(experiment_ids=[experiment.experiment_id], output_format="list")
     }
-    conditions = ["attributes.status = 'FINISHED'"] + ([f"tags.`{ENV_TAG}` = '{env}'"] if env else [])
-    runs = mlflow.search_runs(
-        experiment_ids=[experiment.experiment_id],
-        filter_string=" and ".join(conditions),
-        order_by=["attributes.start_time DESC"],
-        output_format="list",
-    )
     rows = []
-    for run in runs:
+    for run in finished_runs(experiment.experiment_id, env):
         for key, accuracy in run.data.metrics.items():
             architecture, _, metric = key.rpartition(".")
             uri = classifier_uri(dataset, architecture, run.info.run_id)
@@ -124,7 +116,7 @@ def classify_images(model_uri: str, files: dict[str, bytes], predict: dict[str, 
         raise ValueError(f"{model_uri} is not a convbench classifier (no input_shape in its metadata)")
     images = to_image_batch(list(files.values()), input_shape, resize=bool(predict["resize"]), names=list(files))
     table = model.predict(images)
-    class_names = [column for column in table.columns if column not in ("class", "probability")]
+    class_names = [column for column in table.columns if column not in RESULT_COLUMNS]
     probabilities = table[class_names].to_numpy()
     top_k = min(int(predict["top_k"]), len(class_names))
     order = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
