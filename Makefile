@@ -12,7 +12,7 @@ export KEDRO_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install browser run smoke test viz mlflow-ui benchmarks clean-venv
+.PHONY: install browser lint format run smoke test test-fast viz mlflow-ui benchmarks clean-venv
 
 install: $(STAMP)
 
@@ -32,8 +32,21 @@ run: install
 smoke: install
 	$(BIN)/kedro run --pipelines=$(PIPELINE) --env=smoke
 
-test: install browser
+test: install browser lint
 	$(BIN)/python -m pytest
+
+# The quick lane while editing: lint + every test but the end-to-end Kedro runs (`-m "not e2e"`).
+test-fast: install lint
+	$(BIN)/python -m pytest -m "not e2e"
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# Rewrites the sources: import order, lint fixes, formatting.
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 # Headless Chromium for the tests of kedro viz and the MLflow UI: Debian's package, installed with
 # apt-get where this user may; elsewhere those tests skip and say why.

@@ -33,14 +33,14 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from kedro.config import OmegaConfigLoader  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
+from kedro.config import OmegaConfigLoader
 
-from convbench.models.preprocessing import with_normalization  # noqa: E402
-from convbench.models.registry import ARCHITECTURES, get_builder  # noqa: E402
-from convbench.training.fit import compile_model, trainable_parameters  # noqa: E402
+from convbench.models.preprocessing import with_normalization
+from convbench.models.registry import ARCHITECTURES, get_builder
+from convbench.training.fit import compile_model, trainable_parameters
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 IMAGE_SHAPE = (32, 32, 3)

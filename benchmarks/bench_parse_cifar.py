@@ -34,9 +34,9 @@ from pathlib import Path
 
 import numpy as np
 from isal import isal_zlib
+from machine import describe, load_average
 
 from convbench.data.cifar import CIFAR10, read_cifar_archive
-from machine import describe, load_average
 
 WORK = Path(__file__).resolve().parent / "_work"
 ARCHIVE = WORK / "cifar-10-binary-synthetic-v1.tar.gz"
@@ -79,7 +79,9 @@ def synthesise(path: Path, seed: int = 0) -> None:
             info.size, info.mode, info.mtime = len(data), 0o644, 1_243_000_000
             tar.addfile(info, _BytesReader(data))
     partial.replace(path)
-    print(f"synthesised {path} ({path.stat().st_size:,} bytes) in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    print(
+        f"synthesised {path} ({path.stat().st_size:,} bytes) in {time.perf_counter() - started:.0f} s", file=sys.stderr
+    )
 
 
 def _records(rng: np.random.Generator, n: int) -> bytes:
@@ -195,7 +197,9 @@ def main() -> None:
         "(other work on the machine inflates the medians)."
     )
     print()
-    print("| machine | command | ours: `read_cifar_archive` median (min) s | course loader median (min) s | baseline/ours (median) | inflate alone, zlib / ISA-L, median s |")
+    print(
+        "| machine | command | ours: `read_cifar_archive` median (min) s | course loader median (min) s | baseline/ours (median) | inflate alone, zlib / ISA-L, median s |"
+    )
     print("|---|---|---|---|---|---|")
     print(
         f"| {machine} | `{command}` | {median['ours']:.3f} ({best['ours']:.3f}) "

@@ -30,9 +30,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from machine import describe, load_average
 
 from convbench.data.fer import load_fer2013
-from machine import describe, load_average
 
 WORK = Path(__file__).resolve().parent / "_work"
 CSV_PATH = WORK / "fer2013-synthetic-v1.csv"

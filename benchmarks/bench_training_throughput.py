@@ -56,15 +56,15 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import yaml  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
+import yaml
 
-from convbench.models.preprocessing import with_normalization  # noqa: E402
-from convbench.models.resnet import build_resnet  # noqa: E402
-from convbench.training.fit import compile_for_training, compile_model  # noqa: E402
-from convbench.training.input_pipeline import training_dataset  # noqa: E402
+from convbench.models.preprocessing import with_normalization
+from convbench.models.resnet import build_resnet
+from convbench.training.fit import compile_for_training, compile_model
+from convbench.training.input_pipeline import training_dataset
 
 PARAMETERS = Path(__file__).resolve().parents[1] / "conf" / "base" / "parameters_training.yml"
 NUM_CLASSES = 10

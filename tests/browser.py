@@ -35,8 +35,10 @@ def chromium() -> str:
         found = shutil.which(name)
         if found:
             return found
-    pytest.skip("no Chromium found (`make test` installs Debian's chromium with apt-get where it can; "
-                "install it with `apt-get install chromium`)")
+    pytest.skip(
+        "no Chromium found (`make test` installs Debian's chromium with apt-get where it can; "
+        "install it with `apt-get install chromium`)"
+    )
 
 
 @contextmanager

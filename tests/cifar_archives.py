@@ -15,8 +15,8 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
-from gzip import GzipFile
 from collections.abc import Callable, Iterable
+from gzip import GzipFile
 from pathlib import Path
 
 import numpy as np
@@ -134,7 +134,7 @@ def make_cifar10_archive(
             # Like the real file: one name a line, followed by blank lines.
             members[name] = ("\n".join(CIFAR10_CLASSES) + "\n\n").encode("ascii")
         else:
-            members[name] = b"<meta HTTP-EQUIV=\"REFRESH\" content=\"0; url=http://www.cs.toronto.edu/~kriz/cifar.html\">\n"
+            members[name] = b'<meta HTTP-EQUIV="REFRESH" content="0; url=http://www.cs.toronto.edu/~kriz/cifar.html">\n'
     write_dataset_archive(path, CIFAR10_DIR, mutate(members) if mutate else members)
     return {
         "train_images": np.concatenate([images for images, _ in batches]),

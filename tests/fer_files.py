@@ -70,9 +70,7 @@ def fer2013_rows(counts: dict[str, int] | None = None, seed: int = 0) -> Fer2013
     return Fer2013Rows(images, emotions, usages)
 
 
-def fer2013_text(
-    rows: Fer2013Rows, *, quote: str = "", line_end: str = "\n", header: str = FER_HEADER
-) -> bytes:
+def fer2013_text(rows: Fer2013Rows, *, quote: str = "", line_end: str = "\n", header: str = FER_HEADER) -> bytes:
     """Return the rows as ``fer2013.csv`` bytes.
 
     Args:

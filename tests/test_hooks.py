@@ -1,4 +1,5 @@
 import json
+import re
 
 import mlflow
 import pytest
@@ -54,7 +55,6 @@ def test_without_an_active_run_the_hook_only_keeps_its_records(tmp_path):
     assert hook._records[0]["status"] == "completed"
 
 
-
 def test_preflight_nodes_run_before_the_pipeline_and_their_error_stops_it():
     calls = []
 
@@ -68,7 +68,7 @@ def test_preflight_nodes_run_before_the_pipeline_and_their_error_stops_it():
     locate = Node(check_folder, "params:folder", "checked", name="locate", tags=["preflight"])
     fetch = Node(download, "params:folder", "downloaded", name="download")
     catalog = DataCatalog({"params:folder": MemoryDataset("data/01_raw")})
-    with pytest.raises(FileNotFoundError, match="place fer2013.csv in data/01_raw"):
+    with pytest.raises(FileNotFoundError, match=re.escape("place fer2013.csv in data/01_raw")):
         PreflightHook().before_pipeline_run(Pipeline([fetch, locate]), catalog)
     assert calls == ["data/01_raw"]
     PreflightHook().before_pipeline_run(Pipeline([fetch]), catalog)  # nothing to check, nothing runs

@@ -76,14 +76,21 @@ def test_recipes_reach_training_by_architecture_name(pipelines):
     assert "params:training.densenet" in inputs and "params:training.resnet" not in inputs
 
 
-HANDED_OVER_IN_MEMORY = {"cifar": {"archive_path"}, "mnist": {"raw_paths"}, "tinyimagenet": {"archive_path"},
-                         "ferplus": {"fer2013_path", "ferplus_path"}}
+HANDED_OVER_IN_MEMORY = {
+    "cifar": {"archive_path"},
+    "mnist": {"raw_paths"},
+    "tinyimagenet": {"archive_path"},
+    "ferplus": {"fer2013_path", "ferplus_path"},
+}
 
 
 @pytest.mark.parametrize(
-    "pipeline_name", ["cifar10_resnet", "cifar100_resnet", "cifar10", "mnist_mlp", "tinyimagenet_resnet", "ferplus_vgg13"]
+    "pipeline_name",
+    ["cifar10_resnet", "cifar100_resnet", "cifar10", "mnist_mlp", "tinyimagenet_resnet", "ferplus_vgg13"],
 )
-def test_catalog_factories_persist_everything_but_the_archive_path_and_model_handover(pipelines, catalog, pipeline_name):
+def test_catalog_factories_persist_everything_but_the_archive_path_and_model_handover(
+    pipelines, catalog, pipeline_name
+):
     in_memory, filepaths = set(), {}
     for name in pipelines[pipeline_name].datasets():
         if name.startswith("params:"):
@@ -147,7 +154,9 @@ def test_only_pipelines_that_need_a_file_no_run_can_fetch_have_preflight_nodes(p
     }
     assert preflight["ferplus_resnet"] == {"ferplus.locate_fer2013"}
     assert preflight["cifar10_mobilenet_v2_imagenet"] == {"cifar10.mobilenet_v2_imagenet.check_model_files"}
-    assert preflight["cifar10_mobilenet_v2"] == {"cifar10.mobilenet_v2.check_model_files"}  # weights: imagenet by --params
+    assert preflight["cifar10_mobilenet_v2"] == {
+        "cifar10.mobilenet_v2.check_model_files"
+    }  # weights: imagenet by --params
     assert "cifar10.mobilenet_v2_imagenet.check_model_files" in preflight["cifar10"]
     assert "__default__" not in preflight and "cifar10_resnet" not in preflight and "mnist_mlp" not in preflight
     assert all(name.startswith("ferplus") or "mobilenet" in name or name in DATASETS for name in preflight)

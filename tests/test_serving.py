@@ -1,6 +1,7 @@
 """The servable pyfunc: raw uint8 arrays or PNG/JPEG bytes in, class names and probabilities out."""
 
 import base64
+from pathlib import Path
 
 import cv2
 import keras
@@ -63,21 +64,36 @@ def test_encoded_grey_and_colour_files_are_converted_to_the_models_channels(imag
 
 
 def test_images_that_do_not_fit_are_refused_naming_the_image_and_the_expected_shape(images):
-    with pytest.raises(ImageInputError, match=r"image 1: expected shape \[8, 8, 3\] \(3 channel\(s\)\), found \[8, 8, 1\]"):
+    with pytest.raises(
+        ImageInputError, match=r"image 1: expected shape \[8, 8, 3\] \(3 channel\(s\)\), found \[8, 8, 1\]"
+    ):
         to_image_batch([images[0], images[1][..., :1]], (8, 8, 3))
-    with pytest.raises(ImageInputError, match=r"image 0: expected shape \[8, 8, 3\], found \[16, 16, 3\]; pass the parameter resize=true"):
+    with pytest.raises(
+        ImageInputError,
+        match=r"image 0: expected shape \[8, 8, 3\], found \[16, 16, 3\]; pass the parameter resize=true",
+    ):
         to_image_batch(np.zeros((1, 16, 16, 3), np.uint8), (8, 8, 3))
-    with pytest.raises(ImageInputError, match=r"c.png: could not decode 5 bytes as a PNG or JPEG image, expected .*\[8, 8, 3\]"):
+    with pytest.raises(
+        ImageInputError, match=r"c.png: could not decode 5 bytes as a PNG or JPEG image, expected .*\[8, 8, 3\]"
+    ):
         to_image_batch([png(images[0]), png(images[1]), b"hello"], (8, 8, 3), names=["a.png", "b.png", "c.png"])
-    with pytest.raises(ImageInputError, match=r"image 0: expected a uint8 image \[8, 8, 3\] or a PNG/JPEG file .*not base64"):
+    with pytest.raises(
+        ImageInputError, match=r"image 0: expected a uint8 image \[8, 8, 3\] or a PNG/JPEG file .*not base64"
+    ):
         to_image_batch(["not base64!"], (8, 8, 3))
-    with pytest.raises(ImageInputError, match=r"image 0: expected a uint8 image \[1, 1, 3\].*found values from -1 to 300"):
+    with pytest.raises(
+        ImageInputError, match=r"image 0: expected a uint8 image \[1, 1, 3\].*found values from -1 to 300"
+    ):
         to_image_batch(np.array([[[[-1, 300, 0]]]]), (1, 1, 3))
     with pytest.raises(ImageInputError, match=r"image 0: .*found float32 values \(pixels are integers 0-255\)"):
         to_image_batch(images[:1].astype(np.float32) / 255, (8, 8, 3))  # scaled to [0, 1]: refused, not zeroed
-    with pytest.raises(ImageInputError, match=r"expected images of shape \[N, 8, 8, 3\].*found an array of shape \[8, 8\]"):
+    with pytest.raises(
+        ImageInputError, match=r"expected images of shape \[N, 8, 8, 3\].*found an array of shape \[8, 8\]"
+    ):
         to_image_batch(np.zeros((8, 8), np.uint8), (8, 8, 3))
-    with pytest.raises(ImageInputError, match=r"expected a column 'image' of encoded images, found the columns \['a', 'b'\]"):
+    with pytest.raises(
+        ImageInputError, match=r"expected a column 'image' of encoded images, found the columns \['a', 'b'\]"
+    ):
         to_image_batch(pd.DataFrame({"a": [1], "b": [2]}), (8, 8, 3))
 
 
@@ -107,6 +123,8 @@ def test_classifier_round_trips_through_mlflow_with_its_signature_and_resize_par
         loaded.predict(big)
     table = loaded.predict(big, params={"resize": True})
     np.testing.assert_allclose(table[CLASSES].to_numpy(), model.predict(images, verbose=0), rtol=1e-4)
-    requirements = open(mlflow.pyfunc.get_model_dependencies(f"runs:/{mlflow_run.info.run_id}/toy_classifier")).read()
+    requirements = Path(
+        mlflow.pyfunc.get_model_dependencies(f"runs:/{mlflow_run.info.run_id}/toy_classifier")
+    ).read_text()
     assert f"keras=={keras.__version__}" in requirements and "opencv-python-headless==" in requirements
     assert "tensorflow" in requirements

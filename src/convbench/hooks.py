@@ -11,8 +11,8 @@ from typing import Any
 
 import mlflow
 from kedro.framework.hooks import hook_impl
-from omegaconf import OmegaConf
 from kedro.pipeline.node import Node
+from omegaconf import OmegaConf
 
 from convbench.pipeline_registry import dataset_of
 from convbench.pipelines.ingestion.pipeline import PREFLIGHT_TAG

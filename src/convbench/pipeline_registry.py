@@ -12,6 +12,7 @@ from kedro.pipeline import Pipeline
 from convbench.models.registry import ARCHITECTURES
 from convbench.pipelines import ingestion, leaderboard, predict, preprocessing, reporting, training
 from convbench.pipelines.ingestion.pipeline import DATASETS
+
 DEFAULT_PIPELINE = "cifar10_resnet"
 
 

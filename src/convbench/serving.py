@@ -163,7 +163,9 @@ def _as_image(item: Any, name: str, shape: tuple[int, int, int]) -> np.ndarray:
         try:
             item = base64.b64decode(str(item), validate=True)
         except binascii.Error as exc:
-            raise ImageInputError(f"{name}: {expected} (base64 text in JSON); found text that is not base64 ({exc})") from exc
+            raise ImageInputError(
+                f"{name}: {expected} (base64 text in JSON); found text that is not base64 ({exc})"
+            ) from exc
     if isinstance(item, bytes | bytearray | memoryview | np.bytes_):
         return decode_image(bytes(item), shape[-1], name, expected_shape=shape)
     array = np.asarray(item)
@@ -185,7 +187,9 @@ def decode_image(data: bytes, channels: int, name: str, expected_shape: Sequence
     """
     decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
     if decoded is None:
-        wanted = f", expected a PNG or JPEG image (the model takes {_shape_text(expected_shape)})" if expected_shape else ""
+        wanted = (
+            f", expected a PNG or JPEG image (the model takes {_shape_text(expected_shape)})" if expected_shape else ""
+        )
         raise ImageInputError(f"{name}: could not decode {len(data):,} bytes as a PNG or JPEG image{wanted}")
     if decoded.dtype != np.uint8:
         decoded = (decoded / 257).round().astype(np.uint8)  # 16-bit PNG
@@ -195,7 +199,11 @@ def decode_image(data: bytes, channels: int, name: str, expected_shape: Sequence
         decoded = cv2.cvtColor(decoded, cv2.COLOR_BGRA2BGR)
     if channels == 1:
         return decoded if decoded.shape[-1] == 1 else cv2.cvtColor(decoded, cv2.COLOR_BGR2GRAY)[..., None]
-    rgb = cv2.cvtColor(decoded, cv2.COLOR_GRAY2RGB) if decoded.shape[-1] == 1 else cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
+    rgb = (
+        cv2.cvtColor(decoded, cv2.COLOR_GRAY2RGB)
+        if decoded.shape[-1] == 1
+        else cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
+    )
     return rgb
 
 

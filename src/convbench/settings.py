@@ -11,7 +11,13 @@ from convbench.hooks import (
 )
 from convbench.requirements import pip_requirements
 
-HOOKS = (ProjectPathResolverHook(), PreflightHook(), MlflowExperimentHook(), MlflowNodeTrackingHook(), CheckpointCleanupHook())
+HOOKS = (
+    ProjectPathResolverHook(),
+    PreflightHook(),
+    MlflowExperimentHook(),
+    MlflowNodeTrackingHook(),
+    CheckpointCleanupHook(),
+)
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pooch
 import pytest
@@ -47,7 +48,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     server: TestServer
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         behaviour = self.server.behaviour
         with behaviour.lock:
             behaviour.ranges.append(self.headers.get("Range"))
@@ -59,7 +60,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         else:
             self._send_data(behaviour)
 
-    def do_HEAD(self) -> None:  # noqa: N802 - http.server's naming
+    def do_HEAD(self) -> None:
         status = self.server.behaviour.status or 200
         self.send_response(status)
         self.send_header("Content-Length", str(len(self.server.behaviour.data)))
@@ -89,7 +90,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - signature of the base class
+    def log_message(self, format: str, *args: object) -> None:
         """Keep test output quiet."""
 
 
@@ -351,7 +352,7 @@ def test_downloader_works_with_pooch(server, tmp_path):
 
     path = pooch.retrieve(server.url, MD5, fname="file.bin", path=tmp_path, downloader=downloader)
 
-    assert open(path, "rb").read() == DATA
+    assert Path(path).read_bytes() == DATA
     assert downloader(server.url, None, None, check_only=True) is True
     server.behaviour.status = 404
     assert downloader(server.url, None, None, check_only=True) is False

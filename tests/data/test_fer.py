@@ -62,8 +62,8 @@ def _pixel_text(rows: ff.Fer2013Rows, row: int) -> list[str]:
 
 
 def test_format_facts_match_the_official_files():
-    assert fer.FER2013_COLUMNS == tuple(ff.FER_HEADER.split(","))
-    assert fer.FERPLUS_COLUMNS == tuple(ff.FERPLUS_HEADER.split(","))
+    assert tuple(ff.FER_HEADER.split(",")) == fer.FER2013_COLUMNS
+    assert tuple(ff.FERPLUS_HEADER.split(",")) == fer.FERPLUS_COLUMNS
     assert ff.ferplus_sample_lines()[0] == ff.FERPLUS_HEADER
     assert fer.FER2013_CLASS_NAMES == ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
     assert FERPLUS_CLASS_NAMES == (
@@ -453,8 +453,8 @@ def test_wrong_ferplus_header_is_refused(header):
 def test_ferplus_header_only_and_non_ascii_are_refused():
     with pytest.raises(FerFormatError, match="expected data rows after the header, found none"):
         parse_ferplus_csv((ff.FERPLUS_HEADER + "\n").encode(), source="x")
+    text = ff.FERPLUS_HEADER + "\nTraining,a,10,0,0,0,0,0,0,0,0,0\nTraining,é,10,0,0,0,0,0,0,0,0,0\n"
     with pytest.raises(FerFormatError, match="line 3: expected ASCII text"):
-        text = ff.FERPLUS_HEADER + "\nTraining,a,10,0,0,0,0,0,0,0,0,0\nTraining,é,10,0,0,0,0,0,0,0,0,0\n"
         parse_ferplus_csv(text.encode(), source="x")
 
 
@@ -545,7 +545,7 @@ HAND_EXAMPLES = {
         "seed_distribution": ("", [1 / 8] * 8, 0),
     },
     # All zero.
-    (0,) * 10: {mode: ("no_votes", None, None) for mode in LABEL_MODES},
+    (0,) * 10: dict.fromkeys(LABEL_MODES, ("no_votes", None, None)),
 }
 
 

@@ -7,6 +7,7 @@ import struct
 import mnist_files as mf
 import numpy as np
 import pytest
+from parsed_arrays import assert_same
 
 from convbench.data.archives import ArchiveFormatError
 from convbench.data.mnist import (
@@ -20,7 +21,6 @@ from convbench.data.mnist import (
     read_idx,
     read_mnist,
 )
-from parsed_arrays import assert_same
 
 KEYS = {"train_images", "train_labels", "test_images", "test_labels", "class_names"}
 SMALL = {"train": 20, "test": 10}

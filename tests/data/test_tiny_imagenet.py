@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import tiny_imagenet_files as tf
+from parsed_arrays import assert_same
 
 from convbench.data.archives import ArchiveFormatError, UnsafeArchiveError
 from convbench.data.tiny_imagenet import (
@@ -22,7 +23,6 @@ from convbench.data.tiny_imagenet import (
     parse_words,
     read_tiny_imagenet,
 )
-from parsed_arrays import assert_same
 
 KEYS = {"train_images", "train_labels", "test_images", "test_labels", "class_names", "wnids", "skipped"}
 SMALL = {"expected_classes": 3, "expected_per_class": 4, "expected_val": 6, "progressbar": False}
@@ -106,7 +106,7 @@ def test_downscaling_is_inter_area_of_the_decoded_image(archive):
 def test_labels_follow_wnids_txt_order_and_val_annotations(archive):
     expected = tf.make_tiny_imagenet_zip(archive)
     result = _read(archive)
-    assert tf.WNIDS != tuple(sorted(tf.WNIDS))  # not alphabetical: the file's order must be used
+    assert tuple(sorted(tf.WNIDS)) != tf.WNIDS  # not alphabetical: the file's order must be used
     assert result["wnids"] == list(tf.WNIDS)
     np.testing.assert_array_equal(result["train_labels"], np.repeat(np.arange(3), 4))
     assert result["class_names"] == tf.CLASS_NAMES == ["Egyptian cat", "reel", "goldfish"]

@@ -13,9 +13,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pytest
-
 import browser
+import pytest
 
 pytestmark = pytest.mark.e2e
 
@@ -107,10 +106,19 @@ def test_the_page_shows_the_nodes_of_cifar10_resnet_in_a_browser(viz_url):
     with browser.open_page(f"{viz_url}/?pid=cifar10_resnet&expandAllPipelines=true") as page:
         page.locator("text.pipeline-node__text", has_text="train_model").wait_for()
         labels = set(page.locator("text.pipeline-node__text").all_text_contents())
-        assert {"download_archive", "parse_archive", "split_dataset", "train_model", "evaluate_predictions",
-                "plot_confusion_matrix", "build_classifier"} <= labels, sorted(labels)
+        assert {
+            "download_archive",
+            "parse_archive",
+            "split_dataset",
+            "train_model",
+            "evaluate_predictions",
+            "plot_confusion_matrix",
+            "build_classifier",
+        } <= labels, sorted(labels)
         assert {"cifar10.train_images", "cifar10.resnet.model", "cifar10.resnet.classifier"} <= labels
-        assert not any(label.startswith(("cifar100", "mnist")) for label in labels), "another pipeline's nodes are drawn"
+        assert not any(label.startswith(("cifar100", "mnist")) for label in labels), (
+            "another pipeline's nodes are drawn"
+        )
         assert "cifar10_resnet" in page.locator(".pipeline-list .dropdown__label").first.inner_text()
         browser.dismiss(page, ".feature-hints__close", "button:has-text('Dismiss')")
         png = browser.screenshot(page, "kedro_viz_cifar10_resnet.png")

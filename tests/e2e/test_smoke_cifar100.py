@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-
+import cifar_archives
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-
-import cifar_archives
 from kedro_project import assert_ran, new_project, run_kedro
 
 pytestmark = pytest.mark.e2e
-
 
 
 @pytest.fixture(scope="module")
@@ -21,11 +18,11 @@ def cifar100_run(tmp_path_factory):
     expected = cifar_archives.make_cifar100_archive(mirror, train=1000, test=300)
     project = new_project(tmp_path_factory)
     params = [
-            f"ingestion.cifar100.source.url={mirror.as_uri()}",
-            f"ingestion.cifar100.source.known_hash={cifar_archives.known_hash(mirror)}",
-            "ingestion.cifar100.expected_counts.train=1000",
-            "ingestion.cifar100.expected_counts.test=300",
-            "preprocessing.cifar100.val_size=300",
+        f"ingestion.cifar100.source.url={mirror.as_uri()}",
+        f"ingestion.cifar100.source.known_hash={cifar_archives.known_hash(mirror)}",
+        "ingestion.cifar100.expected_counts.train=1000",
+        "ingestion.cifar100.expected_counts.test=300",
+        "preprocessing.cifar100.val_size=300",
     ]
     assert_ran(run_kedro(project, "--pipelines=cifar100_resnet", params))
     return project, expected

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import json
 
+import fer_files
 import mlflow
 import numpy as np
 import pandas as pd
 import pooch
 import pytest
-
-import fer_files
-from convbench.data.fer import DROP_REASONS
 from kedro_project import PNG_SIGNATURE, assert_ran, new_project, run_kedro
+
+from convbench.data.fer import DROP_REASONS
 
 pytestmark = pytest.mark.e2e
 
@@ -90,7 +90,9 @@ def test_training_uses_probability_labels_and_evaluation_the_majority(ferplus_ru
     inputs = project / "data/smoke/05_model_input/ferplus"
     targets, labels = np.load(inputs / "train_targets.npy"), np.load(inputs / "train_labels.npy")
     train, val = np.load(inputs / "train_indices.npy"), np.load(inputs / "val_indices.npy")
-    assert len(train) == SUBSET["train"] and len(val) == SUBSET["val"] and len(np.load(inputs / "test_indices.npy")) == 128
+    assert (
+        len(train) == SUBSET["train"] and len(val) == SUBSET["val"] and len(np.load(inputs / "test_indices.npy")) == 128
+    )
     np.testing.assert_allclose(targets[train].sum(axis=1), 1.0, rtol=1e-6)
     assert (targets[train] % 1 != 0).any(), "probability targets are vote distributions, not one-hot"
     assert set(np.unique(targets[val])) == {0.0, 1.0}
@@ -107,10 +109,22 @@ def test_card_counts_drops_per_label_mode_and_mlflow_has_them(ferplus_run):
     assert card["sources"][1]["checksum"].startswith("sha256:") and card["image_shape"] == [48, 48, 1]
     assert card["label_mode"] == "probability" and len(card["classes"]) == 8
     drops = pd.DataFrame(card["label_drops"])
-    assert list(drops["label_mode"]) == ["majority", "probability", "crossentropy", "multi_target", "seed_distribution", "majority", "majority"]
+    assert list(drops["label_mode"]) == [
+        "majority",
+        "probability",
+        "crossentropy",
+        "multi_target",
+        "seed_distribution",
+        "majority",
+        "majority",
+    ]
     assert (drops.drop(columns=["split", "label_mode", "used", "rows"]).sum(axis=1) == drops["rows"]).all()
     used = drops[drops["used"]]
-    assert list(used["split"]) == ["train", "val", "test"] and list(used["label_mode"]) == ["probability", "majority", "majority"]
+    assert list(used["split"]) == ["train", "val", "test"] and list(used["label_mode"]) == [
+        "probability",
+        "majority",
+        "majority",
+    ]
     assert "**probability**" in (reporting / "dataset_card.md").read_text()
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("ferplus").experiment_id])

@@ -5,16 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import mlflow
+import mnist_files
 import numpy as np
 import pandas as pd
 import pooch
 import pytest
-
-import mnist_files
 import tiny_imagenet_files
 from kedro_project import PNG_SIGNATURE, assert_ran, new_project, run_kedro
 
 pytestmark = pytest.mark.e2e
+
 
 def kedro_run(project, pipeline: str, params: list[str]) -> None:
     assert_ran(run_kedro(project, f"--pipelines={pipeline}", params))
@@ -30,7 +30,10 @@ def mnist_run(tmp_path_factory):
     paths, expected = mnist_files.make_mnist_files(mirror, train=1200, test=300)
     params = []
     for key, path in paths.items():
-        params += [f"ingestion.mnist.sources.{key}.url={path.as_uri()}", f"ingestion.mnist.sources.{key}.known_hash={md5(path)}"]
+        params += [
+            f"ingestion.mnist.sources.{key}.url={path.as_uri()}",
+            f"ingestion.mnist.sources.{key}.known_hash={md5(path)}",
+        ]
     params += ["ingestion.mnist.expected_counts.train=1200", "ingestion.mnist.expected_counts.test=300"]
     params += ["preprocessing.mnist.val_size=300"]
     project = new_project(tmp_path_factory)
@@ -46,7 +49,12 @@ def test_mnist_files_are_fetched_and_parsed_exactly(mnist_run):
     np.testing.assert_array_equal(images, expected["train_images"])
     np.testing.assert_array_equal(np.load(folder / "test_labels.npy"), expected["test_labels"])
     assert sorted(p.name for p in (project / "data/01_raw/mnist").iterdir()) == sorted(
-        ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+        [
+            "train-images-idx3-ubyte.gz",
+            "train-labels-idx1-ubyte.gz",
+            "t10k-images-idx3-ubyte.gz",
+            "t10k-labels-idx1-ubyte.gz",
+        ]
     )
 
 
@@ -55,7 +63,12 @@ def test_mnist_mlp_has_the_reference_size_and_a_card_listing_all_four_files(mnis
     table = pd.read_csv(project / "data/smoke/08_reporting/mnist/mlp/metrics.csv")
     assert table.loc[0, "parameters"] == 59_210 and table.loc[0, "epochs"] == 1
     card = __import__("json").loads((project / "data/smoke/08_reporting/mnist/dataset_card.json").read_text())
-    assert [source["name"] for source in card["sources"]] == ["train_images", "train_labels", "test_images", "test_labels"]
+    assert [source["name"] for source in card["sources"]] == [
+        "train_images",
+        "train_labels",
+        "test_images",
+        "test_labels",
+    ]
     assert card["image_shape"] == [28, 28, 1] and card["split_sizes"] == {"train": 512, "val": 256, "test": 256}
     png = (project / "data/smoke/08_reporting/mnist/mlp/sample_predictions.png").read_bytes()
     assert png.startswith(PNG_SIGNATURE)
@@ -92,7 +105,9 @@ def test_tiny_imagenet_jpegs_are_decoded_to_32x32_rgb_with_their_wnid_labels(tin
     project, expected = tinyimagenet_run
     folder = project / "data/smoke/02_intermediate/tinyimagenet"
     images = np.load(folder / "train_images.npy")
-    assert images.dtype == np.uint8 and images.shape == expected["train_images"].shape and images.shape[1:] == (32, 32, 3)
+    assert (
+        images.dtype == np.uint8 and images.shape == expected["train_images"].shape and images.shape[1:] == (32, 32, 3)
+    )
     np.testing.assert_array_equal(images, expected["train_images"])
     np.testing.assert_array_equal(np.load(folder / "test_labels.npy"), expected["test_labels"])
     assert __import__("json").loads((folder / "class_names.json").read_text()) == list(expected["class_names"])

@@ -20,21 +20,22 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import ClassVar
 
+import browser
+import cifar_archives
 import cv2
 import mlflow
 import nbformat
 import numpy as np
 import pandas as pd
 import pytest
-from nbclient import NotebookClient
-
-import browser
-import cifar_archives
-from convbench.models.registry import ARCHITECTURES
-from convbench.pipeline_registry import register_pipelines
 from imagenet_weights import fill_keras_cache
 from kedro_project import KEDRO, PNG_SIGNATURE, assert_ran, new_project, run_kedro
+from nbclient import NotebookClient
+
+from convbench.models.registry import ARCHITECTURES
+from convbench.pipeline_registry import register_pipelines
 
 pytestmark = pytest.mark.e2e
 
@@ -43,7 +44,7 @@ SUBSET = {"train": 512, "val": 256, "test": 256}
 
 
 class CountingHandler(http.server.SimpleHTTPRequestHandler):
-    requests: list[str] = []
+    requests: ClassVar[list[str]] = []
 
     def do_GET(self):
         CountingHandler.requests.append(self.path)
@@ -56,7 +57,9 @@ class CountingHandler(http.server.SimpleHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def served_archive(tmp_path_factory):
     folder = tmp_path_factory.mktemp("mirror")
-    expected = cifar_archives.make_cifar10_archive(folder / "cifar-10-binary.tar.gz", per_batch=PER_BATCH, test=TEST_RECORDS)
+    expected = cifar_archives.make_cifar10_archive(
+        folder / "cifar-10-binary.tar.gz", per_batch=PER_BATCH, test=TEST_RECORDS
+    )
     handler = functools.partial(CountingHandler, directory=str(folder))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -192,11 +195,17 @@ def test_mlflow_has_the_run_its_metrics_node_timings_artifacts_and_model(smoke_r
     assert run.data.tags["convbench.env"] == "smoke"
     assert run.data.params["training.resnet.epochs"] == "1"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "cifar10_resnet")}
-    assert {"cifar10_resnet/learning_curves.png", "cifar10_resnet/metrics.csv", "cifar10_resnet/history.json"} <= artifacts
+    assert {
+        "cifar10_resnet/learning_curves.png",
+        "cifar10_resnet/metrics.csv",
+        "cifar10_resnet/history.json",
+    } <= artifacts
     models = mlflow.search_logged_models(experiment_ids=[experiment.experiment_id], output_format="list")
     assert sorted(model.name for model in models) == ["cifar10_resnet_classifier", "cifar10_resnet_model"]
     assert {model.source_run_id for model in models} == {run.info.run_id}
-    requirements = Path(mlflow.pyfunc.get_model_dependencies(f"runs:/{run.info.run_id}/cifar10_resnet_model")).read_text()
+    requirements = Path(
+        mlflow.pyfunc.get_model_dependencies(f"runs:/{run.info.run_id}/cifar10_resnet_model")
+    ).read_text()
     assert f"keras=={keras_version()}" in requirements.splitlines(), "pinned from the venv, not inferred"
     assert {a.path for a in client.list_artifacts(run.info.run_id, "cifar10")} >= {
         "cifar10/dataset_card.json",
@@ -208,7 +217,7 @@ def test_mlflow_has_the_run_its_metrics_node_timings_artifacts_and_model(smoke_r
 
 
 def test_logged_keras_model_classifies_raw_uint8_images(smoke_run, tracking):
-    project, expected = smoke_run
+    _project, expected = smoke_run
     (run,) = mlflow.search_runs(experiment_names=["cifar10"], output_format="list")
     model = mlflow.keras.load_model(f"runs:/{run.info.run_id}/cifar10_resnet_model")
     assert model.input.dtype == "uint8"
@@ -223,10 +232,19 @@ def test_mlflow_ui_serves_the_run_from_the_sqlite_store(smoke_run):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    command = [str(KEDRO.with_name("mlflow")), "ui", "--backend-store-uri", "sqlite:///mlflow.db",
-               "--host", "127.0.0.1", "--port", str(port)]
-    server = subprocess.Popen(command, cwd=project, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                              start_new_session=True)
+    command = [
+        str(KEDRO.with_name("mlflow")),
+        "ui",
+        "--backend-store-uri",
+        "sqlite:///mlflow.db",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    server = subprocess.Popen(
+        command, cwd=project, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -239,11 +257,16 @@ def test_mlflow_ui_serves_the_run_from_the_sqlite_store(smoke_run):
                 time.sleep(1)
 
         def post(path, body):
-            request = urllib.request.Request(f"{base}/ajax-api/2.0/mlflow/{path}", data=json.dumps(body).encode(),
-                                             headers={"Content-Type": "application/json"})
+            request = urllib.request.Request(
+                f"{base}/ajax-api/2.0/mlflow/{path}",
+                data=json.dumps(body).encode(),
+                headers={"Content-Type": "application/json"},
+            )
             return json.load(urllib.request.urlopen(request, timeout=10))
 
-        experiments = {e["name"]: e["experiment_id"] for e in post("experiments/search", {"max_results": 50})["experiments"]}
+        experiments = {
+            e["name"]: e["experiment_id"] for e in post("experiments/search", {"max_results": 50})["experiments"]
+        }
         runs = post("runs/search", {"experiment_ids": [experiments["cifar10"]]})["runs"]
         names = {run["info"]["run_name"] for run in runs}
         assert names == {"cifar10_resnet"}
@@ -270,7 +293,8 @@ def test_mlflow_ui_serves_the_run_from_the_sqlite_store(smoke_run):
 
 def first_resnet_run(tracking):
     (run, *_) = tracking.search_runs(
-        [tracking.get_experiment_by_name("cifar10").experiment_id], "attributes.run_name = 'cifar10_resnet'",
+        [tracking.get_experiment_by_name("cifar10").experiment_id],
+        "attributes.run_name = 'cifar10_resnet'",
         order_by=["attributes.start_time ASC"],
     )
     return run
@@ -279,8 +303,21 @@ def first_resnet_run(tracking):
 def mlflow_models_predict(project: Path, model_uri: str, request: dict, tmp_path: Path) -> subprocess.CompletedProcess:
     """`mlflow models predict -m <uri> -i <request.json> -t json --env-manager local`, as a user would type it."""
     (tmp_path / "request.json").write_text(json.dumps(request))
-    command = [str(KEDRO.with_name("mlflow")), "models", "predict", "-m", model_uri, "-i", str(tmp_path / "request.json"),
-               "-o", str(tmp_path / "predictions.json"), "-t", "json", "--env-manager", "local"]
+    command = [
+        str(KEDRO.with_name("mlflow")),
+        "models",
+        "predict",
+        "-m",
+        model_uri,
+        "-i",
+        str(tmp_path / "request.json"),
+        "-o",
+        str(tmp_path / "predictions.json"),
+        "-t",
+        "json",
+        "--env-manager",
+        "local",
+    ]
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}"}
     return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
 
@@ -289,7 +326,9 @@ def test_mlflow_models_predict_classifies_raw_images_and_png_files_like_the_kera
     project, expected = smoke_run
     run = first_resnet_run(tracking)
     images = expected["test_images"][:3]
-    keras_probabilities = mlflow.keras.load_model(f"runs:/{run.info.run_id}/cifar10_resnet_model").predict(images, verbose=0)
+    keras_probabilities = mlflow.keras.load_model(f"runs:/{run.info.run_id}/cifar10_resnet_model").predict(
+        images, verbose=0
+    )
     uri = f"runs:/{run.info.run_id}/cifar10_resnet_classifier"
     classes = list(cifar_archives.CIFAR10_CLASSES)
 
@@ -300,9 +339,13 @@ def test_mlflow_models_predict_classifies_raw_images_and_png_files_like_the_kera
     np.testing.assert_allclose(predictions[classes].to_numpy(), keras_probabilities, rtol=1e-4, atol=1e-6)
     assert list(predictions["class"]) == [classes[i] for i in keras_probabilities.argmax(axis=1)]
 
-    files = [base64.b64encode(cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))[1].tobytes()).decode()
-             for image in images]
-    result = mlflow_models_predict(project, uri, {"dataframe_split": {"columns": ["image"], "data": [[f] for f in files]}}, tmp_path)
+    files = [
+        base64.b64encode(cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))[1].tobytes()).decode()
+        for image in images
+    ]
+    result = mlflow_models_predict(
+        project, uri, {"dataframe_split": {"columns": ["image"], "data": [[f] for f in files]}}, tmp_path
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     from_png = pd.DataFrame(json.loads((tmp_path / "predictions.json").read_text())["predictions"])
     np.testing.assert_allclose(from_png[classes].to_numpy(), keras_probabilities, rtol=1e-4, atol=1e-6)
@@ -314,7 +357,9 @@ def test_mlflow_models_predict_classifies_raw_images_and_png_files_like_the_kera
     assert result.returncode == 0, result.stderr[-4000:]
 
 
-def test_predict_pipeline_classifies_a_folder_with_the_best_model_and_logs_csv_and_contact_sheet(smoke_run, tracking, tmp_path):
+def test_predict_pipeline_classifies_a_folder_with_the_best_model_and_logs_csv_and_contact_sheet(
+    smoke_run, tracking, tmp_path
+):
     project, expected = smoke_run
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -328,8 +373,17 @@ def test_predict_pipeline_classifies_a_folder_with_the_best_model_and_logs_csv_a
     predictions = pd.read_csv(project / "data/smoke/08_reporting/predict/predictions.csv")
     run = first_resnet_run(tracking)
     assert list(predictions["file"]) == ["a_colour.png", "b_grey.png", "c_large.JPG"]
-    assert set(predictions["model_uri"]) == {f"runs:/{run.info.run_id}/cifar10_resnet_classifier"}  # the only, so the best
-    assert list(predictions.columns[1:7]) == ["class_1", "probability_1", "class_2", "probability_2", "class_3", "probability_3"]
+    assert set(predictions["model_uri"]) == {
+        f"runs:/{run.info.run_id}/cifar10_resnet_classifier"
+    }  # the only, so the best
+    assert list(predictions.columns[1:7]) == [
+        "class_1",
+        "probability_1",
+        "class_2",
+        "probability_2",
+        "class_3",
+        "probability_3",
+    ]
     probabilities = predictions[["probability_1", "probability_2", "probability_3"]].to_numpy()
     assert (np.diff(probabilities, axis=1) <= 0).all() and (probabilities.sum(axis=1) <= 1 + 1e-6).all()
     model = mlflow.keras.load_model(f"runs:/{run.info.run_id}/cifar10_resnet_model")
@@ -342,8 +396,15 @@ def test_predict_pipeline_classifies_a_folder_with_the_best_model_and_logs_csv_a
     artifacts = {a.path for a in tracking.list_artifacts(predict_run.info.run_id, "predict")}
     assert artifacts == {"predict/predictions.csv", "predict/contact_sheet.png"}
 
-    refused = run_kedro(project, "--pipelines=predict", [f"predict.input_dir={folder}", "predict.resize=false",
-                                                         f"predict.model_uri=runs:/{run.info.run_id}/cifar10_resnet_classifier"])
+    refused = run_kedro(
+        project,
+        "--pipelines=predict",
+        [
+            f"predict.input_dir={folder}",
+            "predict.resize=false",
+            f"predict.model_uri=runs:/{run.info.run_id}/cifar10_resnet_classifier",
+        ],
+    )
     assert refused.returncode != 0
     output = refused.stdout + refused.stderr
     message = "c_large.JPG: expected shape [32, 32, 3], found [64, 96, 3]"
@@ -355,8 +416,9 @@ def test_notebook_shows_sample_images_the_leaderboard_and_the_best_learning_curv
     project, _ = smoke_run
     notebook = nbformat.read(project / "notebooks/explore.ipynb", as_version=4)
     monkeypatch.setenv("KEDRO_ENV", "smoke")
-    NotebookClient(notebook, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(project / "notebooks")}}).execute()
+    NotebookClient(
+        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(project / "notebooks")}}
+    ).execute()
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
     assert not [output for output in outputs if output.output_type == "error"]
     text = "".join(output.get("text", "") for output in outputs)
@@ -385,7 +447,7 @@ def test_every_architecture_with_the_pipeline_flag_reuses_the_archive_and_ends_i
     smoke_run, served_archive, tracking, keras_home
 ):
     """`kedro run --pipeline=cifar10 --env=smoke`: the whole zoo, one MLflow run, one leaderboard."""
-    project, expected = smoke_run
+    project, _expected = smoke_run
     url, known_hash, _ = served_archive
     before = len(CountingHandler.requests)
     kedro_run(project, "--pipeline=cifar10", url, known_hash, keras_home)

@@ -2,8 +2,6 @@ import math
 
 import keras
 import pytest
-
-from convbench.models.densenet import build_densenet
 from models.builder_checks import (
     INPUT_SHAPES,
     assert_one_step_lowers_the_loss,
@@ -11,6 +9,8 @@ from models.builder_checks import (
     assert_saves_and_loads,
     trainable_parameters,
 )
+
+from convbench.models.densenet import build_densenet
 
 
 def hand_count(depth: int, k: int, compression: float, channels: int, num_classes: int) -> int:

@@ -17,6 +17,7 @@ SMALL_RESIDUAL = {"blocks": 2, "layers_per_block": 1, "units": 16}
 
 # --- mlp ---------------------------------------------------------------------------------------
 
+
 # The course's figures: 784*64+64 + 2*(64*64+64) + 64*10+10 = 59,210; with 3072 inputs 205,642.
 @pytest.mark.parametrize(("input_shape", "expected"), [((28, 28, 1), 59_210), ((32, 32, 3), 205_642)])
 def test_mlp_parameter_count_matches_the_course(input_shape, expected):
@@ -99,6 +100,7 @@ def test_mlp_rejects_invalid_hyperparameters(hp, message):
 
 
 # --- residual_mlp ------------------------------------------------------------------------------
+
 
 # The course's MNIST figures (totals, BN moving statistics included): stem 100,480 + classifier
 # 1,290; per block a 16,512 projection + 17,024 per Dense(128)-BN layer.

@@ -1,7 +1,5 @@
 import keras
 import pytest
-
-from convbench.models.preact_resnet import build_preact_resnet
 from models.builder_checks import (
     INPUT_SHAPES,
     assert_one_step_lowers_the_loss,
@@ -9,6 +7,8 @@ from models.builder_checks import (
     assert_saves_and_loads,
     trainable_parameters,
 )
+
+from convbench.models.preact_resnet import build_preact_resnet
 
 
 def hand_count(blocks_per_stage: int, channels: int, num_classes: int) -> int:

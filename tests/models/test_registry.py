@@ -41,7 +41,10 @@ def test_each_recipe_is_complete(recipes, name):
     if recipe["schedule"]["name"] == "piecewise":
         schedule = recipe["schedule"]
         assert len(schedule["values"]) == len(schedule["boundaries"]) + 1
-        assert list(schedule["boundaries"]) == sorted(schedule["boundaries"]) and schedule["boundaries"][-1] < recipe["epochs"]
+        assert (
+            list(schedule["boundaries"]) == sorted(schedule["boundaries"])
+            and schedule["boundaries"][-1] < recipe["epochs"]
+        )
 
 
 def test_builders_are_shared_only_through_recipes(recipes):
@@ -52,7 +55,7 @@ def test_builders_are_shared_only_through_recipes(recipes):
 
 
 def test_unknown_architecture_lists_the_known_ones():
-    with pytest.raises(ValueError, match="Known architectures: .*densenet.*xception"):
+    with pytest.raises(ValueError, match=r"Known architectures: .*densenet.*xception"):
         get_builder("lenet")
 
 

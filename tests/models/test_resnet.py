@@ -1,17 +1,17 @@
 import keras
 import numpy as np
 import pytest
-
-from convbench.models.preprocessing import with_normalization
-from convbench.models.registry import ARCHITECTURES, get_builder
-from convbench.models.resnet import blocks_per_stage, build_resnet
-from convbench.training.fit import trainable_parameters
 from models.builder_checks import (
     INPUT_SHAPES,
     assert_one_step_lowers_the_loss,
     assert_probabilities_for,
     assert_saves_and_loads,
 )
+
+from convbench.models.preprocessing import with_normalization
+from convbench.models.registry import ARCHITECTURES, get_builder
+from convbench.models.resnet import blocks_per_stage, build_resnet
+from convbench.training.fit import trainable_parameters
 
 
 # He et al. 2016, Table 6: ResNet-20 0.27 M, ResNet-56 0.85 M, ResNet-110 1.7 M (option A shortcuts).
@@ -91,7 +91,7 @@ def test_three_training_steps_lower_the_loss():
 def test_registry_resolves_names_and_lists_known_ones_on_error():
     assert get_builder("resnet") is build_resnet
     assert "resnet" in ARCHITECTURES
-    with pytest.raises(ValueError, match="Known architectures: .*resnet"):
+    with pytest.raises(ValueError, match=r"Known architectures: .*resnet"):
         get_builder("resnot")
 
 

@@ -1,3 +1,5 @@
+import itertools
+
 import keras
 import numpy as np
 import pytest
@@ -55,7 +57,7 @@ def test_vgg16_upsamples_mnist_to_32():
 def test_vgg16_parameter_count_equals_pytorch_cifar_vgg16(vgg16_cifar):
     # pytorch-cifar VGG('VGG16'): Conv2d(bias=True) + BatchNorm2d per layer, Linear(512, 10): 14,728,266.
     widths = conv_widths(3, VGG16_STAGES)
-    expected = sum(conv(a, b) + 2 * b for a, b in zip(widths, widths[1:])) + dense(512, 10)
+    expected = sum(conv(a, b) + 2 * b for a, b in itertools.pairwise(widths)) + dense(512, 10)
     assert trainable_parameters(vgg16_cifar) == expected == 14_728_266
 
 
@@ -90,7 +92,7 @@ def ferplus_vgg13_parameters(channels: int, num_classes: int, input_size: int = 
     """microsoft/FERPlus models.py VGG13 by layer: ten convolutions with bias, no BN, three dense layers."""
     widths = conv_widths(channels, FERPLUS_VGG13_STAGES)
     flat = (input_size // 16) ** 2 * 256
-    convolutions = sum(conv(a, b) for a, b in zip(widths, widths[1:]))
+    convolutions = sum(conv(a, b) for a, b in itertools.pairwise(widths))
     return convolutions + dense(flat, fc_units) + dense(fc_units, fc_units) + dense(fc_units, num_classes)
 
 

@@ -1,10 +1,12 @@
 """FERPlus preprocessing: labels from crowd votes per `label_mode`, predefined splits, the card with drops."""
 
+import re
+
+import fer_files as ff
 import numpy as np
 import pandas as pd
 import pytest
 
-import fer_files as ff
 from convbench.data import fer
 from convbench.pipelines.ingestion.nodes import parse_ferplus_files
 from convbench.pipelines.preprocessing.nodes import (
@@ -14,7 +16,13 @@ from convbench.pipelines.preprocessing.nodes import (
     predefined_split,
 )
 
-REAL_KEPT = {"majority": 25060, "probability": 27956, "crossentropy": 27956, "multi_target": 27671, "seed_distribution": 28559}
+REAL_KEPT = {
+    "majority": 25060,
+    "probability": 27956,
+    "crossentropy": 27956,
+    "multi_target": 27671,
+    "seed_distribution": 28559,
+}
 """Training images each scheme keeps in the real fer2013new.csv (as tests/data/test_fer.py derives them)."""
 REAL_VAL_KEPT, REAL_TEST_KEPT = 3199, 3153
 
@@ -51,7 +59,9 @@ def test_each_label_mode_labels_training_rows_and_majority_labels_validation_and
         assert (targets[kept & training] % 1 != 0).any()
     # Drops: every mode's training row, then validation and test under majority; nothing lost.
     assert list(zip(drops["split"], drops["label_mode"])) == [
-        *(("train", m) for m in fer.LABEL_MODES), ("val", "majority"), ("test", "majority")
+        *(("train", m) for m in fer.LABEL_MODES),
+        ("val", "majority"),
+        ("test", "majority"),
     ]
     reasons = list(fer.DROP_REASONS)
     assert (drops[reasons].sum(axis=1) + drops["kept"] == drops["rows"]).all()
@@ -89,7 +99,9 @@ def test_predefined_split_follows_usage_and_leaves_dropped_images_out():
     np.testing.assert_array_equal(train, [0, 1, 3, 4, 5])
     np.testing.assert_array_equal(val, [6, 8])
     np.testing.assert_array_equal(test, [0, 2, 3])
-    small_train, _, small_test = predefined_split(annotations, train_labels, test_labels, {"seed": 0, "subset": {"train": 3, "test": 2}})
+    small_train, _, small_test = predefined_split(
+        annotations, train_labels, test_labels, {"seed": 0, "subset": {"train": 3, "test": 2}}
+    )
     assert len(small_train) == 3 and set(small_train) <= set(train) and len(small_test) == 2
     with pytest.raises(ValueError, match=r"subset.val=5 is larger than the val split \(2 images\)"):
         predefined_split(annotations, train_labels, test_labels, {"seed": 0, "subset": {"val": 5}})
@@ -106,15 +118,19 @@ def placed_files(tmp_path):
 def test_parse_keeps_votes_beside_images_and_resizes_or_repeats_channels_on_request(placed_files):
     folder, rows = placed_files
     counts = {"train": 40, "val": 10, "test": 10}
-    parsed = parse_ferplus_files(str(folder / "fer2013.csv"), str(folder / "fer2013new.csv"), counts, {"image_size": 48, "channels": 1})
+    parsed = parse_ferplus_files(
+        str(folder / "fer2013.csv"), str(folder / "fer2013new.csv"), counts, {"image_size": 48, "channels": 1}
+    )
     np.testing.assert_array_equal(parsed["train_images"], rows.images[:50])
     np.testing.assert_array_equal(parsed["test_images"], rows.images[50:])
     assert list(parsed["test_annotations"]["row"]) == list(range(50, 60))
     assert parsed["class_names"] == list(fer.FERPLUS_CLASS_NAMES)
-    large = parse_ferplus_files(str(folder / "fer2013.csv"), str(folder / "fer2013new.csv"), None, {"image_size": 64, "channels": 3})
+    large = parse_ferplus_files(
+        str(folder / "fer2013.csv"), str(folder / "fer2013new.csv"), None, {"image_size": 64, "channels": 3}
+    )
     assert large["train_images"].shape == (50, 64, 64, 3) and large["train_images"].dtype == np.uint8
     np.testing.assert_array_equal(large["train_images"][..., 0], large["train_images"][..., 2])
-    with pytest.raises(ValueError, match="channels must be 1 or 3. Received: channels=2"):
+    with pytest.raises(ValueError, match=re.escape("channels must be 1 or 3. Received: channels=2")):
         parse_ferplus_files(str(folder / "fer2013.csv"), str(folder / "fer2013new.csv"), None, {"channels": 2})
     with pytest.raises(fer.FerFormatError, match=r"train \(Training\): expected 41, found 40"):
         parse_ferplus_files(str(folder / "fer2013.csv"), str(folder / "fer2013new.csv"), {"train": 41}, {})
@@ -137,20 +153,34 @@ def test_annotation_table_round_trips_and_bad_tables_are_named(real_annotations)
         fer.votes_from_table(train_annotations.drop(columns=["NF"]), "annotations.csv")
     broken = train_annotations.copy()
     broken.loc[2, "Usage"] = "Validation"
-    with pytest.raises(fer.FerFormatError, match="data row 3 .*Validation"):
+    with pytest.raises(fer.FerFormatError, match=r"data row 3 .*Validation"):
         fer.votes_from_table(broken, "annotations.csv")
 
 
 def test_card_lists_both_files_and_the_drops_of_every_label_mode(placed_files, real_annotations):
     folder, _ = placed_files
     parsed = parse_ferplus_files(str(folder / "fer2013.csv"), str(folder / "fer2013new.csv"), None, {})
-    train_labels, test_labels, _, drops, _ = label_crowd_votes(parsed["train_annotations"], parsed["test_annotations"], "multi_target")
+    train_labels, test_labels, _, drops, _ = label_crowd_votes(
+        parsed["train_annotations"], parsed["test_annotations"], "multi_target"
+    )
     train, val, test = predefined_split(parsed["train_annotations"], train_labels, test_labels, {"seed": 0})
-    source = {"url": "https://example.org/fer2013new.csv", "known_hash": None, "destination": str(folder / "fer2013new.csv")}
+    source = {
+        "url": "https://example.org/fer2013new.csv",
+        "known_hash": None,
+        "destination": str(folder / "fer2013new.csv"),
+    }
     card, markdown = build_crowd_label_card(
-        str(folder), source, drops, "multi_target",
-        train_images=parsed["train_images"], train_labels=train_labels, test_labels=test_labels,
-        train_indices=train, val_indices=val, test_indices=test, class_names=parsed["class_names"],
+        str(folder),
+        source,
+        drops,
+        "multi_target",
+        train_images=parsed["train_images"],
+        train_labels=train_labels,
+        test_labels=test_labels,
+        train_indices=train,
+        val_indices=val,
+        test_indices=test,
+        class_names=parsed["class_names"],
         statistics=channel_statistics(parsed["train_images"], train),
     )
     assert [s["file"] for s in card["sources"]] == ["fer2013.csv", "fer2013new.csv"]
@@ -173,7 +203,9 @@ def test_report_shows_sixteen_faces_with_their_emotions_and_an_eight_by_eight_co
     figure = plot_sample_predictions(faces, labels, np.arange(20), probabilities, names, run)
     titles = [axis.get_title() for axis in figure.axes if axis.get_title()]
     assert len(titles) == 16
-    assert titles[0] == "true: neutral\npred: happiness (100%)" and titles[1] == "true: happiness\npred: happiness (100%)"
+    assert (
+        titles[0] == "true: neutral\npred: happiness (100%)" and titles[1] == "true: happiness\npred: happiness (100%)"
+    )
     images = [axis.get_images()[0] for axis in figure.axes if axis.get_images()]
     assert len(images) == 16 and images[0].get_array().shape == (48, 48) and images[0].get_cmap().name == "gray"
     confusion = np.zeros((8, 8), int)

@@ -15,7 +15,9 @@ def table(architecture: str, test_accuracy: float, parameters: int = 1000, top5:
     if top5 is not None:
         metrics["test_top5_accuracy"] = top5
     summary = {"parameters": parameters, "epochs": 2, "wall_time_s": 10.0, "train_images_per_s": 500.0}
-    frame, _, _ = metrics_table(history, summary, {"metrics": metrics}, {"dataset": "cifar10", "architecture": architecture})
+    frame, _, _ = metrics_table(
+        history, summary, {"metrics": metrics}, {"dataset": "cifar10", "architecture": architecture}
+    )
     return frame
 
 
@@ -91,7 +93,9 @@ def test_earlier_runs_take_each_architectures_latest_finished_run(experiment):
 def test_leaderboard_joins_this_run_and_earlier_runs_and_plots_them(experiment, tmp_path):
     earlier_id = log_run("cifar10_densenet", "densenet", 0.93, 769_162)
     with mlflow.start_run(run_name="cifar10") as current:
-        board, markdown, figure = build_leaderboard(table("resnet", 0.91, 269_722), table("mlp", 0.5), dataset="cifar10")
+        board, markdown, figure = build_leaderboard(
+            table("resnet", 0.91, 269_722), table("mlp", 0.5), dataset="cifar10"
+        )
     assert list(board["architecture"]) == ["densenet", "resnet", "mlp"]
     assert list(board["run_id"]) == [earlier_id, current.info.run_id, current.info.run_id]
     assert markdown.splitlines()[0].startswith("| rank | architecture | parameters |")

@@ -92,7 +92,9 @@ def test_dataset_card_counts_every_split_and_renders_markdown(tmp_path, labels):
     assert card["split_sizes"] == {"train": 4500, "val": 500, "test": 1000}
     assert card["class_counts"]["val"] == [50] * CLASSES
     assert card["class_counts"]["train"] == [450] * CLASSES
-    assert card["sources"] == [{"name": "archive", "url": source["url"], "file": archive.name, "bytes": 1234, "checksum": md5}]
+    assert card["sources"] == [
+        {"name": "archive", "url": source["url"], "file": archive.name, "bytes": 1234, "checksum": md5}
+    ]
     assert card["image_shape"] == [32, 32, 3]
     assert "| class0 | 450 | 50 | 100 |" in markdown
     assert md5 in markdown and "1,234 bytes" in markdown
@@ -111,7 +113,14 @@ def test_dataset_card_lists_every_raw_file_of_a_multi_file_dataset(tmp_path, lab
     train, val, test = split_dataset(train_labels, test_labels, {"val_size": 500, "seed": 0})
     images = np.zeros((5000, 28, 28, 1), dtype=np.uint8)
     card, markdown = build_dataset_card(
-        sources, images, train_labels, test_labels, train, val, test, [str(i) for i in range(CLASSES)],
+        sources,
+        images,
+        train_labels,
+        test_labels,
+        train,
+        val,
+        test,
+        [str(i) for i in range(CLASSES)],
         {"mean": [1.0], "std": [2.0]},
     )
     assert [(s["name"], s["file"], s["bytes"]) for s in card["sources"]] == [

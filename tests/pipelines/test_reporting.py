@@ -52,7 +52,11 @@ def test_markdown_marks_missing_values():
 
 def test_per_class_table_has_accuracy_and_support():
     table = per_class_table(EVALUATION)
-    assert table.to_dict("list") == {"class": ["cat", "dog"], "test_accuracy": [0.5, pytest.approx(1 / 3)], "support": [2, 3]}
+    assert table.to_dict("list") == {
+        "class": ["cat", "dog"],
+        "test_accuracy": [0.5, pytest.approx(1 / 3)],
+        "support": [2, 3],
+    }
 
 
 def test_figures_render_to_non_empty_pngs(tmp_path):

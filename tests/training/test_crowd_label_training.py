@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+from test_fit import RECIPE, new_model, tiny_data
 
 from convbench.training.fit import fit
 from convbench.training.input_pipeline import evaluation_dataset, training_dataset
@@ -13,7 +14,6 @@ from convbench.training.losses import (
     training_accuracy,
     training_loss,
 )
-from test_fit import RECIPE, new_model, tiny_data
 
 
 def test_target_distributions_are_batched_as_they_are():
@@ -64,7 +64,9 @@ def test_multi_target_loss_is_minus_log_of_the_best_accepted_class():
 def test_the_recipe_label_mode_picks_the_loss_and_the_draws():
     assert isinstance(training_loss({"label_mode": "multi_target"}), MultiTargetCrossentropy)
     smoothed = training_loss({"label_smoothing": 0.1})
-    assert isinstance(smoothed, keras.losses.CategoricalCrossentropy) and smoothed.get_config()["label_smoothing"] == 0.1
+    assert (
+        isinstance(smoothed, keras.losses.CategoricalCrossentropy) and smoothed.get_config()["label_smoothing"] == 0.1
+    )
     assert draws_targets({"label_mode": "probability"}) and not draws_targets({"label_mode": "crossentropy"})
     assert not draws_targets({})
 
@@ -79,7 +81,9 @@ def test_fit_learns_from_crowd_targets_and_validates_against_majority_labels(tmp
     val_images, val_labels = tiny_data(32, 1)
     val_targets = np.eye(3, dtype=np.float32)[val_labels]
     recipe = {**RECIPE, "label_mode": mode, "label_smoothing": 0.0, "epochs": 4}
-    model, history, _ = fit(new_model(), (images, distributions), (val_images, val_targets), 3, recipe, tmp_path, "vgg13")
+    model, history, _ = fit(
+        new_model(), (images, distributions), (val_images, val_targets), 3, recipe, tmp_path, "vgg13"
+    )
     assert history["loss"][-1] < history["loss"][0], history["loss"]
     predicted = model.predict(val_images, verbose=0).argmax(axis=1)
     assert history["val_accuracy"][-1] == pytest.approx((predicted == val_labels).mean())
@@ -87,7 +91,9 @@ def test_fit_learns_from_crowd_targets_and_validates_against_majority_labels(tmp
 
 def test_multi_target_accuracy_accepts_any_accepted_class_and_is_plain_accuracy_on_one_hot_targets():
     targets = np.array([[0.001, 0.999, 0.999], [0.001, 0.999, 0.999], [0.999, 0.001, 0.001]], np.float32)
-    predictions = np.array([[0.1, 0.2, 0.7], [0.8, 0.1, 0.1], [0.6, 0.3, 0.1]], np.float32)  # second accepted / wrong / right
+    predictions = np.array(
+        [[0.1, 0.2, 0.7], [0.8, 0.1, 0.1], [0.6, 0.3, 0.1]], np.float32
+    )  # second accepted / wrong / right
     metric = MultiTargetAccuracy()
     metric.update_state(targets, predictions)
     assert float(metric.result()) == pytest.approx(2 / 3)

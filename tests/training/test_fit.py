@@ -56,7 +56,9 @@ def test_fit_returns_history_summary_and_logs_every_epoch_to_mlflow(tmp_path, ml
 def test_a_finished_checkpoint_is_not_trained_again(tmp_path):
     """A run that failed after training (e.g. while saving) reruns without training again."""
     fit(new_model(), tiny_data(96, 0), tiny_data(32, 1), 3, RECIPE, tmp_path / "ckpt", "resnet")
-    model, history, summary = fit(new_model(), tiny_data(96, 0), tiny_data(32, 1), 3, RECIPE, tmp_path / "ckpt", "resnet")
+    _model, history, summary = fit(
+        new_model(), tiny_data(96, 0), tiny_data(32, 1), 3, RECIPE, tmp_path / "ckpt", "resnet"
+    )
     assert summary["resumed_from_epoch"] == 3 and len(history["loss"]) == 3
     assert summary["this_run_time_s"] < 10
 
@@ -77,7 +79,7 @@ def test_interrupted_training_resumes_from_the_last_epoch(tmp_path, monkeypatch,
     assert state["epochs_done"] == 2 and len(state["history"]["loss"]) == 2
 
     monkeypatch.setattr(callbacks_module.ResumableCheckpoint, "on_epoch_end", original)
-    model, history, summary = fit(new_model(), tiny_data(96, 0), tiny_data(32, 1), 3, RECIPE, checkpoint, "resnet")
+    _model, history, summary = fit(new_model(), tiny_data(96, 0), tiny_data(32, 1), 3, RECIPE, checkpoint, "resnet")
     assert summary["resumed_from_epoch"] == 2
     assert len(history["loss"]) == 3
     assert history["loss"][:2] == state["history"]["loss"]
@@ -141,7 +143,9 @@ def model_with_pretrained_base():
 
     inputs = keras.Input((16, 16, 3))
     base_input = keras.Input((16, 16, 3))
-    base_output = keras.layers.BatchNormalization(name="base_bn")(keras.layers.Conv2D(4, 3, name="base_conv")(base_input))
+    base_output = keras.layers.BatchNormalization(name="base_bn")(
+        keras.layers.Conv2D(4, 3, name="base_conv")(base_input)
+    )
     base = keras.Model(base_input, base_output, name="pretrained_base")
     x = keras.layers.GlobalAveragePooling2D()(base(inputs))
     backbone = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="head")(x), name="transfer")

@@ -10,7 +10,9 @@ def lr_at(schedule, step: int) -> float:
 
 
 def test_cosine_warms_up_linearly_then_decays_to_zero():
-    schedule = learning_rate_schedule({"name": "cosine", "peak_lr": 0.1, "warmup_epochs": 1}, epochs=5, steps_per_epoch=10)
+    schedule = learning_rate_schedule(
+        {"name": "cosine", "peak_lr": 0.1, "warmup_epochs": 1}, epochs=5, steps_per_epoch=10
+    )
     assert lr_at(schedule, 0) == pytest.approx(0.0)
     assert lr_at(schedule, 5) == pytest.approx(0.05, rel=1e-5)
     assert lr_at(schedule, 10) == pytest.approx(0.1, rel=1e-5)

@@ -400,9 +400,7 @@ def _check_stream_complete(archive: Path, tar: tarfile.TarFile) -> None:
         )
 
 
-def _damaged(
-    archive: Path, member: str | None, exc: BaseException, *, after: str | None = None
-) -> ArchiveFormatError:
+def _damaged(archive: Path, member: str | None, exc: BaseException, *, after: str | None = None) -> ArchiveFormatError:
     """Return the ArchiveFormatError for a low-level read failure `exc`.
 
     Args:

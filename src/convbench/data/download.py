@@ -198,9 +198,11 @@ class ResumableDownloader:
             offset = _resume_offset(response, offset, output_file)
             expected = _content_length(response)
             total = offset + expected if expected is not None else None
-            with output_file.open("ab" if offset else "wb") as dst:
-                with self._progress(output_file, total=total, initial=offset) as bar:
-                    received = _copy_chunks(response.iter_content(CHUNK_SIZE), dst, bar)
+            with (
+                output_file.open("ab" if offset else "wb") as dst,
+                self._progress(output_file, total=total, initial=offset) as bar,
+            ):
+                received = _copy_chunks(response.iter_content(CHUNK_SIZE), dst, bar)
         if expected is not None and received < expected:
             raise _TransientError(f"connection closed after {received} of {expected} bytes")
 

@@ -295,9 +295,7 @@ def parse_fer2013_csv(data: bytes, *, source: str, workers: int | None = None) -
     return Fer2013Table(images=images, emotions=emotions, usage=usage, source=source)
 
 
-def read_fer2013(
-    path: str | os.PathLike[str], expected_counts: Mapping[str, int] | None = None
-) -> dict[str, Any]:
+def read_fer2013(path: str | os.PathLike[str], expected_counts: Mapping[str, int] | None = None) -> dict[str, Any]:
     """Read FER2013 with its original 7 labels, split by ``Usage``.
 
     Args:
@@ -364,7 +362,11 @@ def annotation_table(votes: FerPlusVotes, rows: np.ndarray) -> pd.DataFrame:
     """
     usage_names = np.array(list(USAGE_TO_SPLIT))
     table = pd.DataFrame(
-        {ROW_COLUMN: rows.astype(np.int64), "Usage": usage_names[votes.usage[rows]], "Image name": np.array(votes.image_names, dtype=object)[rows]}
+        {
+            ROW_COLUMN: rows.astype(np.int64),
+            "Usage": usage_names[votes.usage[rows]],
+            "Image name": np.array(votes.image_names, dtype=object)[rows],
+        }
     )
     for column, counts in zip(FERPLUS_VOTE_COLUMNS, votes.votes[rows].T):
         table[column] = counts
@@ -950,9 +952,7 @@ def _field_bounds(data: bytes, start: int, n_columns: int, source: str) -> np.nd
     return np.array(bounds, dtype=np.int64).reshape(-1, n_columns, 2)
 
 
-def _raise_field_count(
-    data: bytes, start: int, end: int, n_columns: int, row: int, is_last: bool, source: str
-) -> None:
+def _raise_field_count(data: bytes, start: int, end: int, n_columns: int, row: int, is_last: bool, source: str) -> None:
     """Raise the error for a line with another number of fields than the header."""
     found = data.count(b",", start, end) + 1
     hint = " (the last line: is the file truncated?)" if is_last else ""

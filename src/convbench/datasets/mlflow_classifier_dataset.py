@@ -29,7 +29,9 @@ class MlflowClassifierDataset(AbstractDataset[ImageClassifier, Any]):
     def save(self, data: ImageClassifier) -> None:
         run = mlflow.active_run()
         if run is None:
-            raise DatasetError(f"Logging the MLflow model {self._name!r} needs an active MLflow run (kedro run starts one)")
+            raise DatasetError(
+                f"Logging the MLflow model {self._name!r} needs an active MLflow run (kedro run starts one)"
+            )
         mlflow.pyfunc.log_model(
             name=self._name,
             python_model=data,

@@ -28,7 +28,6 @@ BOTTLENECK_WIDTH = 4
 """The 1x1 conv of a bottleneck layer outputs this many times `growth_rate` channels."""
 
 
-
 def _bn_reluconv2d(x, filters: int, kernel: int, dropout: float, weight_decay: float, name: str):
     x = batch_norm(f"{name}_bn")(x)
     x = layers.Activation("relu", name=f"{name}_relu")(x)

@@ -59,7 +59,6 @@ STAGES: tuple[tuple[tuple[str, InceptionFilters], ...], ...] = (
 """The three stages of GoogLeNet (Table 1 of the paper), separated by 3x3/2 max pooling."""
 
 
-
 def conv_bn_relu(x, filters: int, kernel: int, weight_decay: float, name: str):
     """A stride-1 'same' convolution with bias, batch norm and ReLU."""
     x = layers.Conv2D(

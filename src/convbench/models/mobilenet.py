@@ -67,7 +67,6 @@ def scaled_channels(alpha: float) -> tuple[int, tuple[int, ...], int]:
     return stem, stages, head
 
 
-
 def _conv_bn(x, filters: int, kernel: int, weight_decay: float, name: str, strides: int = 1, relu: bool = True):
     x = conv2d(filters, kernel, weight_decay, f"{name}_conv", strides)(x)
     x = batch_norm(f"{name}_bn")(x)

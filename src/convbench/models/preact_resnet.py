@@ -21,13 +21,12 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from convbench.models.layers import batch_norm, classifier, conv2d, l2
+from convbench.models.layers import batch_norm, classifier, conv2d
 
 STAGE_FILTERS = (16, 32, 64)
 
 COURSE_WEIGHT_DECAY = 2e-4
 """The course's Keras `l2(1e-4)` expressed as coupled weight decay (L2 factor = weight_decay / 2)."""
-
 
 
 def _bn_elu(x, name: str):

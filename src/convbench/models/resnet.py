@@ -38,7 +38,6 @@ LAYERS_PER_BLOCK = {1: 2, 2: 3}
 """Weighted layers per block: depth = 3 stages * n blocks * this + stem + classifier."""
 
 
-
 SHORTCUTS = ("identity", "projection")
 DEFAULT_SHORTCUT = {1: "identity", 2: "projection"}
 """The shortcut each paper uses on CIFAR when a block changes shape."""
@@ -190,10 +189,7 @@ def build_resnet(
         raise ValueError(f"shortcut must be one of {SHORTCUTS}. Received: shortcut={shortcut!r}")
     inputs = keras.Input(shape=tuple(input_shape), name="input")
     x = _stem(inputs, weight_decay)
-    if version == 1:
-        x = _v1_stages(x, n, weight_decay, shortcut)
-    else:
-        x = _v2_stages(x, n, weight_decay, shortcut)
+    x = _v1_stages(x, n, weight_decay, shortcut) if version == 1 else _v2_stages(x, n, weight_decay, shortcut)
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     outputs = classifier(x, num_classes, weight_decay)
     default_name = f"resnet{depth}" if version == 1 else f"resnet{depth}v2"

@@ -35,7 +35,6 @@ EXIT_BLOCK_FILTERS = (728, 1024)
 EXIT_FILTERS = (1536, 2048)
 
 
-
 def conv_bn_relu(x, filters: int, weight_decay: float, name: str):
     """A 3x3 stride-1 'same' convolution without bias, batch norm and ReLU."""
     x = conv2d(filters, 3, weight_decay, f"{name}_conv")(x)

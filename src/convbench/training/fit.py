@@ -208,7 +208,10 @@ def _fit_phase(
             initial_epoch = int(recipe["epochs"])  # finished: early stopping ended it
         logger.info(
             "Resuming %s (%s) from its checkpoint after epoch %d of %d",
-            model.name, phase.name, initial_epoch, recipe["epochs"],
+            model.name,
+            phase.name,
+            initial_epoch,
+            recipe["epochs"],
         )
     else:
         training_model = compile_for_training(model, recipe, steps_per_epoch)
@@ -224,7 +227,11 @@ def _fit_phase(
     ]
     training_model.fit(
         training_dataset(
-            train_images, train_labels, num_classes, batch_size, seed=int(recipe["seed"]),
+            train_images,
+            train_labels,
+            num_classes,
+            batch_size,
+            seed=int(recipe["seed"]),
             sample_targets=draws_targets(recipe),
         ),
         validation_data=evaluation_dataset(val_images, val_labels, num_classes, int(recipe["eval_batch_size"])),

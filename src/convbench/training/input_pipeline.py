@@ -37,9 +37,7 @@ def _batches(
     # on a busy CPU (benchmarks/README.md); each batch is one gather, nothing to tune.
     options.autotune.enabled = False
     return (
-        index_batches.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
-        .prefetch(tf.data.AUTOTUNE)
-        .with_options(options)
+        index_batches.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE).with_options(options)
     )
 
 
@@ -60,17 +58,11 @@ def training_dataset(
             (FERPlus' `probability` scheme).
     """
     count = len(images)
-    indices = (
-        tf.data.Dataset.range(count)
-        .shuffle(count, seed=seed, reshuffle_each_iteration=True)
-        .batch(batch_size)
-    )
+    indices = tf.data.Dataset.range(count).shuffle(count, seed=seed, reshuffle_each_iteration=True).batch(batch_size)
     return _batches(images, targets, num_classes, indices, sample=sample_targets, seed=seed)
 
 
-def evaluation_dataset(
-    images: np.ndarray, targets: np.ndarray, num_classes: int, batch_size: int
-) -> tf.data.Dataset:
+def evaluation_dataset(images: np.ndarray, targets: np.ndarray, num_classes: int, batch_size: int) -> tf.data.Dataset:
     """Batches of (uint8 images, float targets) in their stored order; `targets` as in `training_dataset`."""
     indices = tf.data.Dataset.range(len(images)).batch(batch_size)
     return _batches(images, targets, num_classes, indices, sample=False, seed=0)

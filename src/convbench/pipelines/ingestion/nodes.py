@@ -80,7 +80,9 @@ def parse_tiny_imagenet_archive(archive_path: str, options: dict[str, Any]) -> d
         options: `image_size`, `expected_classes`, `expected_per_class`, `expected_val`, `max_corrupt`.
     """
     parsed = read_tiny_imagenet(Path(archive_path), **options)
-    return {name: parsed[name] for name in ("train_images", "train_labels", "test_images", "test_labels", "class_names")}
+    return {
+        name: parsed[name] for name in ("train_images", "train_labels", "test_images", "test_labels", "class_names")
+    }
 
 
 def locate_fer2013_file(folder: str) -> str:

@@ -11,14 +11,14 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import mlflow  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import mlflow
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
-from convbench.pipelines.reporting.nodes import to_markdown  # noqa: E402
-from convbench.tracking import active_run_env, finished_runs  # noqa: E402
+from convbench.pipelines.reporting.nodes import to_markdown
+from convbench.tracking import active_run_env, finished_runs
 
 logger = logging.getLogger(__name__)
 

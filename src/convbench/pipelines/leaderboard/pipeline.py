@@ -16,7 +16,9 @@ def create_pipeline(dataset: str = "cifar10", architectures: Iterable[str] = (),
     Namespaced `dataset`: it writes `<dataset>.leaderboard`, `_markdown` and `_plot`, and reads
     `<dataset>.<architecture>.metrics_table` of each architecture.
     """
-    tables = {f"{architecture}_metrics_table": f"{dataset}.{architecture}.metrics_table" for architecture in architectures}
+    tables = {
+        f"{architecture}_metrics_table": f"{dataset}.{architecture}.metrics_table" for architecture in architectures
+    }
     template = Pipeline(
         [
             Node(

@@ -11,14 +11,14 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import mlflow  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import mlflow
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
-from convbench.serving import RESULT_COLUMNS, decode_image, to_image_batch  # noqa: E402
-from convbench.tracking import active_run_env, finished_runs  # noqa: E402
+from convbench.serving import RESULT_COLUMNS, decode_image, to_image_batch
+from convbench.tracking import active_run_env, finished_runs
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,9 @@ def choose_model(predict: dict[str, Any]) -> str:
             f"`kedro run --pipelines={dataset}_resnet`, or name one with --params=predict.model_uri=runs:/<run_id>/<name>"
         )
     best = candidates.iloc[0]
-    logger.info("Predicting with %s (test accuracy %.4f, run %s)", best["model_uri"], best["test_accuracy"], best["run_name"])
+    logger.info(
+        "Predicting with %s (test accuracy %.4f, run %s)", best["model_uri"], best["test_accuracy"], best["run_name"]
+    )
     return str(best["model_uri"])
 
 
@@ -92,8 +94,11 @@ def read_image_files(input_dir: str) -> dict[str, bytes]:
     folder = Path(input_dir)
     if not folder.is_dir():
         raise FileNotFoundError(f"predict.input_dir={input_dir!r} is not a folder (resolved: {folder.resolve()})")
-    files = {path.name: path.read_bytes() for path in sorted(folder.iterdir())
-             if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES}
+    files = {
+        path.name: path.read_bytes()
+        for path in sorted(folder.iterdir())
+        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+    }
     if not files:
         raise FileNotFoundError(f"No {'/'.join(IMAGE_SUFFIXES)} file in {folder.resolve()}")
     return files

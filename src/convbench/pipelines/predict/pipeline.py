@@ -22,8 +22,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs="predictions",
                 name="classify_images",
             ),
-            Node(plot_contact_sheet, inputs=["image_files", "predictions"], outputs="contact_sheet",
-                 name="plot_contact_sheet"),
+            Node(
+                plot_contact_sheet,
+                inputs=["image_files", "predictions"],
+                outputs="contact_sheet",
+                name="plot_contact_sheet",
+            ),
         ]
     )
     return Pipeline(

@@ -60,7 +60,11 @@ def split_dataset(
         raise ValueError(
             f"val_size={split['val_size']} leaves no training images: the official training set has {len(train_labels)}"
         )
-    splits = {"train": (train_indices, train_labels), "val": (val_indices, train_labels), "test": (test_indices, test_labels)}
+    splits = {
+        "train": (train_indices, train_labels),
+        "val": (val_indices, train_labels),
+        "test": (test_indices, test_labels),
+    }
     return _subsets(splits, split.get("subset") or {}, rng)
 
 
@@ -138,12 +142,18 @@ def label_crowd_votes(
     train_targets = np.zeros((len(pool.usage), len(fer.FERPLUS_CLASS_NAMES)), dtype=np.float32)
     test_labels = np.full(len(test.usage), -1, dtype=np.int64)
     drops, metrics = [], {}
-    for split, votes, labels in (("train", pool, train_labels), ("val", pool, train_labels), ("test", test, test_labels)):
+    for split, votes, labels in (
+        ("train", pool, train_labels),
+        ("val", pool, train_labels),
+        ("test", test, test_labels),
+    ):
         rows = np.flatnonzero(votes.usage == fer.SPLITS.index(split))
         for mode in fer.LABEL_MODES if split == "train" else (fer.EVALUATION_MODE,):
             outcome = fer.label_split(votes.votes[rows], votes.has_image[rows], mode)
             counts = outcome.drop_counts()
-            drops.append({"split": split, "label_mode": mode, "rows": len(rows), **counts, "kept": int(outcome.kept.sum())})
+            drops.append(
+                {"split": split, "label_mode": mode, "rows": len(rows), **counts, "kept": int(outcome.kept.sum())}
+            )
             if mode != fer.split_label_mode(split, label_mode):
                 continue
             labels[rows] = outcome.labels
@@ -153,7 +163,13 @@ def label_crowd_votes(
             metrics[f"kept.{split}"] = int(outcome.kept.sum())
     drop_table = pd.DataFrame(drops)
     drop_table.insert(2, "used", [row["label_mode"] == fer.split_label_mode(row["split"], label_mode) for row in drops])
-    return train_labels, test_labels, train_targets, drop_table, {k: {"value": float(v), "step": 0} for k, v in metrics.items()}
+    return (
+        train_labels,
+        test_labels,
+        train_targets,
+        drop_table,
+        {k: {"value": float(v), "step": 0} for k, v in metrics.items()},
+    )
 
 
 def channel_statistics(train_images: np.ndarray, train_indices: np.ndarray) -> dict[str, Any]:
@@ -177,7 +193,7 @@ def channel_statistics(train_images: np.ndarray, train_indices: np.ndarray) -> d
     pixels = len(train_indices) * int(np.prod(train_images.shape[1:-1]))
     mean = total / pixels
     std = np.sqrt(np.maximum(total_sq / pixels - mean**2, 0.0))
-    return {"mean": mean.tolist(), "std": std.tolist(), "images": int(len(train_indices)), "split": "train"}
+    return {"mean": mean.tolist(), "std": std.tolist(), "images": len(train_indices), "split": "train"}
 
 
 def measured_checksum(path: Path, known_hash: str | None) -> str | None:
@@ -224,7 +240,7 @@ def build_dataset_card(
         "image_shape": list(train_images.shape[1:]),
         "dtype": str(train_images.dtype),
         "classes": list(class_names),
-        "split_sizes": {name: int(len(labels)) for name, labels in splits.items()},
+        "split_sizes": {name: len(labels) for name, labels in splits.items()},
         "class_counts": {name: _class_counts(labels, num_classes) for name, labels in splits.items()},
         "channel_statistics": {"mean": statistics["mean"], "std": statistics["std"], "computed_on": "train split"},
     }

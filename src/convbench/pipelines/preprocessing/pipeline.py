@@ -18,7 +18,15 @@ SPLIT_OUTPUTS = ["train_indices", "val_indices", "test_indices"]
 CARD_OUTPUTS = ["dataset_card", "dataset_card_markdown"]
 CARD_INPUTS = {
     name: name
-    for name in ("train_images", "train_labels", "test_labels", "train_indices", "val_indices", "test_indices", "class_names")
+    for name in (
+        "train_images",
+        "train_labels",
+        "test_labels",
+        "train_indices",
+        "val_indices",
+        "test_indices",
+        "class_names",
+    )
 } | {"statistics": "normalization"}
 """`build_dataset_card`'s arguments -> the datasets they are read from."""
 
@@ -44,8 +52,9 @@ def create_pipeline(dataset: str = "cifar10", **kwargs) -> Pipeline:
 
 def statistics_node() -> Node:
     """Per-channel mean and std over the training split (the z-score the models apply)."""
-    return Node(channel_statistics, inputs=["train_images", "train_indices"], outputs="normalization",
-                name="channel_statistics")
+    return Node(
+        channel_statistics, inputs=["train_images", "train_indices"], outputs="normalization", name="channel_statistics"
+    )
 
 
 def crowd_label_preprocessing() -> Pipeline:

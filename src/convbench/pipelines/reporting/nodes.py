@@ -9,10 +9,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
 SUMMARY_METRICS = ("parameters", "epochs", "wall_time_s", "train_images_per_s")
 """Metrics-table columns logged to MLflow by the reporting (the others come from training and evaluation)."""
@@ -116,8 +116,15 @@ def plot_confusion_matrix(evaluation: dict[str, Any], run: dict[str, str]) -> Fi
         axis.set_yticks(range(len(names)), names)
         for (row, col), count in np.ndenumerate(confusion):
             if count:
-                axis.text(col, row, int(count), ha="center", va="center", fontsize=7,
-                          color="white" if rates[row, col] > 0.5 else "black")
+                axis.text(
+                    col,
+                    row,
+                    int(count),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if rates[row, col] > 0.5 else "black",
+                )
     axis.set_xlabel("predicted")
     axis.set_ylabel("true")
     axis.set_title(f"{run['architecture']} on {run['dataset']}: test confusion matrix")

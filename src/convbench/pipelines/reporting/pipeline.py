@@ -26,10 +26,18 @@ def create_pipeline(dataset: str = "cifar10", architecture: str = "resnet", **kw
                 name="metrics_table",
             ),
             Node(per_class_table, inputs="evaluation", outputs="per_class_accuracy", name="per_class_table"),
-            Node(bind(plot_learning_curves, run=run), inputs="history", outputs="learning_curves_plot",
-                 name="plot_learning_curves"),
-            Node(bind(plot_confusion_matrix, run=run), inputs="evaluation", outputs="confusion_matrix_plot",
-                 name="plot_confusion_matrix"),
+            Node(
+                bind(plot_learning_curves, run=run),
+                inputs="history",
+                outputs="learning_curves_plot",
+                name="plot_learning_curves",
+            ),
+            Node(
+                bind(plot_confusion_matrix, run=run),
+                inputs="evaluation",
+                outputs="confusion_matrix_plot",
+                name="plot_confusion_matrix",
+            ),
             Node(
                 bind(plot_sample_predictions, run=run),
                 inputs=["test_images", "test_labels", "test_indices", "test_probabilities", "class_names"],

@@ -150,7 +150,9 @@ def evaluate_predictions(
     if num_classes >= TOP_K_MIN_CLASSES:
         top5 = np.argpartition(-probabilities, 5, axis=1)[:, :5]
         metrics["test_top5_accuracy"] = float((top5 == labels[:, None]).any(axis=1).mean())
-    confusion = np.bincount(labels * num_classes + predicted, minlength=num_classes**2).reshape(num_classes, num_classes)
+    confusion = np.bincount(labels * num_classes + predicted, minlength=num_classes**2).reshape(
+        num_classes, num_classes
+    )
     support = confusion.sum(axis=1)
     per_class = np.divide(np.diag(confusion), support, out=np.full(num_classes, np.nan), where=support > 0)
     evaluation = {

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from kedro.pipeline import Node, Pipeline
 
-from convbench.pipelines.binding import bind
 from convbench.models.registry import needs_files
+from convbench.pipelines.binding import bind
 from convbench.pipelines.ingestion.pipeline import PREFLIGHT_TAG, crowd_labelled
 from convbench.pipelines.training.nodes import (
     build_classifier,
@@ -75,8 +75,13 @@ def create_pipeline(dataset: str = "cifar10", architecture: str = "resnet", **kw
                 tags=["training"],
             ),
             Node(export_model, inputs="model", outputs="mlflow_model", name="export_model"),
-            Node(build_classifier, inputs=["model", "class_names"], outputs="classifier", name="build_classifier",
-                 tags=["serving"]),
+            Node(
+                build_classifier,
+                inputs=["model", "class_names"],
+                outputs="classifier",
+                name="build_classifier",
+                tags=["serving"],
+            ),
             Node(
                 predict_test_set,
                 inputs=["model", "test_images", "test_indices", "recipe"],
