@@ -150,7 +150,7 @@ def reference_label(votes: Sequence[int], mode: str) -> tuple[str, list[float] |
     """Apply one FERPlus reference scheme to one row's 10 vote counts.
 
     Returns ``(reason, target, label)``: reason ``""`` when the row is kept (as
-    :data:`convbench.data.fer.DROP_REASONS` otherwise), the 8-value training target and the label
+    :data:`convbench.data.ferplus.DROP_REASONS` otherwise), the 8-value training target and the label
     (the arg-max of the processed votes), or ``None`` for both when dropped.
     """
     counts = [float(v) if v >= 2 else 0.0 for v in votes]  # a single vote is noise

@@ -4,9 +4,10 @@ import pytest
 from kedro.config import OmegaConfigLoader
 from kedro.io import DataCatalog, MemoryDataset
 
+from convbench.dataset_specs import DATASETS
 from convbench.datasets import NumpyDataset
 from convbench.models.registry import ARCHITECTURES
-from convbench.pipeline_registry import DATASETS, dataset_of, register_pipelines
+from convbench.pipeline_registry import register_pipelines
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -71,9 +72,24 @@ def test_leaderboard_pipeline_alone_needs_no_data(pipelines):
     }
 
 
-def test_recipes_reach_training_by_architecture_name(pipelines):
-    inputs = pipelines["cifar10_densenet"].inputs()
+def test_recipes_reach_training_by_architecture_name_with_their_dataset_and_run_layers(pipelines):
+    inputs = pipelines["mnist_densenet"].inputs()
     assert "params:training.densenet" in inputs and "params:training.resnet" not in inputs
+    recipe = next(node for node in pipelines["mnist_densenet"].nodes if node.name == "mnist.densenet.resolve_recipe")
+    assert recipe.inputs == [
+        "params:training.densenet",
+        "params:recipe_overrides.mnist",
+        "params:run_recipe_settings.densenet",
+    ]
+
+
+def test_every_dataset_spec_has_an_ingestion_template_and_its_pipelines(pipelines):
+    from convbench.pipelines.ingestion.pipeline import TEMPLATES
+
+    for name, spec in DATASETS.items():
+        assert spec.source_format in TEMPLATES, name
+        assert {f"{name}_ingestion", f"{name}_preprocessing", name, f"{name}_leaderboard"} <= set(pipelines)
+        assert f"params:ingestion.{name}.source" in pipelines[f"{name}_ingestion"].inputs(), name
 
 
 HANDED_OVER_IN_MEMORY = {
@@ -98,11 +114,11 @@ def test_catalog_factories_persist_everything_but_the_archive_path_and_model_han
         dataset = catalog.get(name) if hasattr(catalog, "get") else catalog[name]
         if dataset is None or isinstance(dataset, MemoryDataset):
             in_memory.add(name.split(".")[-1])
+        description = catalog.config_resolver.resolve_pattern(name)
+        target = str(description.get("filepath") or description.get("dataset", {}).get("filepath") or "")
         if name.endswith(("_images", "_labels", "_indices")):
             assert isinstance(dataset, NumpyDataset), name
-            assert str(dataset._filepath).endswith(name.replace(".", "/", 1).split(".")[-1] + ".npy"), name
-        description = dataset._describe() if dataset is not None else {}
-        target = str(description.get("filepath") or description.get("dataset", {}).get("filepath") or "")
+            assert target.endswith(name.replace(".", "/", 1).split(".")[-1] + ".npy"), name
         if target:
             assert target not in filepaths, f"{name} and {filepaths.get(target)} share {target}"
             filepaths[target] = name
@@ -111,38 +127,20 @@ def test_catalog_factories_persist_everything_but_the_archive_path_and_model_han
     assert len(filepaths) >= 20 and all(path.startswith("data/smoke/") for path in filepaths), filepaths
 
 
-@pytest.mark.parametrize(
-    ("pipeline_name", "dataset"),
-    [
-        ("cifar10_resnet", "cifar10"),
-        ("cifar100_ingestion", "cifar100"),
-        ("__default__", "cifar10"),
-        ("cifar10", "cifar10"),
-        ("cifar100", "cifar100"),
-        ("cifar100_leaderboard", "cifar100"),
-        ("cifar10_mobilenet_v2_imagenet", "cifar10"),
-        ("ferplus_vgg13", "ferplus"),
-        ("other", None),
-    ],
-)
-def test_dataset_of_pipeline_names(pipeline_name, dataset):
-    assert dataset_of(pipeline_name) == dataset
-
-
-def test_ferplus_is_labelled_by_training_label_mode_and_keeps_its_predefined_splits(pipelines, catalog):
+def test_ferplus_is_labelled_by_its_preprocessing_label_mode_and_keeps_its_predefined_splits(pipelines, catalog):
     names = {node.name for node in pipelines["ferplus_preprocessing"].nodes}
     assert {"ferplus.label_crowd_votes", "ferplus.predefined_split"} <= names and "ferplus.split_dataset" not in names
-    assert "params:training.label_mode" in pipelines["ferplus_preprocessing"].inputs()
+    assert "params:preprocessing.ferplus.label_mode" in pipelines["ferplus_preprocessing"].inputs()
     train = next(node for node in pipelines["ferplus_vgg13"].nodes if node.name == "ferplus.vgg13.train_model")
     assert "ferplus.train_targets" in train.inputs and "ferplus.train_labels" not in train.inputs
     recipe = next(node for node in pipelines["ferplus_vgg13"].nodes if node.name == "ferplus.vgg13.resolve_recipe")
-    assert recipe.inputs[-1] == "params:training.label_mode"
+    assert recipe.inputs[-1] == "params:preprocessing.ferplus.label_mode"
     # Labels derived from the votes live with the model inputs, not with the parsed arrays.
     for name in ("ferplus.train_labels", "ferplus.test_labels", "ferplus.train_targets"):
-        path = str(catalog.get(name)._filepath)
+        path = catalog.config_resolver.resolve_pattern(name)["filepath"]
         assert path.startswith("data/smoke/05_model_input/ferplus/"), (name, path)
-    assert "cifar10/train_labels" in str(catalog.get("cifar10.train_labels")._filepath).replace("\\", "/")
-    assert "params:training.label_mode" not in pipelines["cifar10_resnet"].inputs()
+    assert "cifar10/train_labels" in catalog.config_resolver.resolve_pattern("cifar10.train_labels")["filepath"]
+    assert not any("label_mode" in name for name in pipelines["cifar10_resnet"].inputs())
 
 
 def test_only_pipelines_that_need_a_file_no_run_can_fetch_have_preflight_nodes(pipelines):

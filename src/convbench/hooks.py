@@ -1,9 +1,14 @@
 """Kedro hooks: the project path for the configuration, pre-flight checks, per-dataset MLflow experiments, a record of every node run in the
-MLflow run, and checkpoint clean-up."""
+MLflow run, and checkpoint clean-up.
+
+`settings.py` imports this module for every `kedro` command, so it imports only the dataset specs and
+`convbench.tracking` of the project: no pipeline, Keras or TensorFlow (tests/test_settings.py checks).
+"""
 
 from __future__ import annotations
 
 import logging
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -14,12 +19,16 @@ from kedro.framework.hooks import hook_impl
 from kedro.pipeline.node import Node
 from omegaconf import OmegaConf
 
-from convbench.pipeline_registry import dataset_of
-from convbench.pipelines.ingestion.pipeline import PREFLIGHT_TAG
+from convbench.dataset_specs import dataset_of
 from convbench.tracking import ENV_TAG
-from convbench.training.callbacks import clear_checkpoint
 
 logger = logging.getLogger(__name__)
+
+PREFLIGHT_TAG = "preflight"
+"""Tag of cheap nodes that check what the user must provide; `PreflightHook` runs them first."""
+
+CHECKPOINT_SUFFIX = ".checkpoint_dir"
+"""Catalog entries ending so are training checkpoint folders (`<dataset>.<arch>.checkpoint_dir`)."""
 
 
 def git_commit(project_path: Path) -> tuple[str, bool] | None:
@@ -74,7 +83,9 @@ class MlflowExperimentHook:
     pipeline when it has no dataset (`predict`).
 
     Runs before kedro-mlflow's own `before_pipeline_run`, which starts the MLflow run in the
-    experiment its configuration names.
+    experiment its configuration names: it renames the experiment there and sets the
+    configuration up again (`KedroMlflowConfig.setup`, public), which creates the experiment
+    if need be.
     """
 
     def __init__(self) -> None:
@@ -92,7 +103,7 @@ class MlflowExperimentHook:
         if mlflow_config is None or len(experiments) != 1:
             return
         mlflow_config.tracking.experiment.name = experiments.pop()
-        mlflow_config._set_experiment()
+        mlflow_config.setup(self._context)
 
 
 class MlflowNodeTrackingHook:
@@ -132,7 +143,8 @@ class MlflowNodeTrackingHook:
         self._unsaved[node.name] = set(node.outputs)
 
     def _record(self, name: str, status: str) -> None:
-        seconds = time.perf_counter() - self._started.pop(name, time.perf_counter())
+        started = self._started.pop(name, None)
+        seconds = time.perf_counter() - started if started is not None else 0.0
         self._unsaved.pop(name, None)
         self._records.append({"node": name, "status": status, "seconds": round(seconds, 4)})
         if mlflow.active_run() is None:
@@ -183,5 +195,5 @@ class CheckpointCleanupHook:
     @hook_impl
     def after_pipeline_run(self, pipeline, catalog) -> None:
         for name in sorted(pipeline.datasets()):
-            if name.endswith(".checkpoint_dir"):
-                clear_checkpoint(catalog.load(name))
+            if name.endswith(CHECKPOINT_SUFFIX):
+                shutil.rmtree(catalog.load(name), ignore_errors=True)

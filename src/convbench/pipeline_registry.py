@@ -9,11 +9,9 @@ from collections.abc import Iterable
 
 from kedro.pipeline import Pipeline
 
+from convbench.dataset_specs import DATASETS, DEFAULT_PIPELINE
 from convbench.models.registry import ARCHITECTURES
 from convbench.pipelines import ingestion, leaderboard, predict, preprocessing, reporting, training
-from convbench.pipelines.ingestion.pipeline import DATASETS
-
-DEFAULT_PIPELINE = "cifar10_resnet"
 
 
 def experiment_pipeline(dataset: str, architectures: Iterable[str]) -> Pipeline:
@@ -39,13 +37,3 @@ def register_pipelines() -> dict[str, Pipeline]:
     pipelines["predict"] = predict.create_pipeline()
     pipelines["__default__"] = pipelines[DEFAULT_PIPELINE]
     return pipelines
-
-
-def dataset_of(pipeline_name: str) -> str | None:
-    """The dataset a registered pipeline name belongs to (`cifar10_resnet` and `cifar10` -> `cifar10`), if any."""
-    if pipeline_name == "__default__":
-        pipeline_name = DEFAULT_PIPELINE
-    for dataset in sorted(DATASETS, key=len, reverse=True):
-        if pipeline_name == dataset or pipeline_name.startswith(f"{dataset}_"):
-            return dataset
-    return None

@@ -100,6 +100,15 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
         return ModelSignature(inputs=None, params=ParamSchema([ParamSpec("resize", "boolean", False)]))
 
 
+def load_keras_model(model_uri: str):
+    """The Keras model inside a logged classifier, e.g. `runs:/<run_id>/cifar10_resnet_classifier`.
+
+    Each training run logs its model once, as this pyfunc with the `.keras` file inside; this is
+    how to get the Keras model back (raw uint8 images in, probabilities out) for fine-tuning or export.
+    """
+    return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().keras_model()
+
+
 def probability_table(probabilities: np.ndarray, class_names: Sequence[str]) -> pd.DataFrame:
     """One row per image: the most likely class, its probability, then every class's probability."""
     top = probabilities.argmax(axis=1)

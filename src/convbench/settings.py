@@ -1,7 +1,6 @@
 """Project settings: hooks and configuration loading."""
 
-from kedro.config import OmegaConfigLoader
-
+from convbench.config import ConvbenchConfigLoader
 from convbench.hooks import (
     CheckpointCleanupHook,
     MlflowExperimentHook,
@@ -19,7 +18,8 @@ HOOKS = (
     CheckpointCleanupHook(),
 )
 
-CONFIG_LOADER_CLASS = OmegaConfigLoader
+# OmegaConfigLoader whose parameters also hold the dataset specs' layers (convbench.config).
+CONFIG_LOADER_CLASS = ConvbenchConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",

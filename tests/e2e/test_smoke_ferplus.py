@@ -16,7 +16,7 @@ import pooch
 import pytest
 from kedro_project import PNG_SIGNATURE, assert_ran, new_project, run_kedro
 
-from convbench.data.fer import DROP_REASONS
+from convbench.data.ferplus import DROP_REASONS
 
 pytestmark = pytest.mark.e2e
 
@@ -50,7 +50,7 @@ def ferplus_run(tmp_path_factory, mirror):
     project = new_project(tmp_path_factory)
     (project / "data/01_raw").mkdir(parents=True)
     (project / "data/01_raw/fer2013.csv").write_bytes((folder / "fer2013.csv").read_bytes())
-    params = [*ferplus_params(folder / "fer2013new.csv"), "training.label_mode=probability"]
+    params = [*ferplus_params(folder / "fer2013new.csv"), "preprocessing.ferplus.label_mode=probability"]
     assert_ran(run_kedro(project, "--pipelines=ferplus_vgg13", params))
     return project, rows
 
@@ -128,7 +128,7 @@ def test_card_counts_drops_per_label_mode_and_mlflow_has_them(ferplus_run):
     assert "**probability**" in (reporting / "dataset_card.md").read_text()
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("ferplus").experiment_id])
-    assert run.info.status == "FINISHED" and run.data.params["training.label_mode"] == "probability"
+    assert run.info.status == "FINISHED" and run.data.params["preprocessing.ferplus.label_mode"] == "probability"
     train_row = used.iloc[0]
     for reason in DROP_REASONS:
         assert run.data.metrics[f"ferplus.dropped.train.{reason}"] == train_row[reason]

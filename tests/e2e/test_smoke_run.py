@@ -25,6 +25,7 @@ from typing import ClassVar
 import browser
 import cifar_archives
 import cv2
+import keras
 import mlflow
 import nbformat
 import numpy as np
@@ -36,6 +37,7 @@ from nbclient import NotebookClient
 
 from convbench.models.registry import ARCHITECTURES
 from convbench.pipeline_registry import register_pipelines
+from convbench.serving import load_keras_model
 
 pytestmark = pytest.mark.e2e
 
@@ -190,7 +192,9 @@ def test_mlflow_has_the_run_its_metrics_node_timings_artifacts_and_model(smoke_r
     assert [m.step for m in client.get_metric_history(run.info.run_id, "resnet.val_accuracy")] == [1]
     nodes = {node.name for node in register_pipelines()["cifar10_resnet"].nodes}
     assert {f"node_time_s.{name}" for name in nodes} <= set(metrics)
-    assert all(metrics[f"node_time_s.{name}"] >= 0 for name in nodes)
+    assert all(metrics[f"node_time_s.{name}"] > 0 for name in nodes)
+    summary = json.loads((project / "data/smoke/07_model_output/cifar10/resnet/training_summary.json").read_text())
+    assert metrics["node_time_s.cifar10.resnet.train_model"] >= summary["wall_time_s"]  # the node includes the fit
     assert {run.data.tags[f"node_status.{name}"] for name in nodes} == {"completed"}
     assert run.data.tags["convbench.env"] == "smoke"
     assert run.data.params["training.resnet.epochs"] == "1"
@@ -201,10 +205,10 @@ def test_mlflow_has_the_run_its_metrics_node_timings_artifacts_and_model(smoke_r
         "cifar10_resnet/history.json",
     } <= artifacts
     models = mlflow.search_logged_models(experiment_ids=[experiment.experiment_id], output_format="list")
-    assert sorted(model.name for model in models) == ["cifar10_resnet_classifier", "cifar10_resnet_model"]
+    assert [model.name for model in models] == ["cifar10_resnet_classifier"]  # the model is logged once
     assert {model.source_run_id for model in models} == {run.info.run_id}
     requirements = Path(
-        mlflow.pyfunc.get_model_dependencies(f"runs:/{run.info.run_id}/cifar10_resnet_model")
+        mlflow.pyfunc.get_model_dependencies(f"runs:/{run.info.run_id}/cifar10_resnet_classifier")
     ).read_text()
     assert f"keras=={keras_version()}" in requirements.splitlines(), "pinned from the venv, not inferred"
     assert {a.path for a in client.list_artifacts(run.info.run_id, "cifar10")} >= {
@@ -216,14 +220,17 @@ def test_mlflow_has_the_run_its_metrics_node_timings_artifacts_and_model(smoke_r
     assert {entry["node"] for entry in node_runs["nodes"]} == nodes
 
 
-def test_logged_keras_model_classifies_raw_uint8_images(smoke_run, tracking):
-    _project, expected = smoke_run
+def test_the_keras_model_inside_the_logged_classifier_is_the_trained_one(smoke_run, tracking):
+    project, expected = smoke_run
     (run,) = mlflow.search_runs(experiment_names=["cifar10"], output_format="list")
-    model = mlflow.keras.load_model(f"runs:/{run.info.run_id}/cifar10_resnet_model")
+    model = load_keras_model(f"runs:/{run.info.run_id}/cifar10_resnet_classifier")
     assert model.input.dtype == "uint8"
     probabilities = model.predict(expected["test_images"][:4], verbose=0)
     assert probabilities.shape == (4, 10)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-4)
+    (saved,) = (project / "data/smoke/06_models/cifar10/resnet/model.keras").glob("*/model.keras")
+    local = keras.saving.load_model(saved).predict(expected["test_images"][:4], verbose=0)
+    np.testing.assert_allclose(probabilities, local, rtol=1e-5, atol=1e-6)
 
 
 def test_mlflow_ui_serves_the_run_from_the_sqlite_store(smoke_run):
@@ -326,7 +333,7 @@ def test_mlflow_models_predict_classifies_raw_images_and_png_files_like_the_kera
     project, expected = smoke_run
     run = first_resnet_run(tracking)
     images = expected["test_images"][:3]
-    keras_probabilities = mlflow.keras.load_model(f"runs:/{run.info.run_id}/cifar10_resnet_model").predict(
+    keras_probabilities = load_keras_model(f"runs:/{run.info.run_id}/cifar10_resnet_classifier").predict(
         images, verbose=0
     )
     uri = f"runs:/{run.info.run_id}/cifar10_resnet_classifier"
@@ -386,7 +393,7 @@ def test_predict_pipeline_classifies_a_folder_with_the_best_model_and_logs_csv_a
     ]
     probabilities = predictions[["probability_1", "probability_2", "probability_3"]].to_numpy()
     assert (np.diff(probabilities, axis=1) <= 0).all() and (probabilities.sum(axis=1) <= 1 + 1e-6).all()
-    model = mlflow.keras.load_model(f"runs:/{run.info.run_id}/cifar10_resnet_model")
+    model = load_keras_model(f"runs:/{run.info.run_id}/cifar10_resnet_classifier")
     top = model.predict(images[:1], verbose=0)[0]
     assert predictions.loc[0, "class_1"] == cifar_archives.CIFAR10_CLASSES[top.argmax()]
     assert predictions.loc[0, "probability_1"] == pytest.approx(top.max(), rel=1e-4)

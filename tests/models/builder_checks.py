@@ -7,7 +7,7 @@ probabilities.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import keras
 import numpy as np
@@ -16,6 +16,7 @@ from convbench.training.fit import trainable_parameters
 
 __all__ = [
     "INPUT_SHAPES",
+    "all_layers",
     "assert_one_step_lowers_the_loss",
     "assert_probabilities_for",
     "assert_saves_and_loads",
@@ -39,9 +40,17 @@ def assert_probabilities_for(
     return model
 
 
+def all_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
+    """Every layer of `model`, those of its nested models (e.g. a pretrained base) included, depth first."""
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from all_layers(layer)
+
+
 def _seed_generators(model: keras.Model) -> list:
     """The random-state generators of the model's layers (dropout masks and the like)."""
-    return [layer.seed_generator for layer in model._flatten_layers() if getattr(layer, "seed_generator", None)]
+    return [layer.seed_generator for layer in all_layers(model) if getattr(layer, "seed_generator", None)]
 
 
 def _training_mode_loss(model: keras.Model, images: np.ndarray, onehot: np.ndarray, passes: int = 3) -> float:

@@ -1,5 +1,6 @@
 import re
 import shutil
+import socket
 from pathlib import Path
 
 import h5py
@@ -29,13 +30,27 @@ WEIGHTS_NAME = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_96_no_top.h
 
 @pytest.fixture(autouse=True)
 def no_downloads(monkeypatch):
-    """Any attempt to fetch a file fails the test instead of reaching the network."""
+    """Any attempt to fetch a file fails the test instead of reaching the network.
+
+    Blocked where every download must pass, whatever module asks for it (keras.applications
+    calls its own copy of `get_file`): name resolution and socket connections.
+    """
 
     def fail(*args, **kwargs):
         raise AssertionError(f"Tried to download: {args} {kwargs}")
 
     monkeypatch.setattr(keras.utils, "get_file", fail)
-    monkeypatch.setattr(keras.src.utils.file_utils, "get_file", fail)
+    monkeypatch.setattr(socket, "getaddrinfo", fail)
+    monkeypatch.setattr(socket.socket, "connect", fail)
+    monkeypatch.setattr(socket.socket, "connect_ex", fail)
+
+
+def test_downloads_fail_the_test():
+    with pytest.raises(AssertionError, match="Tried to download"):
+        keras.utils.get_file(origin=f"{WEIGHTS_URL_BASE}{WEIGHTS_NAME}")
+    # Keras' own route to its ImageNet weights (a size no run uses, so that no cached copy answers).
+    with pytest.raises(AssertionError, match="Tried to download"):
+        keras.applications.MobileNetV2(weights="imagenet", include_top=False, alpha=1.3, input_shape=(160, 160, 3))
 
 
 @pytest.fixture
@@ -157,7 +172,7 @@ def weights_in(path) -> dict[str, list[np.ndarray]]:
     """Per layer name, the weight arrays stored in a Keras legacy HDF5 weights file."""
     with h5py.File(path, "r") as file:
         return {
-            name: [np.asarray(file[name][weight]) for weight in file[name].attrs["weight_names"]]
+            name.decode(): [np.asarray(file[name][weight]) for weight in file[name].attrs["weight_names"]]
             for name in file.attrs["layer_names"]
             if len(file[name].attrs["weight_names"])
         }

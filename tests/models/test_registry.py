@@ -1,82 +1,31 @@
-import inspect
+import functools
+import os
+import subprocess
+import sys
+import textwrap
+import uuid
 from pathlib import Path
 
 import pytest
-from kedro.config import OmegaConfigLoader
 
-from convbench.data.fer import LABEL_MODES
-from convbench.models.registry import ARCHITECTURES, get_builder
+from convbench import config
+from convbench.config import ConvbenchConfigLoader
+from convbench.models.registration import Registration, architecture, registration
+from convbench.models.registry import ARCHITECTURES, discover, get_builder
+from convbench.settings import CONFIG_LOADER_ARGS
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
 @pytest.fixture(scope="module")
 def recipes():
-    training = OmegaConfigLoader(str(CONF), base_env="base", default_run_env="base")["parameters"]["training"]
-    return {name: recipe for name, recipe in training.items() if name != "label_mode"}
-
-
-def test_every_architecture_has_a_recipe_and_every_recipe_an_architecture(recipes):
-    assert set(recipes) == set(ARCHITECTURES)
-
-
-def test_the_default_label_mode_is_the_reference_majority_vote():
-    training = OmegaConfigLoader(str(CONF), base_env="base", default_run_env="base")["parameters"]["training"]
-    assert training["label_mode"] == "majority" and training["label_mode"] in LABEL_MODES
-
-
-@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
-def test_each_recipe_names_only_hyperparameters_its_builder_takes(recipes, name):
-    parameters = inspect.signature(get_builder(name)).parameters
-    for key in recipes[name].get("model") or {}:
-        assert key in parameters and parameters[key].kind is inspect.Parameter.KEYWORD_ONLY, (name, key)
-
-
-@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
-def test_each_recipe_is_complete(recipes, name):
-    recipe = recipes[name]
-    required = {"optimizer", "schedule", "epochs", "batch_size", "eval_batch_size", "augmentation", "seed"}
-    assert required <= set(recipe), required - set(recipe)
-    assert recipe["schedule"]["name"] in {"cosine", "piecewise", "constant"}
-    if recipe["schedule"]["name"] == "piecewise":
-        schedule = recipe["schedule"]
-        assert len(schedule["values"]) == len(schedule["boundaries"]) + 1
-        assert (
-            list(schedule["boundaries"]) == sorted(schedule["boundaries"])
-            and schedule["boundaries"][-1] < recipe["epochs"]
-        )
-
-
-def test_builders_are_shared_only_through_recipes(recipes):
-    assert ARCHITECTURES["resnet_v2"] is ARCHITECTURES["resnet"]
-    assert (recipes["resnet"]["model"]["version"], recipes["resnet_v2"]["model"]["version"]) == (1, 2)
-    assert recipes["mobilenet_v2_imagenet"]["model"]["weights"] == "imagenet"
-    assert recipes["mobilenet_v2"]["model"]["weights"] is None and "fine_tuning" not in recipes["mobilenet_v2"]
+    """The base recipes as `kedro run` loads them (the recipe's checks live in tests/test_config.py)."""
+    return config.recipes(ConvbenchConfigLoader(str(CONF), env="base", **CONFIG_LOADER_ARGS)["parameters"])
 
 
 def test_unknown_architecture_lists_the_known_ones():
     with pytest.raises(ValueError, match=r"Known architectures: .*densenet.*xception"):
         get_builder("lenet")
-
-
-def test_smoke_env_shortens_every_recipe_to_one_epoch():
-    loader = OmegaConfigLoader(
-        str(CONF), base_env="base", default_run_env="smoke", merge_strategy={"parameters": "soft"}
-    )
-    smoke = loader["parameters"]["training"]
-    for name in ARCHITECTURES:
-        phases = [smoke[name], *([smoke[name]["fine_tuning"]] if smoke[name].get("fine_tuning") else [])]
-        assert all(phase["epochs"] == 1 for phase in phases), (
-            f"add `{name}: *one_short_epoch` under `training:` in conf/smoke/parameters_training.yml"
-        )
-
-
-def test_every_dataset_has_recipe_overrides_and_mnist_is_never_flipped():
-    from convbench.pipeline_registry import DATASETS
-
-    parameters = OmegaConfigLoader(str(CONF), base_env="base", default_run_env="base")["parameters"]
-    assert set(parameters["recipe_overrides"]) == set(DATASETS)
-    assert parameters["recipe_overrides"]["mnist"]["augmentation"]["horizontal_flip"] is False
 
 
 def test_file_checks_fail_fast_on_missing_imagenet_weights_and_pass_otherwise(tmp_path, monkeypatch, recipes):
@@ -94,3 +43,167 @@ def test_file_checks_fail_fast_on_missing_imagenet_weights_and_pass_otherwise(tm
     check_files("mobilenet_v2", {"weights": "imagenet", "weights_file": str(weights)})  # defaults filled in
     with pytest.raises(FileNotFoundError, match=r"0\.35_128_no_top\.h5"):
         check_files("mobilenet_v2", {"weights": "imagenet", "alpha": 0.35, "input_size": 128})
+
+
+# --- registration: @architecture in the builder module, discovery by the registry ---------------------------------
+
+
+def test_architectures_are_listed_by_module_then_in_definition_order():
+    assert list(ARCHITECTURES) == [
+        "mlp",
+        "residual_mlp",
+        "simple_cnn",
+        "alexnet",
+        "vgg13",
+        "vgg16",
+        "inception",
+        "resnet",
+        "resnet_v2",
+        "preact_resnet",
+        "xception",
+        "densenet",
+        "mobilenet_v2",
+        "mobilenet_v2_imagenet",
+        "hierarchical",
+    ]
+
+
+def test_each_builder_is_registered_under_its_names_by_its_own_module():
+    for name, builder in ARCHITECTURES.items():
+        assert name in registration(builder).names
+        assert builder.__module__.rsplit(".", 1)[0] == "convbench.models"
+
+
+def test_the_order_does_not_depend_on_which_builder_module_is_imported_first():
+    code = (
+        "import convbench.models.vgg, convbench.models.hierarchical; "
+        "from convbench.models.registry import ARCHITECTURES; print(','.join(ARCHITECTURES))"
+    )
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert result.stdout.strip().splitlines()[-1].split(",") == list(ARCHITECTURES)
+
+
+@pytest.fixture
+def zoo(tmp_path, monkeypatch):
+    """Makes a package of the given modules (file name -> source, `PACKAGE` standing for its name) importable."""
+    packages = []
+
+    def make(modules: dict[str, str]) -> str:
+        package = f"zoo_{uuid.uuid4().hex}"
+        folder = tmp_path / package
+        folder.mkdir()
+        (folder / "__init__.py").write_text("")
+        for file_name, source in modules.items():
+            (folder / file_name).write_text(textwrap.dedent(source).replace("PACKAGE", package))
+        packages.append(package)
+        return package
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield make
+    for module in [name for name in sys.modules if name.split(".")[0] in packages]:
+        del sys.modules[module]
+
+
+TOY = """
+    from convbench.models.registration import architecture
+
+
+    @architecture("toy", "toy_wide")
+    def build_toy(input_shape, num_classes, *, width=1):
+        ...
+"""
+
+
+def test_a_decorated_builder_in_a_new_module_is_found_without_any_other_edit(zoo):
+    alpha = """
+        from convbench.models.registration import architecture
+        from PACKAGE.toy import build_toy  # counted where it is defined, not here
+
+
+        @architecture("beta")
+        def build_beta(input_shape, num_classes): ...
+
+
+        @architecture("alpha")
+        def build_alpha(input_shape, num_classes): ...
+    """
+    package = zoo({"toy.py": TOY, "alpha.py": alpha, "helpers.py": "def build_nothing(input_shape, num_classes): ..."})
+    found = discover(package)
+    assert list(found) == ["beta", "alpha", "toy", "toy_wide"]  # modules by name, then in definition order
+    assert found["toy"] is found["toy_wide"] is sys.modules[f"{package}.toy"].build_toy
+    assert list(discover(package, ["toy"])) == ["toy", "toy_wide", "beta", "alpha"]  # listed modules first
+
+
+def test_a_name_registered_twice_is_refused_naming_both_builders(zoo):
+    other = """
+        from convbench.models.registration import architecture
+
+
+        @architecture("toy")
+        def build_other_toy(input_shape, num_classes): ...
+    """
+    package = zoo({"toy.py": TOY, "zz_other.py": other})
+    with pytest.raises(
+        ValueError,
+        match=rf"'toy' is registered twice: by {package}\.toy\.build_toy and by {package}\.zz_other\.build_other_toy",
+    ):
+        discover(package)
+
+
+def test_the_module_order_names_only_existing_modules(zoo):
+    package = zoo({"toy.py": TOY})
+    with pytest.raises(ValueError, match="does not have: lenet"):
+        discover(package, ["lenet", "toy"])
+
+
+def test_the_decorator_marks_the_builder_and_returns_it_unchanged():
+    def check(**hyperparameters):
+        pass
+
+    def build(input_shape, num_classes): ...
+
+    assert architecture("first", "second", file_check=check)(build) is build
+    assert registration(build) == Registration(("first", "second"), check)
+    assert registration(lambda: None) is None and registration(ARCHITECTURES) is None
+
+
+@pytest.mark.parametrize(
+    ("names", "match"),
+    [
+        ((), "at least one name"),
+        (("res-net",), "identifiers"),
+        (("training.resnet",), "identifiers"),
+        (("",), "identifiers"),
+        ((20,), "identifiers"),
+        (("resnet", "resnet_v2", "resnet"), "more than once: resnet"),
+    ],
+)
+def test_the_decorator_refuses_bad_names(names, match):
+    with pytest.raises(ValueError, match=match):
+        architecture(*names)
+
+
+def test_the_decorator_refuses_a_second_registration_and_non_functions():
+    @architecture("toy")
+    def build(input_shape, num_classes): ...
+
+    with pytest.raises(TypeError, match=r"already registered as toy; give all its names in one @architecture"):
+        architecture("toy_wide")(build)
+    with pytest.raises(TypeError, match="builder functions"):
+        architecture("toy")(functools.partial(build, (32, 32, 3)))
+    with pytest.raises(TypeError, match="file_check must be callable"):
+        architecture("toy", file_check="require_weights")
+
+
+def test_file_checks_come_from_the_decorator_and_see_the_builder_defaults(tmp_path, monkeypatch):
+    from convbench.models.mobilenet import build_mobilenet_v2, require_imagenet_weights
+    from convbench.models.registry import FILE_CHECKS, check_files, needs_files
+
+    assert list(FILE_CHECKS.items()) == [(build_mobilenet_v2, require_imagenet_weights)]
+    assert [name for name in ARCHITECTURES if needs_files(name)] == ["mobilenet_v2", "mobilenet_v2_imagenet"]
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    check_files("resnet", {"depth": 56})  # no check: nothing happens
+    check_files("mobilenet_v2_imagenet", {})  # weights=None by default: nothing to read
+    with pytest.raises(FileNotFoundError, match=r"1\.0_96_no_top\.h5"):  # alpha and input_size defaults
+        check_files("mobilenet_v2_imagenet", {"weights": "imagenet"})

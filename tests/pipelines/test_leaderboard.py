@@ -4,16 +4,20 @@ import mlflow
 import pandas as pd
 import pytest
 
-from convbench.pipelines.leaderboard.nodes import MLFLOW_METRIC_OF_COLUMN, build_leaderboard, earlier_runs, rank
+from convbench.metrics import HISTORY_COLUMNS, SUMMARY_METRICS
+from convbench.pipelines.leaderboard.nodes import RUN_COLUMNS, build_leaderboard, earlier_runs, plot_leaderboard, rank
 from convbench.pipelines.reporting.nodes import metrics_table
 
 
-def table(architecture: str, test_accuracy: float, parameters: int = 1000, top5: float | None = None) -> pd.DataFrame:
+def table(
+    architecture: str, test_accuracy: float, parameters: int = 1000, top5: float | None = None, **test_metrics: float
+) -> pd.DataFrame:
     """A metrics table as the reporting pipeline writes it, for one architecture."""
     history = {"loss": [1.0, 0.5], "accuracy": [0.5, 0.8], "val_loss": [1.1, 0.7], "val_accuracy": [0.4, 0.7]}
     metrics = {"test_loss": 0.8, "test_accuracy": test_accuracy}
     if top5 is not None:
         metrics["test_top5_accuracy"] = top5
+    metrics |= test_metrics  # e.g. test_macro_f1=0.5: a metric only evaluate_predictions knows
     summary = {"parameters": parameters, "epochs": 2, "wall_time_s": 10.0, "train_images_per_s": 500.0}
     frame, _, _ = metrics_table(
         history, summary, {"metrics": metrics}, {"dataset": "cifar10", "architecture": architecture}
@@ -22,7 +26,13 @@ def table(architecture: str, test_accuracy: float, parameters: int = 1000, top5:
 
 
 def log_run(
-    name: str, architecture: str, test_accuracy: float, parameters: int, status: str = "FINISHED", env: str = "base"
+    name: str,
+    architecture: str,
+    test_accuracy: float,
+    parameters: int,
+    status: str = "FINISHED",
+    env: str = "base",
+    **test_metrics: float,
 ) -> str:
     """An earlier MLflow run as a `{dataset}_{architecture}` Kedro run leaves it."""
     with mlflow.start_run(run_name=name, tags={"convbench.env": env}) as run:
@@ -30,6 +40,7 @@ def log_run(
             mlflow.log_metrics({f"{architecture}.val_accuracy": value, f"{architecture}.loss": 1 - value}, step=step)
         mlflow.log_metrics(
             {
+                **{f"{architecture}.{metric}": value for metric, value in test_metrics.items()},
                 f"{architecture}.test_accuracy": test_accuracy,
                 f"{architecture}.test_loss": 1.0,
                 f"{architecture}.parameters": parameters,
@@ -86,7 +97,9 @@ def test_earlier_runs_take_each_architectures_latest_finished_run(experiment):
     assert rows.loc["resnet", "train_loss"] == pytest.approx(0.4)
     assert rows.loc["mlp", "run_name"] == "cifar10" and rows.loc["vgg16", "test_accuracy"] == 0.9
     assert math.isnan(rows.loc["vgg16", "wall_time_s"])  # what a run did not log stays empty
-    assert set(rows.columns) >= set(MLFLOW_METRIC_OF_COLUMN)
+    assert math.isnan(rows.loc["vgg16", "test_loss"])
+    assert set(rows.columns) >= {*SUMMARY_METRICS, *HISTORY_COLUMNS, "test_accuracy", "test_loss", *RUN_COLUMNS}
+    assert "test_top5_accuracy" not in rows  # no run logged it
     assert "node_time_s.cifar10" not in rows.index
 
 
@@ -126,3 +139,54 @@ def test_leaderboard_without_inputs_reads_mlflow_only(experiment):
 def test_leaderboard_of_a_dataset_with_no_results_says_what_to_run(experiment):
     with mlflow.start_run(), pytest.raises(ValueError, match="kedro run --pipelines=cifar10_resnet"):
         build_leaderboard(dataset="cifar10")
+
+
+METRIC_COLUMNS = ["parameters", "epochs", "train_loss", "train_accuracy", "val_loss", "val_accuracy"]
+
+
+def test_a_new_test_metric_of_this_runs_tables_becomes_a_column_after_test_accuracy():
+    board = rank(pd.concat([table("mlp", 0.5), table("resnet", 0.9, test_macro_f1=0.88)]), pd.DataFrame())
+    assert list(board.columns) == [
+        "rank",
+        "architecture",
+        *METRIC_COLUMNS,
+        "test_accuracy",
+        "test_loss",
+        "test_macro_f1",
+        "wall_time_s",
+        "train_images_per_s",
+    ]
+    assert board.loc[0, "test_macro_f1"] == 0.88 and math.isnan(board.loc[1, "test_macro_f1"])
+
+
+def test_a_test_metric_nobody_has_a_value_of_is_dropped():
+    earlier = pd.DataFrame(
+        [{"architecture": "densenet", "test_accuracy": 0.7, "test_top5_accuracy": math.nan, "test_macro_f1": math.nan}]
+    )
+    board = rank(table("resnet", 0.6, top5=0.9), earlier)
+    assert "test_top5_accuracy" in board and "test_macro_f1" not in board
+    board = rank(table("resnet", 0.6), earlier)
+    assert "test_top5_accuracy" not in board and "test_macro_f1" not in board
+
+
+def test_a_new_test_metric_of_an_earlier_mlflow_run_reaches_the_leaderboard(experiment):
+    log_run("cifar10_densenet", "densenet", 0.93, 769_162, test_macro_f1=0.91, test_top5_accuracy=0.99)
+    log_run("cifar10_vgg16", "vgg16", 0.92, 14_000_000)
+    with mlflow.start_run(run_name="cifar10"):
+        board, markdown, _ = build_leaderboard(table("resnet", 0.91, test_macro_f1=0.9), dataset="cifar10")
+    rows = board.set_index("architecture")
+    assert list(rows.index) == ["densenet", "vgg16", "resnet"]
+    assert rows.loc["densenet", "test_macro_f1"] == 0.91 and rows.loc["resnet", "test_macro_f1"] == 0.9
+    assert math.isnan(rows.loc["vgg16", "test_macro_f1"]) and rows.loc["densenet", "test_top5_accuracy"] == 0.99
+    tests = [column for column in board.columns if column.startswith("test_")]
+    assert tests == ["test_accuracy", "test_loss", "test_macro_f1", "test_top5_accuracy"]
+    assert "| test_accuracy | test_loss | test_macro_f1 | test_top5_accuracy |" in markdown.splitlines()[0]
+
+
+def test_the_leaderboard_figure_is_not_registered_with_pyplot():
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+    board = rank(pd.concat([table("mlp", 0.5), table("resnet", 0.9)]), pd.DataFrame())
+    figure = plot_leaderboard(board, "cifar10")
+    assert plt.get_fignums() == [] and figure.canvas.manager is None

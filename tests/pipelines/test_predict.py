@@ -3,6 +3,7 @@
 import re
 
 import cv2
+import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
 import pytest
@@ -89,7 +90,9 @@ def test_files_are_classified_top_k_and_drawn(mlflow_run):
     assert table.loc[0, "class_1"] == CLASSES[expected.argmax()]
     assert table.loc[0, "probability_1"] == pytest.approx(expected.max(), rel=1e-5)
     assert (table["probability_1"] >= table["probability_2"]).all()
+    plt.close("all")
     figure = plot_contact_sheet(files, table)
+    assert plt.get_fignums() == [] and figure.canvas.manager is None  # not left open in pyplot's registry
     titles = [axis.get_title() for axis in figure.axes if axis.get_title()]
     assert titles[1].startswith("y.png\n") and len(titles) == 3
     with pytest.raises(Exception, match=re.escape("z.png: expected shape [8, 8, 3], found [16, 16, 3]")):

@@ -1,3 +1,8 @@
+import os
+import subprocess
+import sys
+
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
@@ -59,18 +64,44 @@ def test_per_class_table_has_accuracy_and_support():
     }
 
 
-def test_figures_render_to_non_empty_pngs(tmp_path):
+def report_figures() -> list[Figure]:
+    """The learning curves, the confusion matrix and the sample predictions of one run."""
     images = np.random.default_rng(0).integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
     labels = np.arange(20) % 2
     probabilities = np.tile([[0.8, 0.2]], (20, 1)).astype(np.float32)
-    figures = [
+    return [
         plot_learning_curves(HISTORY, RUN),
         plot_confusion_matrix(EVALUATION, RUN),
         plot_sample_predictions(images, labels, np.arange(20), probabilities, ["cat", "dog"], RUN),
     ]
+
+
+def test_figures_render_to_non_empty_pngs(tmp_path):
+    figures = report_figures()
     for figure in figures:
         assert png_bytes(figure, tmp_path) > 5000
     sample_axes = [axis for axis in figures[2].axes if axis.images]
     assert len(sample_axes) == 16
     titles = [axis.get_title() for axis in sample_axes]
     assert titles[0] == "true: cat\npred: cat (80%)" and titles[1].startswith("true: dog\npred: cat")
+
+
+def test_figures_are_not_registered_with_pyplot():
+    """Figures are `Figure` objects of their own: none stays open in pyplot's registry after it is saved."""
+    plt.close("all")
+    figures = report_figures()
+    assert plt.get_fignums() == []
+    assert all(figure.canvas.manager is None for figure in figures)
+
+
+def test_the_figure_modules_neither_import_pyplot_nor_pick_a_backend():
+    """Importing them leaves the user's backend (MPLBACKEND) alone: no `matplotlib.use(...)` at import."""
+    code = (
+        "import sys, matplotlib\n"
+        "import convbench.pipelines.reporting.nodes, convbench.pipelines.leaderboard.nodes\n"
+        "import convbench.pipelines.predict.nodes\n"
+        "print('matplotlib.pyplot' in sys.modules, matplotlib.get_backend())"
+    )
+    env = {**os.environ, "MPLBACKEND": "svg"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert result.stdout.split()[-2:] == ["False", "svg"]

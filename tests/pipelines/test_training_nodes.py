@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from convbench.metrics import is_test_metric
 from convbench.pipelines.training.nodes import build_model, evaluate_predictions
 
 
@@ -18,6 +19,7 @@ def test_evaluation_metrics_confusion_matrix_and_per_class_accuracy():
     assert metrics["test_accuracy"] == {"value": pytest.approx(4 / 6), "step": 0}
     assert metrics["test_loss"]["value"] == pytest.approx(-(4 * np.log(0.9) + 2 * np.log(0.05)) / 6, rel=1e-5)
     assert "test_top5_accuracy" not in metrics
+    assert all(map(is_test_metric, metrics)) and evaluation["metrics"] == {k: v["value"] for k, v in metrics.items()}
     assert evaluation["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
     assert evaluation["per_class_accuracy"] == {"a": 0.5, "b": 1.0, "c": 0.5}
 
@@ -41,11 +43,16 @@ def test_built_model_takes_raw_images_and_has_one_output_per_class():
     assert model.predict(images, verbose=0).shape == (4, 7)
 
 
-def test_dataset_overrides_merge_into_the_recipe_key_by_key():
+def test_dataset_overrides_merge_into_the_recipe_key_by_key_and_run_settings_win():
     from convbench.pipelines.training.nodes import resolve_recipe
 
     recipe = {"epochs": 10, "augmentation": {"pad_crop": 4, "horizontal_flip": True}, "model": {"depth": 20}}
-    resolved = resolve_recipe(recipe, {"augmentation": {"horizontal_flip": False}, "epochs": 3})
+    resolved = resolve_recipe(recipe, {"augmentation": {"horizontal_flip": False}, "epochs": 3}, None)
     assert resolved == {"epochs": 3, "augmentation": {"pad_crop": 4, "horizontal_flip": False}, "model": {"depth": 20}}
     assert recipe["augmentation"]["horizontal_flip"] is True  # the parameter itself is left as it was
-    assert resolve_recipe(recipe, None) == recipe == resolve_recipe(recipe, {})
+    assert resolve_recipe(recipe, None, None) == recipe == resolve_recipe(recipe, {}, {})
+    run = resolve_recipe(
+        recipe, {"augmentation": {"horizontal_flip": False}}, {"augmentation": {"horizontal_flip": True}}
+    )
+    assert run["augmentation"] == {"pad_crop": 4, "horizontal_flip": True}  # --params / conf/local beat the dataset
+    assert resolve_recipe(recipe, None, None, label_mode="probability")["label_mode"] == "probability"

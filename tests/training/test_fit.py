@@ -1,5 +1,6 @@
 import json
 
+import keras
 import mlflow
 import numpy as np
 import pytest
@@ -53,14 +54,25 @@ def test_fit_returns_history_summary_and_logs_every_epoch_to_mlflow(tmp_path, ml
     assert state["epochs_done"] == 3 and [p.name for p in (tmp_path / "ckpt").glob("*.keras")] == ["epoch-0003.keras"]
 
 
-def test_a_finished_checkpoint_is_not_trained_again(tmp_path):
+def test_a_finished_checkpoint_is_not_trained_again(tmp_path, monkeypatch):
     """A run that failed after training (e.g. while saving) reruns without training again."""
-    fit(new_model(), tiny_data(96, 0), tiny_data(32, 1), 3, RECIPE, tmp_path / "ckpt", "resnet")
-    _model, history, summary = fit(
+    trained, *_ = fit(new_model(), tiny_data(96, 0), tiny_data(32, 1), 3, RECIPE, tmp_path / "ckpt", "resnet")
+
+    epochs_left = []
+    keras_fit = keras.Model.fit
+
+    def counting_fit(self, *args, **kwargs):
+        epochs_left.append(kwargs["epochs"] - kwargs["initial_epoch"])
+        return keras_fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "fit", counting_fit)
+    model, history, summary = fit(
         new_model(), tiny_data(96, 0), tiny_data(32, 1), 3, RECIPE, tmp_path / "ckpt", "resnet"
     )
+    assert epochs_left == [0]  # resumed after its last epoch: nothing left to train
     assert summary["resumed_from_epoch"] == 3 and len(history["loss"]) == 3
-    assert summary["this_run_time_s"] < 10
+    for restored, original in zip(model.get_weights(), trained.get_weights()):
+        np.testing.assert_array_equal(restored, original)
 
 
 def test_interrupted_training_resumes_from_the_last_epoch(tmp_path, monkeypatch, mlflow_run):
@@ -214,3 +226,8 @@ def test_fine_tuning_needs_a_pretrained_base(tmp_path):
     recipe = {**RECIPE, "fine_tuning": {"epochs": 1}}
     with pytest.raises(ValueError, match="pretrained_base"):
         fit(new_model(), tiny_data(64, 0), tiny_data(32, 1), 3, recipe, tmp_path / "ckpt", "resnet")
+
+
+def test_the_epoch_logger_refuses_a_prefix_whose_keys_would_not_parse_back():
+    with pytest.raises(ValueError, match="non-empty architecture name"):
+        callbacks_module.MlflowEpochLogger("cifar10.resnet")

@@ -1,16 +1,10 @@
 """Safe access to tar archives (plain, gzip, bz2 or xz), shared by every archive reader.
 
-Two ways in:
-
-* :func:`read_tar_members` (and its lazy form :func:`iter_tar_members`) streams an archive
-  once, front to back, and returns the wanted members' bytes. Nothing is written to disk and
-  nothing is unpickled; every member name is checked on the way.
-* :func:`safe_extract` extracts a whole archive into a folder, refusing any member that could
-  land outside it.
-
-Both turn the many ways a damaged archive fails (``tarfile.ReadError``, ``EOFError``,
-``zlib.error``...) into :class:`ArchiveFormatError`, whose message names the archive, the
-member when there is one, and what was expected versus found.
+:func:`read_tar_members` (and its lazy form :func:`iter_tar_members`) streams an archive once,
+front to back, and returns the wanted members' bytes. Nothing is written to disk and nothing is
+unpickled; every member name is checked on the way. The many ways a damaged archive fails
+(``tarfile.ReadError``, ``EOFError``, ``zlib.error``...) become :class:`ArchiveFormatError`, whose
+message names the archive, the member when there is one, and what was expected versus found.
 """
 
 from __future__ import annotations
@@ -63,10 +57,10 @@ class ArchiveFormatError(ValueError):
 
 
 class UnsafeArchiveError(ArchiveFormatError):
-    """A member could escape the folder it is extracted to.
+    """A member could escape the folder it would be extracted to.
 
-    Raised for a member whose path is absolute or contains ``..``, for a link (symbolic or
-    hard) where a file is needed, and by :func:`safe_extract` for any link or special file.
+    Raised for a member whose path is absolute or contains ``..``, and for a link (symbolic or
+    hard) where a file is needed.
     """
 
 
@@ -157,62 +151,6 @@ def iter_tar_members(archive: str | os.PathLike[str], wanted: Collection[str]) -
             f"the archive holds: {listed or 'no members'}",
             archive=archive,
         )
-
-
-def safe_extract(archive: str | os.PathLike[str], target: str | os.PathLike[str]) -> list[Path]:
-    """Extract a tar archive into `target`, refusing anything that could land outside it.
-
-    All member names and types are checked before anything is written: paths must be
-    relative, free of ``..``, and resolve inside `target` (existing symbolic links in
-    `target` included); only regular files and folders are accepted. Extraction then uses
-    tarfile's ``filter="data"`` as a second line of defence (it also drops unsafe modes).
-    If the archive turns out to be truncated during extraction, the files written so far
-    stay in `target`.
-
-    Args:
-        archive: Path of the tar archive (plain, gzip, bz2 or xz).
-        target: Folder to extract into; created if needed.
-
-    Returns:
-        The paths of the extracted regular files, in archive order.
-
-    Raises:
-        UnsafeArchiveError: A member is absolute, contains ``..``, resolves outside
-            `target`, or is a link or special file. Nothing has been written then.
-        ArchiveFormatError: The file is not a tar archive, or is truncated or corrupt.
-        FileNotFoundError: `archive` does not exist.
-    """
-    archive = Path(archive)
-    if not archive.is_file():
-        raise FileNotFoundError(f"No archive at {archive}")
-    root = Path(target).resolve()
-    try:
-        with tarfile.open(archive, mode="r:*") as tar:
-            members = tar.getmembers()
-            for info in members:
-                _check_name(archive, info)
-                if not (info.isreg() or info.isdir()):
-                    raise UnsafeArchiveError(
-                        f"expected only regular files and folders, found a {_kind(info)}",
-                        archive=archive,
-                        member=info.name,
-                    )
-                destination = (root / info.name).resolve()
-                if destination != root and root not in destination.parents:
-                    raise UnsafeArchiveError(
-                        f"expected a path inside {root}, found one resolving to {destination}",
-                        archive=archive,
-                        member=info.name,
-                    )
-            root.mkdir(parents=True, exist_ok=True)
-            tar.extractall(root, members=members, filter="data")
-    except ArchiveFormatError:
-        raise
-    except tarfile.FilterError as exc:
-        raise UnsafeArchiveError(f"refused by tarfile's data filter: {exc}", archive=archive) from exc
-    except _ARCHIVE_ERRORS as exc:
-        raise _damaged(archive, None, exc) from exc
-    return [root / info.name for info in members if info.isreg()]
 
 
 GZIP_MAGIC = b"\x1f\x8b"

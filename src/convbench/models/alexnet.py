@@ -19,7 +19,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from convbench.models.layers import batch_norm, classifier, l2, resize_to_at_least
+from convbench.models.layers import classifier, conv_bn, l2, resize_to_at_least
+from convbench.models.registration import architecture
 
 CONV_LAYERS = ((96, 11), (256, 5), (384, 3), (384, 3), (256, 3))
 """(filters, kernel size) of the five convolutions, as in the paper."""
@@ -40,18 +41,8 @@ def check_positive(value: int, parameter: str) -> None:
 
 
 def conv_bn_relu(x, filters: int, kernel_size: int, strides: int, weight_decay: float, name: str):
-    """A convolution (with bias, as in the paper) followed by BN and ReLU."""
-    x = layers.Conv2D(
-        filters,
-        kernel_size,
-        strides=strides,
-        padding="same",
-        kernel_initializer="he_normal",
-        kernel_regularizer=l2(weight_decay),
-        name=name,
-    )(x)
-    x = batch_norm(f"{name}_bn")(x)
-    return layers.Activation("relu", name=f"{name}_relu")(x)
+    """A convolution (with bias, as in the paper) named `name`, followed by BN and ReLU."""
+    return conv_bn(x, filters, kernel_size, weight_decay, name, strides=strides, use_bias=True, conv_name=name)
 
 
 def dropout_dense_relu(x, units: int, dropout: float, weight_decay: float, name: str):
@@ -61,6 +52,7 @@ def dropout_dense_relu(x, units: int, dropout: float, weight_decay: float, name:
     return layers.Dense(units, activation="relu", kernel_regularizer=l2(weight_decay), name=name)(x)
 
 
+@architecture("alexnet")
 def build_alexnet(
     input_shape: tuple[int, int, int],
     num_classes: int,

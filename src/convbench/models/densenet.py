@@ -22,6 +22,7 @@ import keras
 from keras import layers
 
 from convbench.models.layers import batch_norm, classifier, conv2d
+from convbench.models.registration import architecture
 
 NUM_BLOCKS = 3
 BOTTLENECK_WIDTH = 4
@@ -69,6 +70,7 @@ def _check_hyperparameters(growth_rate: int, compression: float, dropout: float)
         raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout}")
 
 
+@architecture("densenet")
 def build_densenet(
     input_shape: tuple[int, int, int],
     num_classes: int,

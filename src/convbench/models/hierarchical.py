@@ -19,19 +19,10 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from convbench.models.layers import batch_norm, classifier, conv2d
+from convbench.models.layers import classifier, conv_bn
+from convbench.models.registration import architecture
 
 STAGES = ("edges", "shapes", "parts", "objects")
-
-
-def _conv_bn(x, filters: int, kernel: int, weight_decay: float, name: str, dilation: int = 1):
-    x = conv2d(filters, kernel, weight_decay, f"{name}_conv", dilation=dilation)(x)
-    return batch_norm(f"{name}_bn")(x)
-
-
-def _conv_bn_relu(x, filters: int, kernel: int, weight_decay: float, name: str, dilation: int = 1):
-    x = _conv_bn(x, filters, kernel, weight_decay, name, dilation)
-    return layers.Activation("relu", name=f"{name}_relu")(x)
 
 
 def hierarchical_module(x, filters: int, name: str, weight_decay: float = 0.0):
@@ -42,17 +33,20 @@ def hierarchical_module(x, filters: int, name: str, weight_decay: float = 0.0):
     residual link carries the input through, projected by a 1x1 convolution when its width differs.
     """
     branches = [
-        _conv_bn_relu(x, filters // 2, 1, weight_decay, f"{name}_pointwise"),
-        _conv_bn_relu(x, filters // 2, 3, weight_decay, f"{name}_local"),
-        _conv_bn_relu(x, filters // 2, 3, weight_decay, f"{name}_context", dilation=2),
+        conv_bn(x, filters // 2, 1, weight_decay, f"{name}_pointwise"),
+        conv_bn(x, filters // 2, 3, weight_decay, f"{name}_local"),
+        conv_bn(x, filters // 2, 3, weight_decay, f"{name}_context", dilation=2),
     ]
     merged = layers.Concatenate(name=f"{name}_concat")(branches)
-    fused = _conv_bn(merged, filters, 1, weight_decay, f"{name}_fuse")
-    shortcut = x if x.shape[-1] == filters else _conv_bn(x, filters, 1, weight_decay, f"{name}_shortcut")
+    fused = conv_bn(merged, filters, 1, weight_decay, f"{name}_fuse", activation=None)
+    shortcut = x
+    if x.shape[-1] != filters:
+        shortcut = conv_bn(x, filters, 1, weight_decay, f"{name}_shortcut", activation=None)
     x = layers.Add(name=f"{name}_add")([shortcut, fused])
     return layers.Activation("relu", name=f"{name}_out")(x)
 
 
+@architecture("hierarchical")
 def build_hierarchical(
     input_shape: tuple[int, int, int],
     num_classes: int,

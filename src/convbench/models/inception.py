@@ -20,7 +20,8 @@ from typing import NamedTuple
 import keras
 from keras import layers
 
-from convbench.models.layers import batch_norm, classifier, l2, scaled_filters
+from convbench.models.layers import classifier, conv_bn, scaled_filters
+from convbench.models.registration import architecture
 
 
 class InceptionFilters(NamedTuple):
@@ -60,17 +61,8 @@ STAGES: tuple[tuple[tuple[str, InceptionFilters], ...], ...] = (
 
 
 def conv_bn_relu(x, filters: int, kernel: int, weight_decay: float, name: str):
-    """A stride-1 'same' convolution with bias, batch norm and ReLU."""
-    x = layers.Conv2D(
-        filters,
-        kernel,
-        padding="same",
-        kernel_initializer="he_normal",
-        kernel_regularizer=l2(weight_decay),
-        name=f"{name}_conv",
-    )(x)
-    x = batch_norm(f"{name}_bn")(x)
-    return layers.Activation("relu", name=f"{name}_relu")(x)
+    """A stride-1 'same' convolution with bias (as in pytorch-cifar), batch norm and ReLU."""
+    return conv_bn(x, filters, kernel, weight_decay, name, use_bias=True)
 
 
 def inception_module(x, filters: InceptionFilters, weight_decay: float, name: str):
@@ -90,6 +82,7 @@ def inception_module(x, filters: InceptionFilters, weight_decay: float, name: st
     return layers.Concatenate(name=f"{name}_concat")([branch1x1, branch3x3, branch_double3x3, branch_pool])
 
 
+@architecture("inception")
 def build_inception(
     input_shape: tuple[int, int, int],
     num_classes: int,

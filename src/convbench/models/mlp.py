@@ -31,6 +31,7 @@ import keras
 from keras import layers
 
 from convbench.models.layers import batch_norm, classifier, l2
+from convbench.models.registration import architecture
 
 
 def _check_positive(**values: int) -> None:
@@ -48,6 +49,7 @@ def _dense(units: int, weight_decay: float, name: str, activation: str | None = 
     return layers.Dense(units, activation=activation, kernel_regularizer=l2(weight_decay), name=name)
 
 
+@architecture("mlp")
 def build_mlp(
     input_shape: tuple[int, int, int],
     num_classes: int,
@@ -107,6 +109,7 @@ def dense_residual_block(x, units: int, layer_count: int, dropout: float, weight
     return layers.Add(name=f"{name}_add")([skip, x])
 
 
+@architecture("residual_mlp")
 def build_residual_mlp(
     input_shape: tuple[int, int, int],
     num_classes: int,

@@ -23,7 +23,8 @@ from pathlib import Path
 import keras
 from keras import layers
 
-from convbench.models.layers import PRETRAINED_BASE, batch_norm, classifier, conv2d, l2
+from convbench.models.layers import PRETRAINED_BASE, batch_norm, classifier, conv_bn, l2
+from convbench.models.registration import architecture
 
 CIFAR_STAGES = (
     # (expansion t, output channels c, blocks n, first stride s)
@@ -67,19 +68,13 @@ def scaled_channels(alpha: float) -> tuple[int, tuple[int, ...], int]:
     return stem, stages, head
 
 
-def _conv_bn(x, filters: int, kernel: int, weight_decay: float, name: str, strides: int = 1, relu: bool = True):
-    x = conv2d(filters, kernel, weight_decay, f"{name}_conv", strides)(x)
-    x = batch_norm(f"{name}_bn")(x)
-    return layers.Activation("relu", name=f"{name}_relu")(x) if relu else x
-
-
 def inverted_residual_block(x, filters: int, expansion: int, strides: int, weight_decay: float, name: str):
     """1x1 expansion, 3x3 depthwise (carrying the stride), linear 1x1 projection; shortcut when stride is 1.
 
     The shortcut is the identity when the channel count is kept and a 1x1 conv + BN otherwise (pytorch-cifar).
     """
     channels = x.shape[-1]
-    y = _conv_bn(x, expansion * channels, 1, weight_decay, f"{name}_expand")
+    y = conv_bn(x, expansion * channels, 1, weight_decay, f"{name}_expand")
     y = layers.DepthwiseConv2D(
         3,
         strides=strides,
@@ -91,10 +86,12 @@ def inverted_residual_block(x, filters: int, expansion: int, strides: int, weigh
     )(y)
     y = batch_norm(f"{name}_depthwise_bn")(y)
     y = layers.Activation("relu", name=f"{name}_depthwise_relu")(y)
-    y = _conv_bn(y, filters, 1, weight_decay, f"{name}_project", relu=False)
+    y = conv_bn(y, filters, 1, weight_decay, f"{name}_project", activation=None)
     if strides != 1:
         return y
-    shortcut = x if channels == filters else _conv_bn(x, filters, 1, weight_decay, f"{name}_shortcut", relu=False)
+    shortcut = x
+    if channels != filters:
+        shortcut = conv_bn(x, filters, 1, weight_decay, f"{name}_shortcut", activation=None)
     return layers.Add(name=f"{name}_add")([shortcut, y])
 
 
@@ -178,12 +175,12 @@ def _head(x, num_classes: int, dropout: float, weight_decay: float):
 
 def _scratch_features(inputs, alpha: float, weight_decay: float):
     stem, stage_channels, head = scaled_channels(alpha)
-    x = _conv_bn(inputs, stem, 3, weight_decay, "stem")
+    x = conv_bn(inputs, stem, 3, weight_decay, "stem")
     for stage, ((expansion, _, blocks, first_strides), filters) in enumerate(zip(CIFAR_STAGES, stage_channels), 1):
         for block in range(1, blocks + 1):
             strides = first_strides if block == 1 else 1
             x = inverted_residual_block(x, filters, expansion, strides, weight_decay, f"stage{stage}_block{block}")
-    return _conv_bn(x, head, 1, weight_decay, "head")
+    return conv_bn(x, head, 1, weight_decay, "head")
 
 
 def _as_rgb(x):
@@ -211,6 +208,7 @@ def _pretrained_features(inputs, alpha: float, input_size: int, weights_file):
     return base(x)
 
 
+@architecture("mobilenet_v2", "mobilenet_v2_imagenet", file_check=require_imagenet_weights)
 def build_mobilenet_v2(
     input_shape: tuple[int, int, int],
     num_classes: int,

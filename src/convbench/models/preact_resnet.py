@@ -22,6 +22,7 @@ import keras
 from keras import layers
 
 from convbench.models.layers import batch_norm, classifier, conv2d
+from convbench.models.registration import architecture
 
 STAGE_FILTERS = (16, 32, 64)
 
@@ -46,6 +47,7 @@ def preact_block(x, filters: int, strides: int, weight_decay: float, name: str):
     return layers.Add(name=f"{name}_add")([residual_input, y])
 
 
+@architecture("preact_resnet")
 def build_preact_resnet(
     input_shape: tuple[int, int, int],
     num_classes: int,

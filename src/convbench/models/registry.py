@@ -1,51 +1,95 @@
-"""The one mapping from architecture names to their builders.
+"""The one mapping from architecture names to their builders, collected from the builder modules.
 
-Each name is a `{dataset}_{name}` pipeline and a recipe `training.<name>` in
+A builder registers itself with the `@architecture(...)` decorator of
+`convbench.models.registration`; importing this module imports every module of the
+`convbench.models` package (`discover`) and collects the registered builders into
+`ARCHITECTURES`. Each name is a `{dataset}_{name}` pipeline and a recipe `training.<name>` in
 `conf/base/parameters_training.yml`; several names may share a builder with different
 hyperparameters in their recipes (`resnet` and `resnet_v2`, `mobilenet_v2` and
-`mobilenet_v2_imagenet`). Adding an architecture: a builder, a line here, a recipe there and
-a line in the smoke env (docs/adding_an_architecture.md).
+`mobilenet_v2_imagenet`).
+
+Adding an architecture is two edits: a module `src/convbench/models/<module>.py` with a
+builder decorated `@architecture("<name>")`, and the recipe `training.<name>`. Nothing here
+changes, unless the new family should be listed elsewhere than last (`MODULE_ORDER`).
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
-from collections.abc import Callable
+import pkgutil
+from collections.abc import Sequence
 from typing import Any
 
-import keras
+from convbench.models.registration import Builder, FileCheck, qualified_name, registration
 
-from convbench.models.alexnet import build_alexnet
-from convbench.models.densenet import build_densenet
-from convbench.models.hierarchical import build_hierarchical
-from convbench.models.inception import build_inception
-from convbench.models.mlp import build_mlp, build_residual_mlp
-from convbench.models.mobilenet import build_mobilenet_v2, require_imagenet_weights
-from convbench.models.preact_resnet import build_preact_resnet
-from convbench.models.resnet import build_resnet
-from convbench.models.simple_cnn import build_simple_cnn
-from convbench.models.vgg import build_vgg13, build_vgg16
-from convbench.models.xception import build_xception
+MODULE_ORDER = (
+    "mlp",
+    "simple_cnn",
+    "alexnet",
+    "vgg",
+    "inception",
+    "resnet",
+    "preact_resnet",
+    "xception",
+    "densenet",
+    "mobilenet",
+    "hierarchical",
+)
+"""The order of `ARCHITECTURES` (pipelines, leaderboard, docs): by module, as listed here.
 
-Builder = Callable[..., keras.Model]
+The course baselines first, then the families by date of publication, the course's own module
+last; modules not listed follow in alphabetical order. Within a module, builders come in the
+order the module defines them, and the names of one builder in the order `@architecture` gives them.
+"""
 
-ARCHITECTURES: dict[str, Builder] = {
-    "mlp": build_mlp,
-    "residual_mlp": build_residual_mlp,
-    "simple_cnn": build_simple_cnn,
-    "alexnet": build_alexnet,
-    "vgg13": build_vgg13,
-    "vgg16": build_vgg16,
-    "inception": build_inception,
-    "resnet": build_resnet,
-    "resnet_v2": build_resnet,
-    "preact_resnet": build_preact_resnet,
-    "xception": build_xception,
-    "densenet": build_densenet,
-    "mobilenet_v2": build_mobilenet_v2,
-    "mobilenet_v2_imagenet": build_mobilenet_v2,
-    "hierarchical": build_hierarchical,
+
+def discover(package: str, module_order: Sequence[str] = ()) -> dict[str, Builder]:
+    """Import every module of `package` and map each name registered with `@architecture` to its builder.
+
+    Modules come in `module_order`, then the others by name (see `MODULE_ORDER`); a builder counts
+    in the module that defines it, not in those that import it.
+
+    Raises:
+        ValueError: A name registered by two builders (both are named), or `module_order` naming a
+            module `package` does not have.
+    """
+    modules = sorted(info.name for info in pkgutil.iter_modules(importlib.import_module(package).__path__))
+    missing = [name for name in module_order if name not in modules]
+    if missing:
+        raise ValueError(f"The module order names modules {package} does not have: {', '.join(missing)}")
+    ordered = [*module_order, *(name for name in modules if name not in module_order)]
+    architectures: dict[str, Builder] = {}
+    for module_name in ordered:
+        module = importlib.import_module(f"{package}.{module_name}")
+        for builder in vars(module).values():
+            found = registration(builder)
+            if found is None or builder.__module__ != module.__name__:
+                continue
+            for name in found.names:
+                if name in architectures:
+                    raise ValueError(
+                        f"Architecture {name!r} is registered twice: by {qualified_name(architectures[name])} "
+                        f"and by {qualified_name(builder)}"
+                    )
+                architectures[name] = builder
+    return architectures
+
+
+ARCHITECTURES: dict[str, Builder] = discover("convbench.models", MODULE_ORDER)
+"""Architecture name -> builder, in `MODULE_ORDER`."""
+
+FILE_CHECKS: dict[Builder, FileCheck] = {
+    builder: found.file_check
+    for builder in ARCHITECTURES.values()
+    if (found := registration(builder)) is not None and found.file_check is not None
 }
+"""Builders that read files no run downloads (pretrained weights) -> a check that they are there.
+
+Given by `@architecture(..., file_check=...)`. The check takes the builder's hyperparameters (the
+recipe's `model`, defaults filled in) and raises FileNotFoundError with what to do; the training
+pipeline runs it before anything else.
+"""
 
 
 def get_builder(name: str) -> Builder:
@@ -55,14 +99,6 @@ def get_builder(name: str) -> Builder:
     except KeyError:
         known = ", ".join(sorted(ARCHITECTURES))
         raise ValueError(f"Unknown architecture {name!r}. Known architectures: {known}") from None
-
-
-FILE_CHECKS: dict[Builder, Callable[..., None]] = {build_mobilenet_v2: require_imagenet_weights}
-"""Builders that read files no run downloads (pretrained weights) -> a check that they are there.
-
-The check takes the builder's hyperparameters (the recipe's `model`, defaults filled in) and
-raises FileNotFoundError with what to do; the training pipeline runs it before anything else.
-"""
 
 
 def needs_files(name: str) -> bool:

@@ -26,7 +26,8 @@ import keras
 import numpy as np
 from keras import layers
 
-from convbench.models.layers import batch_norm, classifier, conv2d
+from convbench.models.layers import batch_norm, classifier, conv2d, conv_bn
+from convbench.models.registration import architecture
 
 STAGE_FILTERS = (16, 32, 64)
 """Filters of the three stages: the basic blocks' width (v1), the bottlenecks' width (v2)."""
@@ -69,13 +70,9 @@ def basic_block(x, filters: int, strides: int, weight_decay: float, name: str, s
         if shortcut == "identity":
             residual_input = identity_shortcut(x, filters, strides, name)
         else:
-            residual_input = conv2d(filters, 1, weight_decay, f"{name}_0_conv", strides=strides)(x)
-            residual_input = batch_norm(f"{name}_0_bn")(residual_input)
-    x = conv2d(filters, 3, weight_decay, f"{name}_1_conv", strides=strides)(x)
-    x = batch_norm(f"{name}_1_bn")(x)
-    x = layers.Activation("relu", name=f"{name}_1_relu")(x)
-    x = conv2d(filters, 3, weight_decay, f"{name}_2_conv", strides=1)(x)
-    x = batch_norm(f"{name}_2_bn")(x)
+            residual_input = conv_bn(x, filters, 1, weight_decay, f"{name}_0", strides=strides, activation=None)
+    x = conv_bn(x, filters, 3, weight_decay, f"{name}_1", strides=strides)
+    x = conv_bn(x, filters, 3, weight_decay, f"{name}_2", activation=None)
     x = layers.Add(name=f"{name}_add")([residual_input, x])
     return layers.Activation("relu", name=f"{name}_out")(x)
 
@@ -135,9 +132,7 @@ def blocks_per_stage(depth: int, version: int = 1) -> int:
 
 
 def _stem(inputs, weight_decay: float):
-    x = conv2d(STAGE_FILTERS[0], 3, weight_decay, "stem_conv", strides=1)(inputs)
-    x = batch_norm("stem_bn")(x)
-    return layers.Activation("relu", name="stem_relu")(x)
+    return conv_bn(inputs, STAGE_FILTERS[0], 3, weight_decay, "stem")
 
 
 def _v1_stages(x, n: int, weight_decay: float, shortcut: str):
@@ -159,6 +154,7 @@ def _v2_stages(x, n: int, weight_decay: float, shortcut: str):
     return _bn_relu(x, "post")
 
 
+@architecture("resnet", "resnet_v2")
 def build_resnet(
     input_shape: tuple[int, int, int],
     num_classes: int,

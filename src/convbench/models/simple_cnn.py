@@ -20,6 +20,7 @@ import keras
 from keras import layers
 
 from convbench.models.layers import batch_norm, classifier, l2
+from convbench.models.registration import architecture
 
 
 def conv_elu_bn(x, filters: int, weight_decay: float, name: str):
@@ -40,6 +41,7 @@ def _check_stages(filters: Sequence[int], dropout: Sequence[float]) -> None:
         raise ValueError(f"dropout rates must be in [0, 1). Received: dropout={list(dropout)}")
 
 
+@architecture("simple_cnn")
 def build_simple_cnn(
     input_shape: tuple[int, int, int],
     num_classes: int,

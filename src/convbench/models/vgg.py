@@ -18,7 +18,8 @@ import keras
 from keras import layers
 
 from convbench.models.alexnet import check_positive, check_rate
-from convbench.models.layers import batch_norm, classifier, l2, resize_to_at_least
+from convbench.models.layers import classifier, conv_bn, l2, resize_to_at_least
+from convbench.models.registration import architecture
 
 VGG16_STAGES = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
 """(filters, convolutions) per stage: configuration "D" of the paper, as in pytorch-cifar."""
@@ -40,17 +41,11 @@ def vgg_stage(
     """`convolutions` 3x3 Conv(bias)[-BN]-ReLU layers, 2x2 max pooling, then dropout (skipped at rate 0)."""
     for index in range(1, convolutions + 1):
         conv_name = f"{name}_conv{index}"
-        x = layers.Conv2D(
-            filters,
-            3,
-            padding="same",
-            kernel_initializer="he_normal" if use_batch_norm else "glorot_uniform",
-            kernel_regularizer=l2(weight_decay),
-            name=conv_name,
-        )(x)
         if use_batch_norm:
-            x = batch_norm(f"{conv_name}_bn")(x)
-        x = layers.Activation("relu", name=f"{conv_name}_relu")(x)
+            x = conv_bn(x, filters, 3, weight_decay, conv_name, use_bias=True, conv_name=conv_name)
+        else:
+            x = layers.Conv2D(filters, 3, padding="same", kernel_regularizer=l2(weight_decay), name=conv_name)(x)
+            x = layers.Activation("relu", name=f"{conv_name}_relu")(x)
     x = layers.MaxPooling2D(2, name=f"{name}_pool")(x)
     if dropout:
         x = layers.Dropout(dropout, name=f"{name}_dropout")(x)
@@ -79,32 +74,6 @@ def vgg_features(
     return x
 
 
-def build_vgg16(
-    input_shape: tuple[int, int, int],
-    num_classes: int,
-    *,
-    weight_decay: float = 0.0,
-    name: str | None = None,
-) -> keras.Model:
-    """CIFAR VGG16 with BN (pytorch-cifar): 13 convolutions in five pooled stages and one softmax layer.
-
-    The five poolings need at least 32x32: smaller inputs (MNIST's 28x28) are upsampled to 32x32
-    inside the model. 48x48 inputs reach the classifier as a 1x1 map, like 32x32 ones.
-
-    Args:
-        input_shape: Height, width and channels of the float input images.
-        num_classes: Number of classes of the softmax output.
-        weight_decay: PyTorch-style coupled decay, applied as an L2 penalty on kernels.
-        name: Model name; "vgg16" if not given.
-    """
-    inputs = keras.Input(shape=tuple(input_shape), name="input")
-    x = resize_to_at_least(inputs, 32)
-    x = vgg_features(x, VGG16_STAGES, use_batch_norm=True, weight_decay=weight_decay)
-    x = layers.Flatten(name="flatten")(x)
-    outputs = classifier(x, num_classes, weight_decay)
-    return keras.Model(inputs, outputs, name=name or "vgg16")
-
-
 def resize_to(x, size: int, name: str = "resize"):
     """`x` resized (bilinear) to `size` x `size`; unchanged if it already is."""
     if tuple(x.shape[1:3]) == (size, size):
@@ -112,6 +81,7 @@ def resize_to(x, size: int, name: str = "resize"):
     return layers.Resizing(size, size, interpolation="bilinear", name=name)(x)
 
 
+@architecture("vgg13")
 def build_vgg13(
     input_shape: tuple[int, int, int],
     num_classes: int,
@@ -154,3 +124,30 @@ def build_vgg13(
             x = layers.Dropout(dropout, name=f"fc{index}_dropout")(x)
     outputs = classifier(x, num_classes, weight_decay)
     return keras.Model(inputs, outputs, name=name or "vgg13")
+
+
+@architecture("vgg16")
+def build_vgg16(
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    *,
+    weight_decay: float = 0.0,
+    name: str | None = None,
+) -> keras.Model:
+    """CIFAR VGG16 with BN (pytorch-cifar): 13 convolutions in five pooled stages and one softmax layer.
+
+    The five poolings need at least 32x32: smaller inputs (MNIST's 28x28) are upsampled to 32x32
+    inside the model. 48x48 inputs reach the classifier as a 1x1 map, like 32x32 ones.
+
+    Args:
+        input_shape: Height, width and channels of the float input images.
+        num_classes: Number of classes of the softmax output.
+        weight_decay: PyTorch-style coupled decay, applied as an L2 penalty on kernels.
+        name: Model name; "vgg16" if not given.
+    """
+    inputs = keras.Input(shape=tuple(input_shape), name="input")
+    x = resize_to_at_least(inputs, 32)
+    x = vgg_features(x, VGG16_STAGES, use_batch_norm=True, weight_decay=weight_decay)
+    x = layers.Flatten(name="flatten")(x)
+    outputs = classifier(x, num_classes, weight_decay)
+    return keras.Model(inputs, outputs, name=name or "vgg16")

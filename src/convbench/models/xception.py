@@ -25,7 +25,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from convbench.models.layers import batch_norm, classifier, conv2d, l2, scaled_filters
+from convbench.models.layers import batch_norm, classifier, conv_bn, l2, scaled_filters
+from convbench.models.registration import architecture
 
 STEM_FILTERS = (32, 64)
 ENTRY_BLOCKS = ((128, 2), (256, 2), (728, 1))
@@ -37,13 +38,11 @@ EXIT_FILTERS = (1536, 2048)
 
 def conv_bn_relu(x, filters: int, weight_decay: float, name: str):
     """A 3x3 stride-1 'same' convolution without bias, batch norm and ReLU."""
-    x = conv2d(filters, 3, weight_decay, f"{name}_conv")(x)
-    x = batch_norm(f"{name}_bn")(x)
-    return layers.Activation("relu", name=f"{name}_relu")(x)
+    return conv_bn(x, filters, 3, weight_decay, name)
 
 
 def separable_conv_bn(x, filters: int, weight_decay: float, name: str):
-    """A 3x3 depthwise separable convolution without bias, then batch norm."""
+    """A 3x3 depthwise separable convolution without bias, then batch norm (`conv_bn` with a separable conv)."""
     x = layers.SeparableConv2D(
         filters,
         3,
@@ -65,17 +64,7 @@ def downsampling_block(
 
     `relu_first` is False for the first block, whose input has just been through a ReLU.
     """
-    shortcut = layers.Conv2D(
-        filters[-1],
-        1,
-        strides=strides,
-        padding="same",
-        use_bias=False,
-        kernel_initializer="he_normal",
-        kernel_regularizer=l2(weight_decay),
-        name=f"{name}_shortcut_conv",
-    )(x)
-    shortcut = batch_norm(f"{name}_shortcut_bn")(shortcut)
+    shortcut = conv_bn(x, filters[-1], 1, weight_decay, f"{name}_shortcut", strides=strides, activation=None)
     for index, block_filters in enumerate(filters, start=1):
         if relu_first or index > 1:
             x = layers.Activation("relu", name=f"{name}_sepconv{index}_relu")(x)
@@ -93,6 +82,7 @@ def middle_block(x, filters: int, weight_decay: float, name: str):
     return layers.Add(name=f"{name}_add")([x, shortcut])
 
 
+@architecture("xception")
 def build_xception(
     input_shape: tuple[int, int, int],
     num_classes: int,

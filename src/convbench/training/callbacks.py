@@ -13,6 +13,8 @@ from typing import Any
 import keras
 import mlflow
 
+from convbench.metrics import HISTORY_METRICS, metric_key
+
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_STATE = "state.json"
@@ -47,12 +49,15 @@ class LearningRateLogger(keras.callbacks.Callback):
 class MlflowEpochLogger(keras.callbacks.Callback):
     """Logs every epoch's metrics to the active MLflow run as `<prefix>.<metric>`, step = epoch (from 1).
 
+    `prefix` is the architecture's name: the keys are `convbench.metrics.metric_key`'s.
+
     `replay` holds the history of epochs done before a resume; it is logged first so the
     run shows the whole curve.
     """
 
     def __init__(self, prefix: str, replay: dict[str, list[float]] | None = None, first_step: int = 1) -> None:
         super().__init__()
+        metric_key(prefix, HISTORY_METRICS[0])  # a prefix no key could parse back fails now, not after an epoch
         self.prefix = prefix
         self.replay = replay or {}
         self.first_step = first_step  # step of this fit's first epoch (later phases continue the curve)
@@ -60,7 +65,7 @@ class MlflowEpochLogger(keras.callbacks.Callback):
     def _log(self, metrics: dict[str, float], step: int) -> None:
         if mlflow.active_run() is None:
             return
-        mlflow.log_metrics({f"{self.prefix}.{name}": float(value) for name, value in metrics.items()}, step=step)
+        mlflow.log_metrics({metric_key(self.prefix, name): float(value) for name, value in metrics.items()}, step=step)
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         epochs_done = len(next(iter(self.replay.values()), []))

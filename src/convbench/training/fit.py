@@ -15,6 +15,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from convbench.config import deep_merge
 from convbench.models.layers import PRETRAINED_BASE
 from convbench.training.augmentation import with_augmentation
 from convbench.training.callbacks import (
@@ -78,14 +79,15 @@ def training_phases(recipe: dict[str, Any]) -> list[Phase]:
     """The recipe as one phase, or two when it has a `fine_tuning` block (transfer learning).
 
     With `fine_tuning`, the recipe's own `epochs`, `optimizer` and `schedule` train the new head
-    on a frozen pretrained base; then `fine_tuning` (`epochs`, and `optimizer`/`schedule` that
-    default to the first phase's) trains the whole network, usually at a lower learning rate.
+    on a frozen pretrained base; then the recipe with `fine_tuning` merged in key by key (`epochs`,
+    and any `optimizer`/`schedule` values, see `convbench.config.deep_merge`) trains the whole
+    network, usually at a lower learning rate.
     """
     fine_tuning = recipe.get("fine_tuning")
     if not fine_tuning:
         return [Phase("training", recipe, pretrained_base_trainable=None, first_epoch=0)]
     head_recipe = {key: value for key, value in recipe.items() if key != "fine_tuning"}
-    whole_recipe = {**head_recipe, **fine_tuning}
+    whole_recipe = deep_merge(head_recipe, fine_tuning)
     return [
         Phase("head", head_recipe, pretrained_base_trainable=False, first_epoch=0),
         Phase("fine_tuning", whole_recipe, pretrained_base_trainable=True, first_epoch=int(recipe["epochs"])),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any
 
@@ -9,20 +10,14 @@ import numpy as np
 
 from convbench.data.cifar import FORMATS, read_cifar_archive
 from convbench.data.download import fetch
-from convbench.data.fer import (
-    FERPLUS_CLASS_NAMES,
-    SPLITS,
-    annotation_table,
-    check_counts,
-    check_same_rows,
-    load_fer2013,
-    load_ferplus,
-    locate_fer2013,
-    resize_images,
-    to_rgb,
-)
+from convbench.data.fer2013 import SPLITS, check_counts, load_fer2013, locate_fer2013
+from convbench.data.ferplus import FERPLUS_CLASS_NAMES, annotation_table, check_same_rows, load_ferplus
+from convbench.data.images import resize_images, to_rgb
 from convbench.data.mnist import read_mnist
 from convbench.data.tiny_imagenet import read_tiny_imagenet
+
+PARSED_ARRAYS = ("train_images", "train_labels", "test_images", "test_labels", "class_names")
+"""What every parser returns: uint8 NHWC images, integer labels, one name per class."""
 
 
 def download_archive(source: dict[str, Any]) -> str:
@@ -42,15 +37,41 @@ def download_files(sources: dict[str, dict[str, Any]]) -> dict[str, str]:
     return {name: download_archive(source) for name, source in sources.items()}
 
 
+def download_source(source: dict[str, Any]) -> str | dict[str, str]:
+    """Local path(s) of a dataset's raw file(s): one `{url, known_hash, destination}`, or several by name."""
+    return download_archive(source) if "url" in source else download_files(source)
+
+
+def parse_with(raw_files: str | dict[str, str], options: dict[str, Any] | None, parser: str) -> dict[str, Any]:
+    """The arrays a dataset's own parser (`"package.module:function"`) reads from its raw file(s).
+
+    Raises:
+        ValueError: The parser cannot be imported, or does not return every array ingestion stores.
+    """
+    module_name, _, function_name = parser.partition(":")
+    try:
+        function = getattr(importlib.import_module(module_name), function_name)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"Cannot import the dataset parser {parser!r} ('package.module:function'): {exc}") from exc
+    paths = Path(raw_files) if isinstance(raw_files, str) else {name: Path(path) for name, path in raw_files.items()}
+    parsed = function(paths, **(options or {}))
+    missing = [name for name in PARSED_ARRAYS if name not in parsed]
+    if missing:
+        raise ValueError(
+            f"The dataset parser {parser} returned no {', '.join(missing)}; it must return {PARSED_ARRAYS}"
+        )
+    return {name: parsed[name] for name in PARSED_ARRAYS}
+
+
 def parse_cifar_archive(
-    archive_path: str, archive_format: str, expected_counts: dict[str, int] | None
+    archive_path: str, expected_counts: dict[str, int] | None, archive_format: str
 ) -> dict[str, Any]:
     """Images (uint8 NHWC, RGB), labels and class names read from a CIFAR binary archive.
 
     Args:
         archive_path: Path of `cifar-10-binary.tar.gz` or `cifar-100-binary.tar.gz`.
-        archive_format: "cifar10" or "cifar100".
         expected_counts: Records expected per split, e.g. {train: 50000, test: 10000}; null skips.
+        archive_format: "cifar10" or "cifar100" (the dataset's name).
 
     Returns:
         `train_images`, `train_labels`, `test_images`, `test_labels`, `class_names`, plus
@@ -99,7 +120,7 @@ def parse_ferplus_files(
 ) -> dict[str, Any]:
     """FER2013 faces (uint8) with the FERPlus crowd votes of each, joined row by row.
 
-    The label scheme is applied later (preprocessing, `training.label_mode`), so the votes are kept
+    The label scheme is applied later (preprocessing, `preprocessing.<dataset>.label_mode`), so the votes are kept
     as they are: `train_*` holds the Training and PublicTest rows (training and validation, chosen
     by `Usage` in preprocessing), `test_*` the PrivateTest rows.
 

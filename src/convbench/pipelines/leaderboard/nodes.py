@@ -7,35 +7,26 @@ import logging
 import math
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from convbench.metrics import (
+    HISTORY_COLUMNS,
+    HISTORY_METRICS,
+    RANKING_METRIC,
+    SIZE_METRICS,
+    SPEED_METRICS,
+    history_column,
+    is_test_metric,
+    metrics_by_architecture,
+    order_test_metrics,
+)
 from convbench.pipelines.reporting.nodes import to_markdown
 from convbench.tracking import active_run_env, finished_runs
 
 logger = logging.getLogger(__name__)
-
-MLFLOW_METRIC_OF_COLUMN: dict[str, str] = {
-    "parameters": "parameters",
-    "epochs": "epochs",
-    "train_loss": "loss",
-    "train_accuracy": "accuracy",
-    "val_loss": "val_loss",
-    "val_accuracy": "val_accuracy",
-    "test_loss": "test_loss",
-    "test_accuracy": "test_accuracy",
-    "test_top5_accuracy": "test_top5_accuracy",
-    "wall_time_s": "wall_time_s",
-    "train_images_per_s": "train_images_per_s",
-}
-"""Leaderboard (and metrics table) column -> metric logged as `<architecture>.<metric>` in an MLflow run."""
 
 RUN_COLUMNS = ("run_name", "run_id", "started")
 """Where each row comes from: this run or an earlier MLflow run of the same dataset."""
@@ -47,7 +38,7 @@ def build_leaderboard(*metrics_tables: pd.DataFrame, dataset: str) -> tuple[pd.D
     An architecture trained in this run is shown with this run's results; any other
     architecture with its latest finished run in the active MLflow run's experiment and Kedro
     env (smoke runs never mix with real ones), so pipelines run one by one still compare. Rows
-    are ranked by test accuracy.
+    are ranked by test accuracy; every `test_*` metric found in the tables or the runs is a column.
 
     Args:
         metrics_tables: One-row metrics tables of the architectures trained in this run.
@@ -77,18 +68,22 @@ def build_leaderboard(*metrics_tables: pd.DataFrame, dataset: str) -> tuple[pd.D
 
 
 def rank(current: pd.DataFrame, earlier: pd.DataFrame) -> pd.DataFrame:
-    """`current` rows plus `earlier` rows of architectures not in `current`, best test accuracy first."""
+    """`current` rows plus `earlier` rows of architectures not in `current`, best test accuracy first.
+
+    Columns: `rank`, `architecture`, size, the last epoch's curves, every test metric either frame
+    holds (`test_accuracy` first, then by name; one no row has a value of is dropped), time and speed,
+    and where the row comes from (`RUN_COLUMNS`).
+    """
     if not earlier.empty and not current.empty:
         earlier = earlier[~earlier["architecture"].isin(current["architecture"])]
     frames = [frame for frame in (current, earlier) if not frame.empty]
     if not frames:
         return pd.DataFrame()
     board = pd.concat(frames, ignore_index=True)
-    columns = ["architecture", *[c for c in MLFLOW_METRIC_OF_COLUMN if c in board], *RUN_COLUMNS]
-    if board.get("test_top5_accuracy") is not None and board["test_top5_accuracy"].isna().all():
-        columns.remove("test_top5_accuracy")
+    tests = [c for c in order_test_metrics(board.columns) if c == RANKING_METRIC or board[c].notna().any()]
+    columns = ["architecture", *SIZE_METRICS, *HISTORY_COLUMNS, *tests, *SPEED_METRICS, *RUN_COLUMNS]
     board = board[[c for c in columns if c in board]]
-    board = board.sort_values("test_accuracy", ascending=False, kind="stable", na_position="last")
+    board = board.sort_values(RANKING_METRIC, ascending=False, kind="stable", na_position="last")
     board.insert(0, "rank", range(1, len(board) + 1))
     return board.reset_index(drop=True)
 
@@ -97,29 +92,29 @@ def earlier_runs(experiment_id: str, exclude_run_id: str | None = None, env: str
     """One row per architecture: its results in the latest finished run of the experiment that trained it.
 
     An architecture counts as trained in a run when the run holds `<architecture>.test_accuracy`.
-    With `env`, only runs of that Kedro env (tag `convbench.env`) count.
+    Columns are those of a metrics table (NaN where the run did not log the metric), with every
+    `<architecture>.test_*` metric the run holds. With `env`, only runs of that Kedro env
+    (tag `convbench.env`) count.
     """
     rows: dict[str, dict[str, Any]] = {}
     for run in finished_runs(experiment_id, env):
         if run.info.run_id == exclude_run_id:
             continue
-        metrics = run.data.metrics
-        for key in metrics:
-            architecture, _, metric = key.rpartition(".")
-            if metric != "test_accuracy" or not architecture or architecture in rows:
+        for architecture, metrics in metrics_by_architecture(run.data.metrics).items():
+            if RANKING_METRIC not in metrics or architecture in rows:
                 continue
             rows[architecture] = {
                 "architecture": architecture,
-                **{
-                    column: metrics.get(f"{architecture}.{name}", math.nan)
-                    for column, name in MLFLOW_METRIC_OF_COLUMN.items()
-                },
+                **{name: metrics.get(name, math.nan) for name in SIZE_METRICS},
+                **{history_column(name): metrics.get(name, math.nan) for name in HISTORY_METRICS},
+                **{name: value for name, value in metrics.items() if is_test_metric(name)},
+                **{name: metrics.get(name, math.nan) for name in SPEED_METRICS},
                 "run_name": run.info.run_name,
                 "run_id": run.info.run_id,
                 "started": _date(run.info.start_time),
             }
     frame = pd.DataFrame(list(rows.values()))
-    for column in ("parameters", "epochs"):
+    for column in SIZE_METRICS:
         if column in frame:
             frame[column] = frame[column].astype("Int64")
     return frame
@@ -135,8 +130,9 @@ def plot_leaderboard(board: pd.DataFrame, dataset: str) -> Figure:
     """Test accuracy per architecture (bars, best on top), and accuracy against parameters."""
     ordered = board.iloc[::-1]
     height = max(3.0, 0.45 * len(board) + 1.5)
-    figure, (bars, scatter) = plt.subplots(1, 2, figsize=(13, height), gridspec_kw={"width_ratios": [3, 2]})
-    accuracy = ordered["test_accuracy"].astype(float).to_numpy() * 100
+    figure = Figure(figsize=(13, height))
+    bars, scatter = figure.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
+    accuracy = ordered[RANKING_METRIC].astype(float).to_numpy() * 100
     positions = np.arange(len(ordered))
     bars.barh(positions, accuracy, color="tab:blue")
     bars.set_yticks(positions, ordered["architecture"])

@@ -7,16 +7,12 @@ import math
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from convbench.metrics import RANKING_METRIC, metrics_by_architecture
 from convbench.serving import RESULT_COLUMNS, decode_image, to_image_batch
 from convbench.tracking import active_run_env, finished_runs
 
@@ -55,7 +51,7 @@ def choose_model(predict: dict[str, Any]) -> str:
         )
     best = candidates.iloc[0]
     logger.info(
-        "Predicting with %s (test accuracy %.4f, run %s)", best["model_uri"], best["test_accuracy"], best["run_name"]
+        "Predicting with %s (test accuracy %.4f, run %s)", best["model_uri"], best[RANKING_METRIC], best["run_name"]
     )
     return str(best["model_uri"])
 
@@ -63,10 +59,12 @@ def choose_model(predict: dict[str, Any]) -> str:
 def ranked_classifiers(dataset: str, env: str | None) -> pd.DataFrame:
     """Every classifier logged for `dataset` by a finished run (of Kedro env `env`), best test accuracy first.
 
+    A run trained `architecture` when it holds `<architecture>.test_accuracy` (see `convbench.metrics`).
+
     Returns:
         Columns `model_uri`, `architecture`, `test_accuracy`, `run_name`, `run_id`; latest run first among equals.
     """
-    columns = ["model_uri", "architecture", "test_accuracy", "run_name", "run_id"]
+    columns = ["model_uri", "architecture", RANKING_METRIC, "run_name", "run_id"]
     experiment = mlflow.get_experiment_by_name(dataset)
     if experiment is None:
         return pd.DataFrame(columns=columns)
@@ -76,13 +74,12 @@ def ranked_classifiers(dataset: str, env: str | None) -> pd.DataFrame:
     }
     rows = []
     for run in finished_runs(experiment.experiment_id, env):
-        for key, accuracy in run.data.metrics.items():
-            architecture, _, metric = key.rpartition(".")
+        for architecture, metrics in metrics_by_architecture(run.data.metrics).items():
             uri = classifier_uri(dataset, architecture, run.info.run_id)
-            if metric == "test_accuracy" and (run.info.run_id, uri.rsplit("/", 1)[-1]) in logged:
-                rows.append([uri, architecture, accuracy, run.info.run_name, run.info.run_id])
+            if RANKING_METRIC in metrics and (run.info.run_id, uri.rsplit("/", 1)[-1]) in logged:
+                rows.append([uri, architecture, metrics[RANKING_METRIC], run.info.run_name, run.info.run_id])
     table = pd.DataFrame(rows, columns=columns)
-    return table.sort_values("test_accuracy", ascending=False, kind="stable").reset_index(drop=True)
+    return table.sort_values(RANKING_METRIC, ascending=False, kind="stable").reset_index(drop=True)
 
 
 def read_image_files(input_dir: str) -> dict[str, bytes]:
@@ -140,9 +137,8 @@ def plot_contact_sheet(files: dict[str, bytes], predictions: pd.DataFrame) -> Fi
     count = len(predictions)
     columns = min(SHEET_COLUMNS, count)
     rows = math.ceil(count / columns)
-    figure, axes = plt.subplots(
-        rows, columns, figsize=(2.4 * columns, 2.9 * rows + 0.4), squeeze=False, layout="constrained"
-    )
+    figure = Figure(figsize=(2.4 * columns, 2.9 * rows + 0.4), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False)
     top_k = sum(column.startswith("class_") for column in predictions.columns)
     for axis in axes.flat:
         axis.axis("off")

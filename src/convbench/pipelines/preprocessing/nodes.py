@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pooch
 
-from convbench.data import fer
+from convbench.data import fer2013, ferplus
 
 STATS_CHUNK = 4096  # images per chunk when summing pixels, bounds the int64 temporaries
 
@@ -134,12 +134,14 @@ def label_crowd_votes(
         label mode and split); the drops of `label_mode` as MLflow metrics
         (`dropped.<split>.<reason>`, `kept.<split>`).
     """
-    pool = fer.votes_from_table(train_annotations, "02_intermediate/<dataset>/train_annotations.csv")
-    test = fer.votes_from_table(test_annotations, "02_intermediate/<dataset>/test_annotations.csv")
-    if label_mode not in fer.LABEL_MODES:
-        raise ValueError(f"training.label_mode must be one of {', '.join(fer.LABEL_MODES)}. Received: {label_mode!r}")
+    pool = ferplus.votes_from_table(train_annotations, "02_intermediate/<dataset>/train_annotations.csv")
+    test = ferplus.votes_from_table(test_annotations, "02_intermediate/<dataset>/test_annotations.csv")
+    if label_mode not in ferplus.LABEL_MODES:
+        raise ValueError(
+            f"preprocessing.<dataset>.label_mode must be one of {', '.join(ferplus.LABEL_MODES)}. Received: {label_mode!r}"
+        )
     train_labels = np.full(len(pool.usage), -1, dtype=np.int64)
-    train_targets = np.zeros((len(pool.usage), len(fer.FERPLUS_CLASS_NAMES)), dtype=np.float32)
+    train_targets = np.zeros((len(pool.usage), len(ferplus.FERPLUS_CLASS_NAMES)), dtype=np.float32)
     test_labels = np.full(len(test.usage), -1, dtype=np.int64)
     drops, metrics = [], {}
     for split, votes, labels in (
@@ -147,14 +149,14 @@ def label_crowd_votes(
         ("val", pool, train_labels),
         ("test", test, test_labels),
     ):
-        rows = np.flatnonzero(votes.usage == fer.SPLITS.index(split))
-        for mode in fer.LABEL_MODES if split == "train" else (fer.EVALUATION_MODE,):
-            outcome = fer.label_split(votes.votes[rows], votes.has_image[rows], mode)
+        rows = np.flatnonzero(votes.usage == fer2013.SPLITS.index(split))
+        for mode in ferplus.LABEL_MODES if split == "train" else (ferplus.EVALUATION_MODE,):
+            outcome = ferplus.label_split(votes.votes[rows], votes.has_image[rows], mode)
             counts = outcome.drop_counts()
             drops.append(
                 {"split": split, "label_mode": mode, "rows": len(rows), **counts, "kept": int(outcome.kept.sum())}
             )
-            if mode != fer.split_label_mode(split, label_mode):
+            if mode != ferplus.split_label_mode(split, label_mode):
                 continue
             labels[rows] = outcome.labels
             if split != "test":
@@ -162,7 +164,9 @@ def label_crowd_votes(
             metrics.update({f"dropped.{split}.{reason}": count for reason, count in counts.items()})
             metrics[f"kept.{split}"] = int(outcome.kept.sum())
     drop_table = pd.DataFrame(drops)
-    drop_table.insert(2, "used", [row["label_mode"] == fer.split_label_mode(row["split"], label_mode) for row in drops])
+    drop_table.insert(
+        2, "used", [row["label_mode"] == ferplus.split_label_mode(row["split"], label_mode) for row in drops]
+    )
     return (
         train_labels,
         test_labels,
@@ -272,11 +276,11 @@ def build_crowd_label_card(
             names, statistics).
     """
     try:
-        fer2013_file = fer.locate_fer2013(fer2013_folder)
+        fer2013_file = fer2013.locate_fer2013(fer2013_folder)
     except FileNotFoundError:
-        fer2013_file = Path(fer2013_folder) / fer.FER2013_FILENAME
+        fer2013_file = Path(fer2013_folder) / fer2013.FER2013_FILENAME
     sources = {
-        "fer2013": {"url": fer.FER2013_PAGE_URL, "destination": str(fer2013_file)},
+        "fer2013": {"url": fer2013.FER2013_PAGE_URL, "destination": str(fer2013_file)},
         "fer2013new": source,
     }
     card, _ = build_dataset_card(sources, **dataset)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kedro.pipeline import Node, Pipeline
 
-from convbench.pipelines.ingestion.pipeline import crowd_labelled, source_parameter
+from convbench.dataset_specs import get_dataset
 from convbench.pipelines.preprocessing.nodes import (
     build_crowd_label_card,
     build_dataset_card,
@@ -34,17 +34,18 @@ CARD_INPUTS = {
 def create_pipeline(dataset: str = "cifar10", **kwargs) -> Pipeline:
     """Preprocessing of one dataset, namespaced by its name; parameters from `preprocessing.<dataset>`.
 
-    Crowd-labelled datasets (FERPlus) are first labelled with `training.label_mode` and keep their
-    predefined splits; the others have validation carved from the official training set.
+    Crowd-labelled datasets (FERPlus) are first labelled with `preprocessing.<dataset>.label_mode`
+    and keep their predefined splits; the others have validation carved from the official training set.
     """
-    template = crowd_label_preprocessing() if crowd_labelled(dataset) else random_split_preprocessing()
+    crowd = get_dataset(dataset).crowd_labelled
+    template = crowd_label_preprocessing() if crowd else random_split_preprocessing()
     parameters = {
         "params:split": f"params:preprocessing.{dataset}",
-        "params:source": f"params:ingestion.{dataset}.{source_parameter(dataset)}",
+        "params:source": f"params:ingestion.{dataset}.source",
     }
-    if crowd_labelled(dataset):
+    if crowd:
         parameters |= {
-            "params:label_mode": "params:training.label_mode",
+            "params:label_mode": f"params:preprocessing.{dataset}.label_mode",
             "params:fer2013_folder": f"params:ingestion.{dataset}.fer2013_folder",
         }
     return Pipeline(template, namespace=dataset, parameters=parameters, tags=["preprocessing", dataset])

@@ -5,17 +5,18 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-SUMMARY_METRICS = ("parameters", "epochs", "wall_time_s", "train_images_per_s")
-"""Metrics-table columns logged to MLflow by the reporting (the others come from training and evaluation)."""
+from convbench.metrics import (
+    HISTORY_METRICS,
+    SIZE_METRICS,
+    SPEED_METRICS,
+    SUMMARY_METRICS,
+    history_column,
+    to_mlflow_metrics,
+)
 
 SAMPLE_GRID = 4  # the sample-prediction figure shows SAMPLE_GRID x SAMPLE_GRID test images
 
@@ -31,7 +32,7 @@ def metrics_table(
     Args:
         history: Per-epoch `loss`, `accuracy`, `val_loss`, `val_accuracy`.
         training_summary: `parameters`, `epochs`, `wall_time_s`, `train_images_per_s`.
-        evaluation: Output of `evaluate_predictions`.
+        evaluation: Output of `evaluate_predictions`; its `metrics` (every `test_*` metric) become columns.
         run: `dataset` and `architecture` names.
 
     Returns:
@@ -41,18 +42,13 @@ def metrics_table(
     row = {
         "dataset": run["dataset"],
         "architecture": run["architecture"],
-        "parameters": training_summary["parameters"],
-        "epochs": training_summary["epochs"],
-        "train_loss": history["loss"][-1],
-        "train_accuracy": history["accuracy"][-1],
-        "val_loss": history["val_loss"][-1],
-        "val_accuracy": history["val_accuracy"][-1],
+        **{name: training_summary[name] for name in SIZE_METRICS},
+        **{history_column(metric): history[metric][-1] for metric in HISTORY_METRICS},
         **evaluation["metrics"],
-        "wall_time_s": training_summary["wall_time_s"],
-        "train_images_per_s": training_summary["train_images_per_s"],
+        **{name: training_summary[name] for name in SPEED_METRICS},
     }
     table = pd.DataFrame([row])
-    summary = {name: {"value": float(row[name]), "step": 0} for name in SUMMARY_METRICS}
+    summary = to_mlflow_metrics({name: row[name] for name in SUMMARY_METRICS})
     return table, to_markdown(table), summary
 
 
@@ -89,7 +85,8 @@ def per_class_table(evaluation: dict[str, Any]) -> pd.DataFrame:
 def plot_learning_curves(history: dict[str, list[float]], run: dict[str, str]) -> Figure:
     """Loss and accuracy per epoch, training vs validation, side by side."""
     epochs = np.arange(1, len(history["loss"]) + 1)
-    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    figure = Figure(figsize=(11, 4))
+    loss_axis, accuracy_axis = figure.subplots(1, 2)
     for axis, metric, title in ((loss_axis, "loss", "Loss"), (accuracy_axis, "accuracy", "Accuracy")):
         axis.plot(epochs, history[metric], marker="o", markersize=3, label="train")
         axis.plot(epochs, history[f"val_{metric}"], marker="o", markersize=3, label="validation")
@@ -108,7 +105,8 @@ def plot_confusion_matrix(evaluation: dict[str, Any], run: dict[str, str]) -> Fi
     names = evaluation["class_names"]
     rates = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
     size = max(5.0, 0.45 * len(names) + 2)
-    figure, axis = plt.subplots(figsize=(size + 1, size))
+    figure = Figure(figsize=(size + 1, size))
+    axis = figure.subplots()
     image = axis.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04, label="fraction of the true class")
     if len(names) <= 30:
@@ -142,7 +140,8 @@ def plot_sample_predictions(
 ) -> Figure:
     """The first 16 test images with true and predicted class (green if right, red if wrong)."""
     count = min(SAMPLE_GRID * SAMPLE_GRID, len(test_indices))
-    figure, axes = plt.subplots(SAMPLE_GRID, SAMPLE_GRID, figsize=(8, 9))
+    figure = Figure(figsize=(8, 9))
+    axes = figure.subplots(SAMPLE_GRID, SAMPLE_GRID)
     for slot, axis in enumerate(axes.flat):
         axis.axis("off")
         if slot >= count:

@@ -8,6 +8,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from convbench.config import deep_merge
+from convbench.metrics import to_mlflow_metrics
 from convbench.models.preprocessing import with_normalization
 from convbench.models.registry import check_files, get_builder
 from convbench.serving import ImageClassifier
@@ -17,31 +19,26 @@ TOP_K_MIN_CLASSES = 20  # top-5 accuracy is reported for datasets with at least 
 
 
 def resolve_recipe(
-    recipe: dict[str, Any], dataset_overrides: dict[str, Any] | None, label_mode: str | None = None
+    recipe: dict[str, Any],
+    dataset_overrides: dict[str, Any] | None,
+    run_settings: dict[str, Any] | None,
+    label_mode: str | None = None,
 ) -> dict[str, Any]:
-    """The architecture's recipe with the dataset's overrides merged in, key by key at every level.
+    """The recipe a model is trained with: recipe < dataset overrides < run env and --params, key by key.
 
     Args:
-        recipe: `training.<architecture>`.
+        recipe: `training.<architecture>` as Kedro merged it (conf/base, the run env, --params).
         dataset_overrides: `recipe_overrides.<dataset>`: values that hold for every architecture on
             that dataset, e.g. `{augmentation: {horizontal_flip: false}}` for MNIST.
-        label_mode: Crowd-labelled datasets only: `training.label_mode`, added to the recipe as
+        run_settings: `run_recipe_settings.<architecture>`: the values of the recipe that the run env
+            (conf/local, conf/smoke) and --params set, which win over the dataset's overrides
+            (see `convbench.config`).
+        label_mode: Crowd-labelled datasets only: `preprocessing.<dataset>.label_mode`, added as
             `label_mode` (it picks the loss and how targets are drawn, see `convbench.training.fit`).
     """
-    merged = merge(recipe, dataset_overrides or {})
+    merged = deep_merge(deep_merge(recipe, dataset_overrides or {}), run_settings or {})
     if label_mode is not None:
         merged["label_mode"] = label_mode
-    return merged
-
-
-def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """`base` with `overrides` merged in, key by key at every level."""
-    merged = dict(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = merge(merged[key], value)
-        else:
-            merged[key] = value
     return merged
 
 
@@ -108,11 +105,6 @@ def train_model(
     )
 
 
-def export_model(model: keras.Model) -> keras.Model:
-    """The trained model as handed to MLflow's Keras flavor (raw uint8 images in, probabilities out)."""
-    return model
-
-
 def build_classifier(model: keras.Model, class_names: list[str]) -> ImageClassifier:
     """The trained model as a servable MLflow pyfunc: raw images or PNG/JPEG bytes in, class names and
     probabilities out (see `convbench.serving`)."""
@@ -134,6 +126,9 @@ def evaluate_predictions(
     class_names: list[str],
 ) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
     """Test loss, top-1 (and top-5 with many classes) accuracy, per-class accuracy, confusion matrix.
+
+    Every metric is named `test_*` (`convbench.metrics`): a new one here reaches the metrics table,
+    MLflow (`<architecture>.<metric>`) and the leaderboard with no other edit.
 
     Returns:
         Metrics in kedro-mlflow's `{name: {value, step}}` form, and the full evaluation
@@ -161,4 +156,4 @@ def evaluate_predictions(
         "confusion_matrix": confusion.astype(int).tolist(),
         "class_names": list(class_names),
     }
-    return {name: {"value": value, "step": 0} for name, value in metrics.items()}, evaluation
+    return to_mlflow_metrics(metrics), evaluation

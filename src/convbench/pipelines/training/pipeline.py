@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from kedro.pipeline import Node, Pipeline
 
+from convbench.config import RUN_RECIPE_SETTINGS
+from convbench.dataset_specs import get_dataset
+from convbench.hooks import PREFLIGHT_TAG
 from convbench.models.registry import needs_files
 from convbench.pipelines.binding import bind
-from convbench.pipelines.ingestion.pipeline import PREFLIGHT_TAG, crowd_labelled
 from convbench.pipelines.training.nodes import (
     build_classifier,
     build_model,
     check_model_files,
     evaluate_predictions,
-    export_model,
     predict_test_set,
     resolve_recipe,
     train_model,
@@ -36,19 +37,25 @@ CROWD_DATASET_INPUTS = tuple(name if name != "train_labels" else "train_targets"
 def create_pipeline(dataset: str = "cifar10", architecture: str = "resnet", **kwargs) -> Pipeline:
     """Training of `architecture` on `dataset` with the recipe `training.<architecture>`.
 
-    The recipe is first merged with `recipe_overrides.<dataset>` (e.g. no flips for digits) and
-    saved as `<dataset>.<architecture>.recipe`, the exact recipe the model was trained with.
-    Crowd-labelled datasets (FERPlus) train on `train_targets` under `training.label_mode`.
+    The recipe is first merged with `recipe_overrides.<dataset>` (e.g. no flips for digits), under
+    what the run env and --params set, and saved as `<dataset>.<architecture>.recipe`, the exact
+    recipe the model was trained with. Crowd-labelled datasets (FERPlus) train on `train_targets`
+    under `preprocessing.<dataset>.label_mode`.
 
     Dataset-level inputs (`cifar10.train_images`, ...) are shared; everything it writes is
     namespaced `<dataset>.<architecture>.*`.
     """
-    crowd = crowd_labelled(dataset)
+    crowd = get_dataset(dataset).crowd_labelled
     template = Pipeline(
         [
             Node(
                 resolve_recipe,
-                inputs=["params:recipe", "params:dataset_overrides", *(["params:label_mode"] if crowd else [])],
+                inputs=[
+                    "params:recipe",
+                    "params:dataset_overrides",
+                    "params:run_settings",
+                    *(["params:label_mode"] if crowd else []),
+                ],
                 outputs="recipe",
                 name="resolve_recipe",
             ),
@@ -74,7 +81,6 @@ def create_pipeline(dataset: str = "cifar10", architecture: str = "resnet", **kw
                 name="train_model",
                 tags=["training"],
             ),
-            Node(export_model, inputs="model", outputs="mlflow_model", name="export_model"),
             Node(
                 build_classifier,
                 inputs=["model", "class_names"],
@@ -100,9 +106,10 @@ def create_pipeline(dataset: str = "cifar10", architecture: str = "resnet", **kw
     parameters = {
         "params:recipe": f"params:training.{architecture}",
         "params:dataset_overrides": f"params:recipe_overrides.{dataset}",
+        "params:run_settings": f"params:{RUN_RECIPE_SETTINGS}.{architecture}",
     }
     if crowd:
-        parameters["params:label_mode"] = "params:training.label_mode"
+        parameters["params:label_mode"] = f"params:preprocessing.{dataset}.label_mode"
     if needs_files(architecture):
         template += Pipeline(
             [

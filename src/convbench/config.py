@@ -1,0 +1,154 @@
+"""The parameters of a run, in layers: recipe < dataset overrides < run env (conf/local, conf/smoke) < --params.
+
+Kedro merges conf/base, the run env and `--params` into one dictionary, which loses what a dataset's
+overrides must give way to. `ConvbenchConfigLoader` adds what the dataset specs
+(`convbench.dataset_specs`) contribute and keeps the run's own settings apart:
+
+- `preprocessing.<dataset>`: the spec's defaults (seed, val_size, label_mode) under whatever conf/
+  and `--params` set;
+- `recipe_overrides.<dataset>`: the spec's overrides (MNIST: no flips), which conf/ may change;
+- `run_recipe_settings.<architecture>`: what the run env (smoke's shrink included) and `--params` set
+  in `training.<architecture>`, so that `resolve_recipe` applies them after the dataset's overrides;
+- `smoke: true` (conf/smoke) shrinks every recipe and dataset in code (`smoke_layer`), so no
+  architecture or dataset can be forgotten there; the run env and `--params` still win over it.
+
+Only the standard library, OmegaConf and Kedro's loader are imported: hooks and `kedro --help` stay light.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import warnings
+from pathlib import Path
+from typing import Any
+
+from kedro.config import OmegaConfigLoader
+from omegaconf import OmegaConf
+
+from convbench.dataset_specs import DATASETS
+
+SMOKE_RECIPE: dict[str, Any] = {"epochs": 1, "batch_size": 64, "eval_batch_size": 256}
+"""What the smoke env changes in every recipe; a recipe's own `smoke:` block adds model sizes."""
+
+RUN_RECIPE_SETTINGS = "run_recipe_settings"
+"""Parameter holding, per architecture, the recipe values the run env and `--params` set."""
+
+
+class DeprecatedParameterWarning(FutureWarning):
+    """A parameter was renamed; the old name still works for now."""
+
+
+def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `overrides` merged in, key by key at every level (neither argument is changed).
+
+    A block that switches kind replaces the old one whole: an override whose `name` differs from
+    the base block's (`schedule: {name: constant, lr: 1e-4}` over a cosine schedule, an `adam`
+    optimizer over `sgd`) keeps none of the old block's keys.
+    """
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and not _switches_kind(merged[key], value):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _switches_kind(base: dict[str, Any], override: dict[str, Any]) -> bool:
+    return "name" in override and "name" in base and override["name"] != base["name"]
+
+
+def recipes(parameters: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The recipes in `training` (every dict under it, by architecture)."""
+    return {name: value for name, value in (parameters.get("training") or {}).items() if isinstance(value, dict)}
+
+
+def smoke_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
+    """The smoke env's changes to `recipe`: one short epoch (and fine-tuning epoch), no warm-up, its `smoke:` sizes."""
+    shrink: dict[str, Any] = dict(SMOKE_RECIPE)
+    if "warmup_epochs" in (recipe.get("schedule") or {}):
+        shrink["schedule"] = {"warmup_epochs": 0}
+    if recipe.get("fine_tuning"):
+        shrink["fine_tuning"] = {"epochs": 1}
+    return deep_merge(shrink, recipe.get("smoke") or {})
+
+
+def smoke_layer(parameters: dict[str, Any]) -> dict[str, Any]:
+    """The smoke env's changes to every recipe and every dataset's preprocessing (`subset`)."""
+    return {
+        "training": {name: smoke_recipe(recipe) for name, recipe in recipes(parameters).items()},
+        "preprocessing": {name: {"subset": dict(spec.smoke_subset)} for name, spec in DATASETS.items()},
+    }
+
+
+def _migrate_label_mode(parameters: dict[str, Any], run_layer: dict[str, Any]) -> None:
+    """`training.label_mode` (before 0.2) -> `preprocessing.<dataset>.label_mode` of every crowd-labelled dataset."""
+    label_mode = (parameters.get("training") or {}).pop("label_mode", None)
+    (run_layer.get("training") or {}).pop("label_mode", None)
+    if label_mode is None:
+        return
+    crowd = [name for name, spec in DATASETS.items() if spec.crowd_labelled]
+    warnings.warn(
+        f"training.label_mode is deprecated: use {', '.join(f'preprocessing.{name}.label_mode' for name in crowd)} "
+        f"(e.g. --params=preprocessing.ferplus.label_mode={label_mode}).",
+        DeprecatedParameterWarning,
+        stacklevel=3,
+    )
+    for name in crowd:
+        if "label_mode" not in ((run_layer.get("preprocessing") or {}).get(name) or {}):
+            parameters.setdefault("preprocessing", {}).setdefault(name, {})["label_mode"] = label_mode
+
+
+def resolve_parameters(parameters: dict[str, Any], run_layer: dict[str, Any]) -> dict[str, Any]:
+    """Kedro's merged parameters with the dataset specs' layers added (see the module docstring).
+
+    Args:
+        parameters: conf/base, the run env and `--params`, merged by Kedro.
+        run_layer: The run env's parameters and `--params` alone, merged.
+    """
+    parameters, run_layer = copy.deepcopy(parameters), copy.deepcopy(run_layer)
+    _migrate_label_mode(parameters, run_layer)
+    spec_layer = {
+        "preprocessing": {name: spec.preprocessing_defaults() for name, spec in DATASETS.items()},
+        "recipe_overrides": {name: copy.deepcopy(dict(spec.recipe_overrides)) for name, spec in DATASETS.items()},
+        "ingestion": {name: {"options": {}} for name, spec in DATASETS.items() if spec.source_format == "parser"},
+    }
+    parameters = deep_merge(spec_layer, parameters)
+    if parameters.get("smoke"):
+        run_layer = deep_merge(smoke_layer(parameters), run_layer)
+        parameters = deep_merge(parameters, run_layer)
+    for recipe in recipes(parameters).values():
+        recipe.pop("smoke", None)
+    run_recipes = recipes(run_layer)
+    parameters[RUN_RECIPE_SETTINGS] = {name: run_recipes.get(name, {}) for name in recipes(parameters)}
+    return parameters
+
+
+class ConvbenchConfigLoader(OmegaConfigLoader):
+    """Kedro's `OmegaConfigLoader`, whose `parameters` also hold the dataset specs' layers (`resolve_parameters`)."""
+
+    def __getitem__(self, key: str) -> dict[str, Any]:
+        config = super().__getitem__(key)
+        if key != "parameters":
+            return config
+        return resolve_parameters(config, deep_merge(self._run_env_parameters(), self.runtime_params or {}))
+
+    def _run_env_parameters(self) -> dict[str, Any]:
+        """The parameter files of the run env (conf/local, conf/smoke) alone, merged."""
+        run_env = self.env or self.default_run_env
+        folder = Path(self.conf_source) / run_env
+        if not run_env or run_env == self.base_env or not folder.is_dir():
+            return {}
+        patterns = self.config_patterns["parameters"]
+        files = sorted(
+            path
+            for path in folder.rglob("*")
+            if path.suffix in {".yml", ".yaml", ".json"}
+            and any(fnmatch.fnmatch(str(path.relative_to(folder)), pattern) for pattern in patterns)
+        )
+        merged: dict[str, Any] = {}
+        for path in files:
+            loaded = OmegaConf.to_container(OmegaConf.load(path), resolve=True) or {}
+            merged = deep_merge(merged, loaded)
+        return merged
