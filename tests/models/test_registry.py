@@ -11,7 +11,7 @@ import pytest
 from convbench import config
 from convbench.config import ConvbenchConfigLoader
 from convbench.models.registration import Registration, architecture, registration
-from convbench.models.registry import ARCHITECTURES, discover, get_builder
+from convbench.models.registry import ARCHITECTURES, MODULE_ORDER, discover, get_builder
 from convbench.settings import CONFIG_LOADER_ARGS
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -48,24 +48,34 @@ def test_file_checks_fail_fast_on_missing_imagenet_weights_and_pass_otherwise(tm
 # --- registration: @architecture in the builder module, discovery by the registry ---------------------------------
 
 
+BUILT_IN = [
+    "mlp",
+    "residual_mlp",
+    "simple_cnn",
+    "alexnet",
+    "vgg13",
+    "vgg16",
+    "inception",
+    "resnet",
+    "resnet_v2",
+    "preact_resnet",
+    "xception",
+    "densenet",
+    "mobilenet_v2",
+    "mobilenet_v2_imagenet",
+    "hierarchical",
+]
+
+
 def test_architectures_are_listed_by_module_then_in_definition_order():
-    assert list(ARCHITECTURES) == [
-        "mlp",
-        "residual_mlp",
-        "simple_cnn",
-        "alexnet",
-        "vgg13",
-        "vgg16",
-        "inception",
-        "resnet",
-        "resnet_v2",
-        "preact_resnet",
-        "xception",
-        "densenet",
-        "mobilenet_v2",
-        "mobilenet_v2_imagenet",
-        "hierarchical",
-    ]
+    """The built-in families in `MODULE_ORDER`; a user's new module (not listed there) comes after them."""
+    assert [name for name in ARCHITECTURES if name in BUILT_IN] == BUILT_IN
+    module_of = {name: builder.__module__.rsplit(".", 1)[-1] for name, builder in ARCHITECTURES.items()}
+    listed = [name for name in ARCHITECTURES if module_of[name] in MODULE_ORDER]
+    assert list(ARCHITECTURES)[: len(listed)] == listed
+    assert [MODULE_ORDER.index(module_of[name]) for name in listed] == sorted(
+        MODULE_ORDER.index(module_of[name]) for name in listed
+    )
 
 
 def test_each_builder_is_registered_under_its_names_by_its_own_module():
