@@ -21,7 +21,7 @@ import math
 import keras
 from keras import layers
 
-from convbench.models.layers import batch_norm, classifier, conv2d
+from convbench.models.layers import batch_norm, bn_activation, classifier, conv2d
 from convbench.models.registration import architecture
 
 NUM_BLOCKS = 3
@@ -30,8 +30,7 @@ BOTTLENECK_WIDTH = 4
 
 
 def _bn_reluconv2d(x, filters: int, kernel: int, dropout: float, weight_decay: float, name: str):
-    x = batch_norm(f"{name}_bn")(x)
-    x = layers.Activation("relu", name=f"{name}_relu")(x)
+    x = bn_activation(x, name)
     x = conv2d(filters, kernel, weight_decay, f"{name}_conv")(x)
     if dropout:
         x = layers.Dropout(dropout, name=f"{name}_dropout")(x)

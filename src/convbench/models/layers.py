@@ -52,6 +52,13 @@ def batch_norm(name: str, momentum: float = 0.9, epsilon: float = 1e-5) -> layer
     return layers.BatchNormalization(momentum=momentum, epsilon=epsilon, name=name)
 
 
+def bn_activation(x, name: str, activation: str = "relu"):
+    """`x` through `batch_norm` and `activation`, named `{name}_bn` and `{name}_{activation}`: the
+    pre-activation order of ResNet v2, DenseNet and the course's ELU network (`conv_bn` is the other order)."""
+    x = batch_norm(f"{name}_bn")(x)
+    return layers.Activation(activation, name=f"{name}_{activation}")(x)
+
+
 def conv_bn(
     x,
     filters: int,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from convbench.models.layers import batch_norm, classifier, conv2d
+from convbench.models.layers import bn_activation, classifier, conv2d
 from convbench.models.registration import architecture
 
 STAGE_FILTERS = (16, 32, 64)
@@ -30,19 +30,14 @@ COURSE_WEIGHT_DECAY = 2e-4
 """The course's Keras `l2(1e-4)` expressed as coupled weight decay (L2 factor = weight_decay / 2)."""
 
 
-def _bn_elu(x, name: str):
-    x = batch_norm(f"{name}_bn")(x)
-    return layers.Activation("elu", name=f"{name}_elu")(x)
-
-
 def preact_block(x, filters: int, strides: int, weight_decay: float, name: str):
     """(BN-ELU-conv3x3) x 2 plus the input, or its 1x1 projection when the block changes shape."""
-    activated = _bn_elu(x, f"{name}_1")
+    activated = bn_activation(x, f"{name}_1", activation="elu")
     residual_input = x
     if strides != 1 or x.shape[-1] != filters:
         residual_input = conv2d(filters, 1, weight_decay, f"{name}_0_conv", strides=strides)(activated)
     y = conv2d(filters, 3, weight_decay, f"{name}_1_conv", strides=strides)(activated)
-    y = _bn_elu(y, f"{name}_2")
+    y = bn_activation(y, f"{name}_2", activation="elu")
     y = conv2d(filters, 3, weight_decay, f"{name}_2_conv", strides=1)(y)
     return layers.Add(name=f"{name}_add")([residual_input, y])
 
@@ -74,7 +69,7 @@ def build_preact_resnet(
         for block in range(1, blocks_per_stage + 1):
             strides = 2 if stage > 1 and block == 1 else 1
             x = preact_block(x, filters, strides, weight_decay, f"stage{stage}_block{block}")
-    x = _bn_elu(x, "post")
+    x = bn_activation(x, "post", activation="elu")
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     outputs = classifier(x, num_classes, weight_decay)
     return keras.Model(inputs, outputs, name=name or f"preact_resnet{6 * blocks_per_stage + 2}")

@@ -26,7 +26,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from convbench.models.layers import batch_norm, classifier, conv2d, conv_bn
+from convbench.models.layers import bn_activation, classifier, conv2d, conv_bn
 from convbench.models.registration import architecture
 
 STAGE_FILTERS = (16, 32, 64)
@@ -77,11 +77,6 @@ def basic_block(x, filters: int, strides: int, weight_decay: float, name: str, s
     return layers.Activation("relu", name=f"{name}_out")(x)
 
 
-def _bn_relu(x, name: str):
-    x = batch_norm(f"{name}_bn")(x)
-    return layers.Activation("relu", name=f"{name}_relu")(x)
-
-
 def preact_bottleneck_block(
     x,
     filters: int,
@@ -98,7 +93,7 @@ def preact_bottleneck_block(
     `preactivated`: `x` already went through BN-ReLU (the stem's), so the block adds none.
     """
     out_filters = BOTTLENECK_EXPANSION * filters
-    activated = x if preactivated else _bn_relu(x, f"{name}_1")
+    activated = x if preactivated else bn_activation(x, f"{name}_1")
     residual_input = x
     if strides != 1 or x.shape[-1] != out_filters:
         if shortcut == "identity":
@@ -106,9 +101,9 @@ def preact_bottleneck_block(
         else:
             residual_input = conv2d(out_filters, 1, weight_decay, f"{name}_0_conv", strides=strides)(activated)
     y = conv2d(filters, 1, weight_decay, f"{name}_1_conv", strides=1)(activated)
-    y = _bn_relu(y, f"{name}_2")
+    y = bn_activation(y, f"{name}_2")
     y = conv2d(filters, 3, weight_decay, f"{name}_2_conv", strides=strides)(y)
-    y = _bn_relu(y, f"{name}_3")
+    y = bn_activation(y, f"{name}_3")
     y = conv2d(out_filters, 1, weight_decay, f"{name}_3_conv", strides=1)(y)
     return layers.Add(name=f"{name}_add")([residual_input, y])
 
@@ -151,7 +146,7 @@ def _v2_stages(x, n: int, weight_decay: float, shortcut: str):
             x = preact_bottleneck_block(
                 x, filters, strides, weight_decay, f"stage{stage}_block{block}", shortcut, preactivated
             )
-    return _bn_relu(x, "post")
+    return bn_activation(x, "post")
 
 
 @architecture("resnet", "resnet_v2")
