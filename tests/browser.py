@@ -43,7 +43,11 @@ def chromium() -> str:
 
 @contextmanager
 def open_page(url: str, *, size: tuple[int, int] = (1400, 900)) -> Iterator:
-    """A Playwright page of headless Chromium showing `url`, once its network is idle."""
+    """A Playwright page of headless Chromium showing `url`, once it has loaded.
+
+    Not "network idle": MLflow 3's run page keeps polling the server, so it may never be idle.
+    Callers wait for the text they expect instead.
+    """
     from playwright.sync_api import sync_playwright
 
     executable = chromium()
@@ -52,7 +56,7 @@ def open_page(url: str, *, size: tuple[int, int] = (1400, 900)) -> Iterator:
         try:
             page = browser.new_page(viewport={"width": size[0], "height": size[1]})
             page.set_default_timeout(60_000)
-            page.goto(url, wait_until="networkidle")
+            page.goto(url, wait_until="load")
             yield page
         finally:
             browser.close()

@@ -83,6 +83,12 @@ class DatasetSpec:
                 f"Dataset {self.name!r}: smoke_subset must give a positive size for train, val and test. "
                 f"Received: {dict(self.smoke_subset)}"
             )
+        if self.source_format == "parser" and (self.crowd_labelled or self.coarse_labels):
+            raise ValueError(
+                f"Dataset {self.name!r}: the generic parser template gives images, labels and class names only; "
+                "coarse or crowd labels need an ingestion template of their own (convbench.pipelines.ingestion). "
+                f"Received: coarse_labels={self.coarse_labels}, crowd_labelled={self.crowd_labelled}"
+            )
         if (self.val_size is None) != self.crowd_labelled:
             raise ValueError(
                 f"Dataset {self.name!r}: val_size is None exactly for datasets with predefined splits "

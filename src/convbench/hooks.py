@@ -2,7 +2,7 @@
 MLflow run, and checkpoint clean-up.
 
 `settings.py` imports this module for every `kedro` command, so it imports only the dataset specs and
-`convbench.tracking` of the project: no pipeline, Keras or TensorFlow (tests/test_settings.py checks).
+`convbench.tracking` of the project: no pipeline, Keras or TensorFlow (tests/test_config.py runs `kedro --help` to check).
 """
 
 from __future__ import annotations

@@ -97,3 +97,11 @@ def test_a_parser_is_named_exactly_for_the_parser_format():
             smoke_subset={"train": 1, "val": 1, "test": 1},
             val_size=1,
         )
+
+
+@pytest.mark.parametrize("labels", [{"coarse_labels": True}, {"crowd_labelled": True, "val_size": None}])
+def test_a_parser_dataset_cannot_claim_labels_the_parser_template_does_not_give(labels):
+    spec = {"name": "toy", "source_format": "parser", "parser": f"{__name__}:parse_toy", "class_names_from": "x"}
+    spec |= {"smoke_subset": {"train": 2, "val": 2, "test": 1}, "val_size": 2} | labels
+    with pytest.raises(ValueError, match=r"Dataset 'toy': the generic parser template gives images, labels"):
+        DatasetSpec(**spec)
