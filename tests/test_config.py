@@ -22,6 +22,7 @@ from convbench.dataset_specs import DATASETS, DatasetSpec, dataset_of
 from convbench.models.registry import ARCHITECTURES, get_builder
 from convbench.pipelines.training.nodes import resolve_recipe
 from convbench.settings import CONFIG_LOADER_ARGS
+from convbench.training.optimizers import SCHEDULES
 
 PROJECT = Path(__file__).resolve().parents[1]
 CONF = PROJECT / "conf"
@@ -197,7 +198,7 @@ def test_each_recipe_is_complete(base_recipes, name):
     recipe = base_recipes[name]
     required = {"optimizer", "schedule", "epochs", "batch_size", "eval_batch_size", "augmentation", "seed"}
     assert required <= set(recipe), required - set(recipe)
-    assert recipe["schedule"]["name"] in {"cosine", "piecewise", "constant"}
+    assert recipe["schedule"]["name"] in SCHEDULES
     if recipe["schedule"]["name"] == "piecewise":
         schedule = recipe["schedule"]
         assert len(schedule["values"]) == len(schedule["boundaries"]) + 1

@@ -64,6 +64,7 @@ BUILT_IN = [
     "mobilenet_v2",
     "mobilenet_v2_imagenet",
     "hierarchical",
+    "airbench",
 ]
 
 

@@ -27,6 +27,9 @@ Builder = Callable[..., "keras.Model"]
 FileCheck = Callable[..., None]
 """Takes a builder's hyperparameters (defaults filled in); raises FileNotFoundError saying what to fetch."""
 
+DataInit = Callable[["keras.Model", Any], None]
+"""Takes the built model and the normalised training images (float32 [N, H, W, C]); sets weights from them."""
+
 _B = TypeVar("_B", bound=Callable[..., Any])
 
 _MARK = "convbench_architecture"
@@ -41,20 +44,27 @@ class Registration:
     """The architecture names (each a `{dataset}_{name}` pipeline and a recipe `training.<name>`)."""
     file_check: FileCheck | None = None
     """Check for files the builder reads but no run downloads (pretrained weights), or None."""
+    data_init: DataInit | None = None
+    """Sets weights of the built model from the training images (airbench's whitening layer), or None."""
 
 
-def architecture(*names: str, file_check: FileCheck | None = None) -> Callable[[_B], _B]:
+def architecture(
+    *names: str, file_check: FileCheck | None = None, data_init: DataInit | None = None
+) -> Callable[[_B], _B]:
     """Register the decorated builder function under `names`; it is returned unchanged.
 
     Several names may share one builder, each with its own recipe (`resnet` and `resnet_v2`).
     `file_check`, for builders that read files no run downloads (pretrained weights), takes the
     builder's hyperparameters (the recipe's `model`, builder defaults filled in) and raises
     FileNotFoundError saying what to fetch; the training pipeline runs it before anything else.
-    A name registered by two builders is refused when the registry collects them.
+    `data_init`, for builders with layers set from the data (airbench's patch whitening), takes the
+    built model and the normalised training split; the training pipeline calls it after building,
+    with the images it reads through the catalog. A name registered by two builders is refused
+    when the registry collects them.
 
     Raises:
         ValueError: No names, a name that is not a Python identifier, or a name given twice.
-        TypeError: `file_check` is not callable, the decorated object is not a function, or the
+        TypeError: `file_check` or `data_init` is not callable, the decorated object is not a function, or the
             function is already registered (give all its names in one `@architecture(...)`).
     """
     if not names:
@@ -65,8 +75,9 @@ def architecture(*names: str, file_check: FileCheck | None = None) -> Callable[[
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         raise ValueError(f"@architecture got the same name more than once: {', '.join(repeated)}")
-    if file_check is not None and not callable(file_check):
-        raise TypeError(f"file_check must be callable or None. Received: {file_check!r}")
+    for option, value in (("file_check", file_check), ("data_init", data_init)):
+        if value is not None and not callable(value):
+            raise TypeError(f"{option} must be callable or None. Received: {value!r}")
 
     def register(builder: _B) -> _B:
         if not inspect.isfunction(builder):
@@ -77,7 +88,7 @@ def architecture(*names: str, file_check: FileCheck | None = None) -> Callable[[
                 f"{qualified_name(builder)} is already registered as {', '.join(existing.names)}; "
                 "give all its names in one @architecture(...)."
             )
-        setattr(builder, _MARK, Registration(tuple(names), file_check))
+        setattr(builder, _MARK, Registration(tuple(names), file_check, data_init))
         return builder
 
     return register

@@ -21,7 +21,7 @@ import pkgutil
 from collections.abc import Sequence
 from typing import Any
 
-from convbench.models.registration import Builder, FileCheck, qualified_name, registration
+from convbench.models.registration import Builder, DataInit, FileCheck, qualified_name, registration
 
 MODULE_ORDER = (
     "mlp",
@@ -35,6 +35,7 @@ MODULE_ORDER = (
     "densenet",
     "mobilenet",
     "hierarchical",
+    "airbench",
 )
 """The order of `ARCHITECTURES` (pipelines, leaderboard, docs): by module, as listed here.
 
@@ -92,6 +93,14 @@ pipeline runs it before anything else.
 """
 
 
+DATA_INITS: dict[Builder, DataInit] = {
+    builder: found.data_init
+    for builder in ARCHITECTURES.values()
+    if (found := registration(builder)) is not None and found.data_init is not None
+}
+"""Builders with layers set from the training images -> the function that sets them (`@architecture(data_init=...)`)."""
+
+
 def get_builder(name: str) -> Builder:
     """The builder registered as `name`; a clear error lists the known names otherwise."""
     try:
@@ -118,3 +127,8 @@ def check_files(name: str, hyperparameters: dict[str, Any]) -> None:
         if parameter.default is not inspect.Parameter.empty
     }
     check(**{**defaults, **hyperparameters})
+
+
+def data_init(name: str) -> DataInit | None:
+    """The function that sets architecture `name`'s data-dependent weights, or None (see `DATA_INITS`)."""
+    return DATA_INITS.get(get_builder(name))

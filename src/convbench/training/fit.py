@@ -51,7 +51,7 @@ def compile_model(model: keras.Model, recipe: dict[str, Any], steps_per_epoch: i
     """
     schedule = learning_rate_schedule(recipe["schedule"], recipe["epochs"], steps_per_epoch)
     model.compile(
-        optimizer=make_optimizer(recipe["optimizer"], schedule),
+        optimizer=make_optimizer(recipe["optimizer"], schedule, ema=recipe.get("ema")),
         loss=training_loss(recipe),
         metrics=[training_accuracy(recipe)],
         jit_compile=recipe.get("jit_compile", "auto"),

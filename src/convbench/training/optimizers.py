@@ -6,7 +6,34 @@ from typing import Any
 
 import keras
 
-SCHEDULES = ("cosine", "piecewise", "constant")
+SCHEDULES = ("cosine", "piecewise", "constant", "triangular")
+
+
+@keras.saving.register_keras_serializable(package="convbench")
+class PiecewiseLinear(keras.optimizers.schedules.LearningRateSchedule):
+    """A learning rate linear between `(step, value)` points, constant after the last one."""
+
+    def __init__(self, steps: list[float], values: list[float]):
+        if len(steps) != len(values) or len(steps) < 2 or list(steps) != sorted(steps):
+            raise ValueError(
+                f"PiecewiseLinear needs >= 2 increasing steps, one value each. Received: {steps}, {values}"
+            )
+        self.steps = [float(step) for step in steps]
+        self.values = [float(value) for value in values]
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        rate = keras.ops.convert_to_tensor(self.values[-1], "float32")
+        for (start, end), (low, high) in zip(
+            zip(self.steps[:-1], self.steps[1:]), zip(self.values[:-1], self.values[1:]), strict=True
+        ):
+            fraction = keras.ops.clip((step - start) / max(end - start, 1e-9), 0.0, 1.0)
+            inside = keras.ops.logical_and(step >= start, step < end)
+            rate = keras.ops.where(inside, low + (high - low) * fraction, rate)
+        return keras.ops.where(step < self.steps[0], self.values[0], rate)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"steps": self.steps, "values": self.values}
 
 
 def learning_rate_schedule(schedule: dict[str, Any], epochs: int, steps_per_epoch: int):
@@ -15,6 +42,8 @@ def learning_rate_schedule(schedule: dict[str, Any], epochs: int, steps_per_epoc
     - cosine: linear warm-up from 0 to `peak_lr`, then cosine decay to `final_lr_fraction * peak_lr`.
     - piecewise: `values[i]` until epoch `boundaries[i]` (He et al.: 0.1, /10 at epochs 82 and 123).
     - constant: `lr` throughout.
+    - triangular: linear from `start_fraction * peak_lr` to `peak_lr` at `peak_fraction` of the
+      steps, then linear to `final_lr_fraction * peak_lr` at the last step (airbench's schedule).
     """
     name = schedule.get("name")
     total_steps = max(1, epochs * steps_per_epoch)
@@ -32,12 +61,36 @@ def learning_rate_schedule(schedule: dict[str, Any], epochs: int, steps_per_epoc
         return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, [float(v) for v in schedule["values"]])
     if name == "constant":
         return float(schedule["lr"])
+    if name == "triangular":
+        peak = float(schedule["peak_lr"])
+        peak_step = float(schedule.get("peak_fraction", 0.25)) * total_steps
+        return PiecewiseLinear(
+            [0.0, peak_step, float(total_steps - 1) if total_steps > 1 else 1.0],
+            [
+                peak * float(schedule.get("start_fraction", 0.0)),
+                peak,
+                peak * float(schedule.get("final_lr_fraction", 0.0)),
+            ],
+        )
     raise ValueError(f"Unknown learning-rate schedule {name!r}; known: {', '.join(SCHEDULES)}. Received: {schedule}")
 
 
-def make_optimizer(optimizer: dict[str, Any], learning_rate) -> keras.optimizers.Optimizer:
-    """SGD (momentum, Nesterov) or Adam/AdamW from e.g. `{name: sgd, momentum: 0.9, nesterov: true}`."""
+def make_optimizer(
+    optimizer: dict[str, Any], learning_rate, ema: dict[str, Any] | None = None
+) -> keras.optimizers.Optimizer:
+    """SGD (momentum, Nesterov) or Adam/AdamW from e.g. `{name: sgd, momentum: 0.9, nesterov: true}`.
+
+    With `ema: {decay: d}` the optimiser keeps an exponential moving average of the trainable
+    weights (after each step: `average = d * average + (1 - d) * weight`, starting from the weights
+    after the first step), and `fit` replaces the weights by their average when it ends, so the
+    model is evaluated and saved with the averaged weights (Keras' `use_ema`).
+    """
     options = {key: value for key, value in optimizer.items() if key != "name"}
+    if ema:
+        decay = float(ema["decay"])
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"ema.decay must be in (0, 1). Received: {ema!r}")
+        options |= {"use_ema": True, "ema_momentum": decay}
     name = optimizer.get("name", "sgd")
     if name == "sgd":
         return keras.optimizers.SGD(learning_rate=learning_rate, **options)

@@ -11,9 +11,11 @@ import numpy as np
 from convbench.config import deep_merge
 from convbench.metrics import to_mlflow_metrics
 from convbench.models.preprocessing import with_normalization
-from convbench.models.registry import check_files, get_builder
+from convbench.models.registry import check_files, data_init, get_builder
 from convbench.serving import ImageClassifier
 from convbench.training.fit import fit
+from convbench.training.tta import enabled as tta_enabled
+from convbench.training.tta import predict_with_tta
 
 TOP_K_MIN_CLASSES = 20  # top-5 accuracy is reported for datasets with at least this many classes
 
@@ -51,8 +53,13 @@ def check_model_files(recipe: dict[str, Any], architecture: str) -> None:
     check_files(architecture, recipe.get("model") or {})
 
 
+DATA_INIT_IMAGES = 10_000
+"""At most this many training images (the first of the seeded split) reach a builder's `data_init`."""
+
+
 def build_model(
     train_images: np.ndarray,
+    train_indices: np.ndarray,
     class_names: list[str],
     normalization: dict[str, Any],
     recipe: dict[str, Any],
@@ -60,8 +67,13 @@ def build_model(
 ) -> keras.Model:
     """The architecture for this dataset, taking raw uint8 images (z-score inside).
 
+    Architectures registered with a `data_init` (airbench's patch whitening) get their
+    data-dependent weights from the training split here, z-scored as the model will see them;
+    validation images never reach it.
+
     Args:
-        train_images: Training images; only their shape [H, W, C] is used.
+        train_images: The development pool: its shape [H, W, C] sizes the input.
+        train_indices: The training split's rows of `train_images`.
         class_names: One name per class; their number sizes the softmax.
         normalization: `mean` and `std` per channel from the training split.
         recipe: `model`, the builder's hyperparameters.
@@ -69,6 +81,12 @@ def build_model(
     """
     builder = get_builder(architecture)
     backbone = builder(tuple(train_images.shape[1:]), len(class_names), **(recipe.get("model") or {}))
+    initialise = data_init(architecture)
+    if initialise is not None:
+        rows = np.asarray(train_indices)[:DATA_INIT_IMAGES]
+        mean = np.asarray(normalization["mean"], dtype=np.float32)
+        std = np.asarray(normalization["std"], dtype=np.float32)
+        initialise(backbone, (train_images[rows].astype(np.float32) - mean) / std)
     return with_normalization(backbone, normalization["mean"], normalization["std"], name=backbone.name)
 
 
@@ -113,14 +131,21 @@ def build_classifier(model: keras.Model, class_names: list[str]) -> ImageClassif
 
 def predict_test_set(
     model: keras.Model, test_images: np.ndarray, test_indices: np.ndarray, recipe: dict[str, Any]
-) -> np.ndarray:
-    """Class probabilities [N, classes] (float32) for the test split, in `test_indices` order."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities [N, classes] (float32) for the test split, in `test_indices` order, without and
+    with the recipe's test-time augmentation (`tta: {flip, translate}`; [0, classes] when it has none)."""
     batch_size = int(recipe["eval_batch_size"])
-    return model.predict(test_images[test_indices], batch_size=batch_size, verbose=0).astype(np.float32)
+    images = test_images[test_indices]
+    plain = model.predict(images, batch_size=batch_size, verbose=0).astype(np.float32)
+    tta = recipe.get("tta") or {}
+    if not tta_enabled(tta):
+        return plain, np.zeros((0, plain.shape[1]), dtype=np.float32)
+    return plain, predict_with_tta(model, images, tta, batch_size)
 
 
 def evaluate_predictions(
     probabilities: np.ndarray,
+    tta_probabilities: np.ndarray,
     test_labels: np.ndarray,
     test_indices: np.ndarray,
     class_names: list[str],
@@ -128,7 +153,10 @@ def evaluate_predictions(
     """Test loss, top-1 (and top-5 with many classes) accuracy, per-class accuracy, confusion matrix.
 
     Every metric is named `test_*` (`convbench.metrics`): a new one here reaches the metrics table,
-    MLflow (`<architecture>.<metric>`) and the leaderboard with no other edit.
+    MLflow (`<architecture>.<metric>`) and the leaderboard with no other edit. `test_accuracy` and
+    the rest are always without test-time augmentation, so architectures compare alike; when the
+    recipe has `tta`, `test_tta_accuracy` and `test_tta_loss` are added next to them (the per-class
+    table and confusion matrix stay those of the plain predictions).
 
     Returns:
         Metrics in kedro-mlflow's `{name: {value, step}}` form, and the full evaluation
@@ -142,6 +170,10 @@ def evaluate_predictions(
         "test_loss": float(-np.log(true_probability).mean()),
         "test_accuracy": float((predicted == labels).mean()),
     }
+    if len(tta_probabilities):
+        tta_true = np.clip(tta_probabilities[np.arange(len(labels)), labels], 1e-7, 1.0)
+        metrics["test_tta_loss"] = float(-np.log(tta_true).mean())
+        metrics["test_tta_accuracy"] = float((tta_probabilities.argmax(axis=1) == labels).mean())
     if num_classes >= TOP_K_MIN_CLASSES:
         top5 = np.argpartition(-probabilities, 5, axis=1)[:, :5]
         metrics["test_top5_accuracy"] = float((top5 == labels[:, None]).any(axis=1).mean())

@@ -61,7 +61,7 @@ def create_pipeline(dataset: str = "cifar10", architecture: str = "resnet", **kw
             ),
             Node(
                 bind(build_model, architecture=architecture),
-                inputs=["train_images", "class_names", "normalization", "recipe"],
+                inputs=["train_images", "train_indices", "class_names", "normalization", "recipe"],
                 outputs="untrained_model",
                 name="build_model",
             ),
@@ -91,13 +91,13 @@ def create_pipeline(dataset: str = "cifar10", architecture: str = "resnet", **kw
             Node(
                 predict_test_set,
                 inputs=["model", "test_images", "test_indices", "recipe"],
-                outputs="test_probabilities",
+                outputs=["test_probabilities", "test_tta_probabilities"],
                 name="predict_test_set",
                 tags=["inference"],
             ),
             Node(
                 evaluate_predictions,
-                inputs=["test_probabilities", "test_labels", "test_indices", "class_names"],
+                inputs=["test_probabilities", "test_tta_probabilities", "test_labels", "test_indices", "class_names"],
                 outputs=["test_metrics", "evaluation"],
                 name="evaluate_predictions",
             ),

@@ -1,0 +1,54 @@
+"""Test-time augmentation: the softmax averaged over flipped and shifted copies of each image."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+
+
+def shifted(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """`images` [N, H, W, C] moved by (dy, dx) pixels, the uncovered border filled by reflection."""
+    if dy == 0 and dx == 0:
+        return images
+    pad_y, pad_x = abs(dy), abs(dx)
+    padded = np.pad(images, ((0, 0), (pad_y, pad_y), (pad_x, pad_x), (0, 0)), mode="reflect")
+    height, width = images.shape[1:3]
+    top, left = pad_y - dy, pad_x - dx
+    return padded[:, top : top + height, left : left + width]
+
+
+def tta_views(images: np.ndarray, tta: dict[str, Any]) -> list[np.ndarray]:
+    """The copies of `images` that `tta: {flip: bool, translate: pixels}` averages over, the images first.
+
+    With `flip`, each image and its mirror image; with `translate: t`, each of those also moved by
+    (+t, +t) and (-t, -t) pixels (airbench's two shifted crops). `{}` gives the images alone.
+    """
+    unknown = set(tta) - {"flip", "translate"}
+    if unknown:
+        raise ValueError(f"tta takes flip and translate. Received: {tta!r}")
+    translate = int(tta.get("translate", 0) or 0)
+    if translate < 0 or (translate and translate >= min(images.shape[1:3])):
+        raise ValueError(f"tta.translate must be 0 or a shift smaller than the image. Received: {translate}")
+    bases = [images, images[:, :, ::-1]] if tta.get("flip") else [images]
+    views = list(bases)
+    if translate:
+        for base in bases:
+            views += [shifted(base, translate, translate), shifted(base, -translate, -translate)]
+    return views
+
+
+def enabled(tta: dict[str, Any] | None) -> bool:
+    """Whether `tta` asks for any augmented copy."""
+    return bool(tta) and bool(tta.get("flip") or tta.get("translate"))
+
+
+def predict_with_tta(model: keras.Model, images: np.ndarray, tta: dict[str, Any], batch_size: int) -> np.ndarray:
+    """The mean of `model`'s probabilities over `tta_views(images, tta)`, float32 [N, classes]."""
+    total = None
+    views = tta_views(images, tta)
+    for view in views:
+        probabilities = model.predict(np.ascontiguousarray(view), batch_size=batch_size, verbose=0).astype(np.float64)
+        total = probabilities if total is None else total + probabilities
+    return (total / len(views)).astype(np.float32)

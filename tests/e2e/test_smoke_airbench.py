@@ -1,0 +1,63 @@
+"""`cifar10_airbench` in the smoke env from a file:// mirror: the whitening layer set from the training
+split, EMA weights, and test accuracy with and without TTA side by side."""
+
+from __future__ import annotations
+
+import json
+
+import cifar_archives
+import keras
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from kedro_project import assert_ran, new_project, run_kedro
+
+from convbench.models.airbench import WHITENING_LAYER
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def airbench_run(tmp_path_factory):
+    mirror = tmp_path_factory.mktemp("mirror") / "cifar-10-binary.tar.gz"
+    cifar_archives.make_cifar10_archive(mirror, per_batch=200, test=300)
+    project = new_project(tmp_path_factory)
+    params = [
+        f"ingestion.cifar10.source.url={mirror.as_uri()}",
+        f"ingestion.cifar10.source.known_hash={cifar_archives.known_hash(mirror)}",
+        "ingestion.cifar10.expected_counts.train=1000",
+        "ingestion.cifar10.expected_counts.test=300",
+        "preprocessing.cifar10.val_size=300",
+        "training.airbench.ema.decay=0.9",
+    ]
+    assert_ran(run_kedro(project, "--pipelines=cifar10_airbench", params))
+    return project
+
+
+def test_the_table_mlflow_and_evaluation_keep_both_test_accuracies(airbench_run):
+    project = airbench_run
+    table = pd.read_csv(project / "data/smoke/08_reporting/cifar10/airbench/metrics.csv")
+    assert {"test_accuracy", "test_tta_accuracy", "test_tta_loss"} <= set(table.columns)
+    evaluation = json.loads((project / "data/smoke/07_model_output/cifar10/airbench/evaluation.json").read_text())
+    assert evaluation["metrics"]["test_tta_accuracy"] == pytest.approx(table.loc[0, "test_tta_accuracy"])
+    plain = np.load(project / "data/smoke/07_model_output/cifar10/airbench/test_probabilities.npy")
+    tta = np.load(project / "data/smoke/07_model_output/cifar10/airbench/test_tta_probabilities.npy")
+    assert plain.shape == tta.shape == (256, 10) and not np.allclose(plain, tta)
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("cifar10").experiment_id])
+    assert run.data.metrics["airbench.test_tta_accuracy"] == pytest.approx(table.loc[0, "test_tta_accuracy"])
+    assert run.data.metrics["airbench.test_accuracy"] == pytest.approx(table.loc[0, "test_accuracy"])
+
+
+def test_the_saved_model_holds_a_frozen_whitening_layer_set_from_the_data(airbench_run):
+    project = airbench_run
+    (path,) = (project / "data/smoke/06_models/cifar10/airbench/model.keras").glob("*/model.keras")
+    backbone = keras.saving.load_model(path).get_layer("airbench")
+    whiten = backbone.get_layer(WHITENING_LAYER)
+    kernel = whiten.get_weights()[0]
+    assert not whiten.trainable and kernel.shape == (2, 2, 3, 24)
+    np.testing.assert_allclose(kernel[..., 12:], -kernel[..., :12])  # eigenvectors and their negatives
+    recipe = json.loads((project / "data/smoke/06_models/cifar10/airbench/recipe.json").read_text())
+    assert recipe["ema"] == {"decay": 0.9} and recipe["tta"] == {"flip": True, "translate": 1}
+    assert recipe["model"]["widths"] == [16, 32, 32] and recipe["epochs"] == 1  # the smoke env's shrink

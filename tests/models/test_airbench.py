@@ -1,0 +1,116 @@
+import numpy as np
+import pytest
+from models.builder_checks import (
+    INPUT_SHAPES,
+    assert_one_step_lowers_the_loss,
+    assert_probabilities_for,
+    assert_saves_and_loads,
+    trainable_parameters,
+)
+
+from convbench.models.airbench import (
+    WHITENING_LAYER,
+    build_airbench,
+    init_whitening,
+    patch_vectors,
+    whitening_filters,
+)
+from convbench.models.registry import data_init
+from convbench.pipelines.training.nodes import build_model
+
+SMALL = {"widths": (8, 16, 16)}
+
+
+def expected_trainable(channels: int, num_classes: int, widths=(64, 256, 256)) -> int:
+    """By hand: 3x3 conv kernels (no bias), one BN shift per channel (scale fixed), the bias-free head."""
+    previous, total = 8 * channels, 0  # the whitening layer's 2 x (2*2*C) outputs
+    for width in widths:
+        total += 9 * previous * width + 9 * width * width + 2 * width
+        previous = width
+    return total + previous * num_classes
+
+
+def test_parameter_count_is_about_2_million_and_the_whitening_layer_is_frozen():
+    model = build_airbench((32, 32, 3), 10)
+    assert expected_trainable(3, 10) == 1_971_328 == trainable_parameters(model)
+    whiten = model.get_layer(WHITENING_LAYER)
+    assert not whiten.trainable and whiten.kernel.shape == (2, 2, 3, 24)
+    assert model.count_params() == 1_971_328 + 288 + 2 * (64 + 64 + 256 + 256 + 256 + 256)  # + BN moving stats
+
+
+@pytest.mark.parametrize("input_shape", INPUT_SHAPES)
+def test_outputs_a_distribution_for_every_input_shape(input_shape):
+    assert_probabilities_for(build_airbench, input_shape, 7, **SMALL)
+
+
+def correlated_images(n=300, side=8, seed=0):
+    """Smooth, strongly correlated colour images: neighbouring pixels and channels alike."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.normal(size=(n, side // 2, side // 2, 1))
+    images = np.repeat(np.repeat(coarse, 2, axis=1), 2, axis=2) * np.array([1.0, 0.8, 0.6])
+    return (images + 0.3 * rng.normal(size=(n, side, side, 3))).astype(np.float32)
+
+
+def test_patches_through_the_whitening_filters_have_identity_covariance():
+    images = correlated_images()
+    patches = patch_vectors(images.astype(np.float64))
+    raw = np.cov(patches, rowvar=False)
+    assert np.abs(raw - np.diag(np.diag(raw))).max() > 0.3  # the patches are far from white
+    kernel = whitening_filters(images, eps=1e-9)
+    assert kernel.shape == (2, 2, 3, 24)
+    np.testing.assert_allclose(kernel[..., 12:], -kernel[..., :12])  # the negatives follow
+    whitened = (patches - patches.mean(axis=0)) @ kernel[..., :12].reshape(12, 12)
+    np.testing.assert_allclose(np.cov(whitened, rowvar=False), np.eye(12), atol=1e-3)
+
+
+def test_the_frozen_layer_applies_the_filters_to_every_2x2_patch():
+    images = correlated_images(n=20, side=16)
+    model = build_airbench((16, 16, 3), 4, **SMALL)
+    init_whitening(model, images)
+    import keras
+
+    features = keras.Model(model.input, model.get_layer(WHITENING_LAYER).output)(images)
+    kernel = whitening_filters(images)
+    by_hand = (patch_vectors(images.astype(np.float64)) @ kernel.reshape(12, 24)).reshape(20, 15, 15, 24)
+    np.testing.assert_allclose(np.asarray(features), by_hand, rtol=1e-3, atol=1e-3)
+
+
+def test_the_training_pipeline_whitens_with_the_training_split_alone_as_the_model_sees_it():
+    """`build_model` z-scores the training rows and hands them to the registered `data_init`."""
+    assert data_init("airbench") is init_whitening and data_init("resnet") is None
+    rng = np.random.default_rng(2)
+    pool = rng.integers(0, 256, (40, 16, 16, 3), dtype=np.uint8)
+    pool[30:] = 255  # the validation rows: a different distribution that must not count
+    normalization = {"mean": [120.0, 110.0, 100.0], "std": [60.0, 50.0, 40.0]}
+    model = build_model(pool, np.arange(30), ["a", "b"], normalization, {"model": SMALL}, "airbench")
+    backbone = model.get_layer("airbench")
+    expected = whitening_filters((pool[:30].astype(np.float32) - [120.0, 110.0, 100.0]) / [60.0, 50.0, 40.0])
+    kernel = backbone.get_layer(WHITENING_LAYER).get_weights()[0]
+    np.testing.assert_allclose(kernel, expected, rtol=1e-3, atol=1e-5)
+    with_validation = whitening_filters((pool.astype(np.float32) - [120.0, 110.0, 100.0]) / [60.0, 50.0, 40.0])
+    assert np.abs(with_validation - kernel).max() > 0.1  # the validation rows would have changed it
+
+
+def test_one_training_step_lowers_the_loss():
+    assert_one_step_lowers_the_loss(build_airbench, **SMALL)
+
+
+def test_saves_and_loads_with_its_whitening(tmp_path):
+    model = build_airbench((28, 28, 1), 3, **SMALL)
+    init_whitening(model, correlated_images(n=10, side=28)[..., :1])
+    loaded = assert_saves_and_loads(model, tmp_path)
+    np.testing.assert_array_equal(
+        loaded.get_layer(WHITENING_LAYER).get_weights()[0], model.get_layer(WHITENING_LAYER).get_weights()[0]
+    )
+    assert not loaded.get_layer(WHITENING_LAYER).trainable
+
+
+@pytest.mark.parametrize(("hp", "match"), [({"widths": (64, 256)}, "widths"), ({"logit_scale": 0}, "logit_scale")])
+def test_invalid_hyperparameters_are_named(hp, match):
+    with pytest.raises(ValueError, match=match):
+        build_airbench((32, 32, 3), 10, **hp)
+
+
+def test_whitening_needs_image_batches():
+    with pytest.raises(ValueError, match=r"Whitening needs images \[N, H>=2, W>=2, C\]"):
+        whitening_filters(np.zeros((4, 1, 8, 3)))

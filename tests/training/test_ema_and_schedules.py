@@ -1,0 +1,42 @@
+import keras
+import numpy as np
+import pytest
+
+from convbench.training.optimizers import learning_rate_schedule, make_optimizer
+
+
+def test_ema_weights_equal_the_closed_form_average_of_the_trajectory():
+    """One weight w, loss = g * w (constant gradient g): plain SGD gives w_t = w_0 - t * lr * g.
+
+    Keras' EMA starts at the weight after the first step and then averages
+    a_t = d * a_(t-1) + (1 - d) * w_t; at the end of `fit` the weight is replaced by a_T.
+    """
+    lr, g, d, steps, w0 = 0.1, 2.0, 0.8, 5, 1.0
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False, kernel_initializer="ones")])
+    model.compile(optimizer=make_optimizer({"name": "sgd"}, lr, ema={"decay": d}), loss=lambda y, p: g * p[:, 0])
+    model.fit(np.ones((steps, 1), np.float32), np.zeros((steps, 1), np.float32), batch_size=1, epochs=1, verbose=0)
+    trajectory = [w0 - t * lr * g for t in range(1, steps + 1)]
+    average = trajectory[0]
+    for weight in trajectory[1:]:
+        average = d * average + (1 - d) * weight
+    assert model.get_weights()[0].item() == pytest.approx(average, rel=1e-5)
+    assert average != pytest.approx(trajectory[-1])  # the averaged weight is not the last one
+
+
+def test_an_ema_decay_outside_0_1_is_refused():
+    with pytest.raises(ValueError, match=r"ema\.decay must be in \(0, 1\)"):
+        make_optimizer({"name": "sgd"}, 0.1, ema={"decay": 1.0})
+
+
+def test_the_triangular_schedule_rises_to_its_peak_and_ends_at_its_final_value_on_the_last_step():
+    schedule = learning_rate_schedule(
+        {"name": "triangular", "peak_lr": 2.0, "start_fraction": 0.2, "peak_fraction": 0.25, "final_lr_fraction": 0.05},
+        epochs=10,
+        steps_per_epoch=10,
+    )
+    rates = [float(schedule(step)) for step in range(100)]
+    assert rates[0] == pytest.approx(0.4) and rates[25] == pytest.approx(2.0)
+    assert rates[99] == pytest.approx(0.1)  # the last step of training
+    assert np.all(np.diff(rates[:26]) > 0) and np.all(np.diff(rates[25:]) < 0)
+    restored = type(schedule).from_config(schedule.get_config())
+    assert float(restored(60)) == pytest.approx(rates[60])
