@@ -29,7 +29,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from convbench.models.layers import conv2d, l2
+from convbench.models.layers import batch_norm, conv2d, l2
 from convbench.models.registration import architecture
 
 WHITENING_LAYER = "whiten"
@@ -78,7 +78,7 @@ def init_whitening(model: keras.Model, images: np.ndarray) -> None:
 
 
 def _batch_norm(name: str, momentum: float) -> layers.BatchNormalization:
-    return layers.BatchNormalization(momentum=momentum, epsilon=1e-12, scale=False, name=name)
+    return batch_norm(name, momentum, epsilon=1e-12, scale=False)
 
 
 def conv_group(x, filters: int, weight_decay: float, bn_momentum: float, name: str):
