@@ -34,7 +34,7 @@ from convbench.data.cifar import CIFAR10, read_cifar_archive
 from convbench.pipelines.preprocessing.nodes import channel_statistics, split_dataset
 from convbench.pipelines.training.nodes import build_model, resolve_recipe
 from convbench.settings import CONFIG_LOADER_ARGS
-from convbench.training.fit import compile_for_training, trainable_parameters
+from convbench.training.fit import compile_for_training, recipe_callbacks, trainable_parameters
 from convbench.training.input_pipeline import training_dataset
 from convbench.training.tta import enabled as tta_enabled
 from convbench.training.tta import predict_with_tta
@@ -120,7 +120,7 @@ def main() -> None:
     training_model.fit(
         training_dataset(train_images[train_idx], train_labels[train_idx], 10, batch_size, seed=args.seed),
         epochs=int(recipe["epochs"]),
-        callbacks=[evaluation],
+        callbacks=[*recipe_callbacks(recipe, steps), evaluation],
         shuffle=False,
         verbose=0,
     )

@@ -1,5 +1,7 @@
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from models.builder_checks import (
     INPUT_SHAPES,
     assert_one_step_lowers_the_loss,
@@ -10,6 +12,7 @@ from models.builder_checks import (
 
 from convbench.models.airbench import (
     WHITENING_LAYER,
+    ScaledBias,
     build_airbench,
     init_whitening,
     patch_vectors,
@@ -22,8 +25,9 @@ SMALL = {"widths": (8, 16, 16)}
 
 
 def expected_trainable(channels: int, num_classes: int, widths=(64, 256, 256)) -> int:
-    """By hand: 3x3 conv kernels (no bias), one BN shift per channel (scale fixed), the bias-free head."""
-    previous, total = 8 * channels, 0  # the whitening layer's 2 x (2*2*C) outputs
+    """By hand: the whitening bias, 3x3 conv kernels (no bias), one BN shift per channel (scale fixed), the bias-free head."""
+    previous = 8 * channels  # the whitening layer's 2 x (2*2*C) outputs
+    total = previous
     for width in widths:
         total += 9 * previous * width + 9 * width * width + 2 * width
         previous = width
@@ -32,10 +36,48 @@ def expected_trainable(channels: int, num_classes: int, widths=(64, 256, 256)) -
 
 def test_parameter_count_is_about_2_million_and_the_whitening_layer_is_frozen():
     model = build_airbench((32, 32, 3), 10)
-    assert expected_trainable(3, 10) == 1_971_328 == trainable_parameters(model)
+    assert expected_trainable(3, 10) == 1_971_352 == trainable_parameters(model)
     whiten = model.get_layer(WHITENING_LAYER)
     assert not whiten.trainable and whiten.kernel.shape == (2, 2, 3, 24)
-    assert model.count_params() == 1_971_328 + 288 + 2 * (64 + 64 + 256 + 256 + 256 + 256)  # + BN moving stats
+    assert model.get_layer(f"{WHITENING_LAYER}_bias").trainable
+    assert model.count_params() == 1_971_352 + 288 + 2 * (64 + 64 + 256 + 256 + 256 + 256)  # + BN moving stats
+
+
+def test_convolutions_start_as_the_identity_plus_pytorch_uniform_filters():
+    model = build_airbench((32, 32, 3), 10)
+    same_width = keras_kernel(model, "group1_conv2")  # 64 -> 64: every filter is the identity
+    identity = np.zeros_like(same_width)
+    identity[1, 1, np.arange(64), np.arange(64)] = 1.0
+    np.testing.assert_array_equal(same_width, identity)
+    wider = keras_kernel(model, "group2_conv1")  # 64 -> 256: 64 identity filters, 192 uniform ones
+    np.testing.assert_array_equal(wider[..., :64], identity)
+    bound = 1 / np.sqrt(9 * 64)
+    rest = wider[..., 64:]
+    assert np.abs(rest).max() <= bound and np.abs(rest).max() > 0.95 * bound
+    assert abs(rest.std() - bound / np.sqrt(3)) < 0.02 * bound  # uniform, not He-normal (std sqrt(2 / fan_in))
+    head = keras_kernel(model, "head")
+    assert np.abs(head).max() <= 1 / np.sqrt(256)
+
+
+def keras_kernel(model, name):
+    return np.asarray(model.get_layer(name).kernel.numpy())
+
+
+def test_the_scaled_bias_moves_by_the_multiplier_at_an_unchanged_decay():
+    """One SGD step on `ScaledBias(m, wd)` equals PyTorch's step with lr * m and decay wd / (lr * m) * lr."""
+    multiplier, weight_decay, lr = 64.0, 0.01, 0.1
+    layer = ScaledBias(multiplier, weight_decay)
+    layer.build((None, 3))
+    start = np.array([0.5, -1.0, 2.0], dtype=np.float32)
+    layer.bias.assign(start / np.sqrt(multiplier))  # the shift itself starts at `start`
+    upstream = np.array([1.0, 2.0, -3.0], dtype=np.float32)  # d loss / d shift
+    with tf.GradientTape() as tape:
+        out = layer(tf.zeros((1, 3)))
+        loss = tf.reduce_sum(out * upstream) + tf.add_n(layer.losses)
+    keras.optimizers.SGD(lr).apply(tape.gradient(loss, [layer.bias]), [layer.bias])
+    shift = layer.bias.numpy() * np.sqrt(multiplier)
+    expected = start - lr * multiplier * upstream - lr * weight_decay * start
+    np.testing.assert_allclose(shift, expected, rtol=1e-5)
 
 
 @pytest.mark.parametrize("input_shape", INPUT_SHAPES)

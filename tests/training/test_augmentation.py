@@ -26,6 +26,18 @@ def test_pad_crop_returns_a_window_of_the_zero_padded_image():
     assert len(set(offsets)) > 4, "every image draws its own offset"
 
 
+def test_reflect_pad_crop_returns_a_window_of_the_reflected_image():
+    images = np.random.default_rng(1).integers(1, 256, (16, 32, 32, 3)).astype("float32")
+    cropped = RandomPadCrop(2, seed=3, mode="reflect")(images, training=True).numpy()
+    for image, out in zip(images, cropped):
+        assert len(windows_of(np.pad(image, ((2, 2), (2, 2), (0, 0)), mode="reflect"), out, 32)) == 1
+    assert (cropped > 0).all(), "no zero border"
+    layers = augmentation_layers({"pad_crop": 2, "pad_mode": "reflect"}, seed=0)
+    assert layers[0].get_config()["mode"] == "reflect"
+    with pytest.raises(ValueError, match="pad_mode"):
+        RandomPadCrop(2, mode="wrap")
+
+
 def test_pad_crop_offsets_cover_all_81_positions_uniformly_enough():
     marker = np.zeros((4000, 9, 9, 1), dtype="float32")
     marker[:, 4, 4, 0] = 1  # single bright pixel in the centre; its new place reveals the offset

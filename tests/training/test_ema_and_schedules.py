@@ -2,6 +2,7 @@ import keras
 import numpy as np
 import pytest
 
+from convbench.training.callbacks import Lookahead, lookahead
 from convbench.training.optimizers import learning_rate_schedule, make_optimizer
 
 
@@ -40,3 +41,34 @@ def test_the_triangular_schedule_rises_to_its_peak_and_ends_at_its_final_value_o
     assert np.all(np.diff(rates[:26]) > 0) and np.all(np.diff(rates[25:]) < 0)
     restored = type(schedule).from_config(schedule.get_config())
     assert float(restored(60)) == pytest.approx(rates[60])
+
+
+def test_lookahead_pulls_the_weights_to_the_closed_form_average_every_k_steps():
+    """A one-weight model trained by a constant gradient: the lookahead trajectory by hand."""
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=lambda y, p: keras.ops.mean(p))  # d loss / d w = x = 1
+    steps, every, decay, power = 12, 3, 0.6, 1.0
+    callback = Lookahead(steps, every=every, decay=decay, power=power)
+    model.fit(
+        np.ones((steps, 1)),
+        np.zeros((steps, 1)),
+        batch_size=1,
+        epochs=1,
+        shuffle=False,
+        verbose=0,
+        callbacks=[callback],
+    )
+    weight = average = 0.0
+    for step in range(1, steps + 1):
+        weight -= 0.1
+        if step % every == 0:
+            alpha = decay * (step / steps) ** power
+            average = alpha * average + (1 - alpha) * weight
+            weight = average
+    assert float(model.layers[0].kernel.numpy()[0, 0]) == pytest.approx(average, rel=1e-5)
+    assert average != pytest.approx(-0.1 * steps)  # the averaging did something
+    assert lookahead(None, steps) == []
+    with pytest.raises(ValueError, match="lookahead"):
+        lookahead({"every": 5, "rate": 0.5}, steps)
+    with pytest.raises(ValueError, match="decay"):
+        Lookahead(steps, decay=1.5)

@@ -47,14 +47,9 @@ def scaled_filters(filters: int, width: float) -> int:
     return max(1, round(filters * width))
 
 
-def batch_norm(
-    name: str, momentum: float = 0.9, epsilon: float = 1e-5, *, scale: bool = True
-) -> layers.BatchNormalization:
-    """Batch normalisation with PyTorch's defaults (its momentum 0.1 is 0.9 here), as CIFAR recipes use.
-
-    `scale=False` keeps the scale fixed at 1 and learns the shift only (airbench).
-    """
-    return layers.BatchNormalization(momentum=momentum, epsilon=epsilon, scale=scale, name=name)
+def batch_norm(name: str, momentum: float = 0.9, epsilon: float = 1e-5) -> layers.BatchNormalization:
+    """Batch normalisation with PyTorch's defaults (its momentum 0.1 is 0.9 here), as CIFAR recipes use."""
+    return layers.BatchNormalization(momentum=momentum, epsilon=epsilon, name=name)
 
 
 def bn_activation(x, name: str, activation: str = "relu"):

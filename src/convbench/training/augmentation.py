@@ -8,19 +8,26 @@ import keras
 import tensorflow as tf
 from keras import layers
 
+PAD_MODES = ("constant", "reflect")
+AUGMENTATION_OPTIONS = ("pad_crop", "pad_mode", "horizontal_flip")
+
 
 @keras.saving.register_keras_serializable(package="convbench")
 class RandomPadCrop(layers.Layer):
-    """Zero-pads each image by `padding` pixels and crops it back at a random offset.
+    """Pads each image by `padding` pixels and crops it back at a random offset.
 
     The standard CIFAR augmentation (He et al. 2016): every image of the batch gets its own
     offset, drawn uniformly from the (2p+1)^2 possible ones. Identity at inference.
+    `mode` fills the border with zeros (`constant`, He et al.) or by reflection (`reflect`, airbench).
     """
 
-    def __init__(self, padding: int = 4, seed: int | None = None, **kwargs: Any) -> None:
+    def __init__(self, padding: int = 4, seed: int | None = None, mode: str = "constant", **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        if mode not in PAD_MODES:
+            raise ValueError(f"pad_mode must be one of {', '.join(PAD_MODES)}. Received: {mode!r}")
         self.padding = padding
         self.seed = seed
+        self.mode = mode
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def call(self, images, training=None):
@@ -29,7 +36,7 @@ class RandomPadCrop(layers.Layer):
         p = self.padding
         shape = tf.shape(images)
         batch, height, width = shape[0], shape[1], shape[2]
-        padded = tf.pad(images, [[0, 0], [p, p], [p, p], [0, 0]])
+        padded = tf.pad(images, [[0, 0], [p, p], [p, p], [0, 0]], mode=self.mode.upper())
         offset_y = keras.random.randint((batch,), 0, 2 * p + 1, seed=self.seed_generator, dtype="int32")
         offset_x = keras.random.randint((batch,), 0, 2 * p + 1, seed=self.seed_generator, dtype="int32")
         rows = offset_y[:, None] + tf.range(height)[None, :]
@@ -41,17 +48,18 @@ class RandomPadCrop(layers.Layer):
         return input_shape
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "padding": self.padding, "seed": self.seed}
+        return {**super().get_config(), "padding": self.padding, "seed": self.seed, "mode": self.mode}
 
 
 def augmentation_layers(augmentation: dict[str, Any], seed: int | None) -> list[layers.Layer]:
-    """The layers an augmentation recipe asks for, e.g. `{pad_crop: 4, horizontal_flip: true}`."""
-    unknown = set(augmentation) - {"pad_crop", "horizontal_flip"}
+    """The layers an augmentation recipe asks for, e.g. `{pad_crop: 4, pad_mode: reflect, horizontal_flip: true}`."""
+    unknown = set(augmentation) - set(AUGMENTATION_OPTIONS)
     if unknown:
-        raise ValueError(f"Unknown augmentation option(s) {sorted(unknown)}; known: pad_crop, horizontal_flip")
+        raise ValueError(f"Unknown augmentation option(s) {sorted(unknown)}; known: {', '.join(AUGMENTATION_OPTIONS)}")
     steps: list[layers.Layer] = []
     if augmentation.get("pad_crop"):
-        steps.append(RandomPadCrop(int(augmentation["pad_crop"]), seed=seed, name="random_pad_crop"))
+        mode = augmentation.get("pad_mode", "constant")
+        steps.append(RandomPadCrop(int(augmentation["pad_crop"]), seed=seed, mode=mode, name="random_pad_crop"))
     if augmentation.get("horizontal_flip"):
         steps.append(layers.RandomFlip("horizontal", seed=seed, name="random_flip"))
     return steps

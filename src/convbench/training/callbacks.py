@@ -38,6 +38,58 @@ class EpochTimer(keras.callbacks.Callback):
             logs["train_time_s"] = (self._train_end or end) - self._start
 
 
+class Lookahead(keras.callbacks.Callback):
+    """Every `every` steps, pulls the weights back to their running average (airbench's lookahead).
+
+    At step t of T: `average = alpha * average + (1 - alpha) * weights`, then `weights = average`,
+    with `alpha = decay * (t / T) ** power`: almost no averaging early, more and more towards the
+    end. When training ends the weights are set to the average. Batch-norm statistics are averaged
+    too (every float weight of the model).
+    """
+
+    def __init__(self, total_steps: int, every: int = 5, decay: float = 0.95**5, power: float = 3.0) -> None:
+        super().__init__()
+        if every < 1 or not 0.0 <= decay < 1.0 or power < 0 or total_steps < 1:
+            raise ValueError(
+                "lookahead needs every >= 1, 0 <= decay < 1 and power >= 0. "
+                f"Received: every={every!r}, decay={decay!r}, power={power!r} ({total_steps} steps)"
+            )
+        self.total_steps, self.every, self.decay, self.power = int(total_steps), int(every), float(decay), float(power)
+
+    def _float_weights(self) -> list:
+        return [weight for weight in self.model.weights if "float" in str(weight.dtype)]
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._average = [keras.ops.convert_to_numpy(weight) for weight in self._float_weights()]
+
+    def alpha(self, step: int) -> float:
+        """The averaging weight at `step`."""
+        return self.decay * min(1.0, step / self.total_steps) ** self.power
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        if step % self.every:
+            return
+        alpha = self.alpha(step)
+        for index, weight in enumerate(self._float_weights()):
+            self._average[index] = alpha * self._average[index] + (1 - alpha) * keras.ops.convert_to_numpy(weight)
+            weight.assign(self._average[index])
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        for weight, average in zip(self._float_weights(), self._average, strict=True):
+            weight.assign(average)
+
+
+def lookahead(settings: dict[str, Any] | None, total_steps: int) -> list[keras.callbacks.Callback]:
+    """`[Lookahead]` for a recipe's `lookahead: {every, decay, power}`, `[]` for none."""
+    if not settings:
+        return []
+    unknown = set(settings) - {"every", "decay", "power"}
+    if unknown:
+        raise ValueError(f"lookahead takes every, decay and power. Received: {settings!r}")
+    return [Lookahead(total_steps, **settings)]
+
+
 class LearningRateLogger(keras.callbacks.Callback):
     """Adds the learning rate in force at the end of the epoch to the epoch logs as `lr`."""
 

@@ -25,6 +25,7 @@ from convbench.training.callbacks import (
     ResumableCheckpoint,
     early_stopping,
     load_checkpoint,
+    lookahead,
 )
 from convbench.training.input_pipeline import evaluation_dataset, training_dataset
 from convbench.training.losses import draws_targets, training_accuracy, training_loss
@@ -63,6 +64,11 @@ def compile_for_training(model: keras.Model, recipe: dict[str, Any], steps_per_e
     """The augmenting training wrapper around `model`, compiled with the recipe."""
     training_model = with_augmentation(model, recipe.get("augmentation") or {}, seed=recipe["seed"])
     return compile_model(training_model, recipe, steps_per_epoch)
+
+
+def recipe_callbacks(recipe: dict[str, Any], steps_per_epoch: int) -> list[keras.callbacks.Callback]:
+    """The callbacks that are part of the recipe's training algorithm (`lookahead`), not of bookkeeping."""
+    return lookahead(recipe.get("lookahead"), int(recipe["epochs"]) * steps_per_epoch)
 
 
 @dataclass(frozen=True)
@@ -224,6 +230,7 @@ def _fit_phase(
         EpochTimer(),
         LearningRateLogger(),
         *early_stopping(recipe.get("early_stopping"), history),
+        *recipe_callbacks(recipe, steps_per_epoch),
         MlflowEpochLogger(metric_prefix, replay=history, first_step=phase.first_epoch + 1),
         checkpoint,
     ]

@@ -39,16 +39,28 @@ def tta_views(images: np.ndarray, tta: dict[str, Any]) -> list[np.ndarray]:
     return views
 
 
+def tta_weights(tta: dict[str, Any]) -> list[float]:
+    """The weight of each of `tta_views(images, tta)` in the average, summing to 1.
+
+    Without translation all views weigh the same. With it, the unshifted views hold half the
+    weight and the shifted ones the other half, as airbench weighs them (the unshifted image is
+    the one the network is most sure of).
+    """
+    flips = 2 if tta.get("flip") else 1
+    if not int(tta.get("translate", 0) or 0):
+        return [1.0 / flips] * flips
+    return [0.5 / flips] * flips + [0.5 / (2 * flips)] * (2 * flips)
+
+
 def enabled(tta: dict[str, Any] | None) -> bool:
     """Whether `tta` asks for any augmented copy."""
     return bool(tta) and bool(tta.get("flip") or tta.get("translate"))
 
 
 def predict_with_tta(model: keras.Model, images: np.ndarray, tta: dict[str, Any], batch_size: int) -> np.ndarray:
-    """The mean of `model`'s probabilities over `tta_views(images, tta)`, float32 [N, classes]."""
+    """The `tta_weights`-weighted mean of `model`'s probabilities over `tta_views(images, tta)`, float32 [N, classes]."""
     total = None
-    views = tta_views(images, tta)
-    for view in views:
+    for view, weight in zip(tta_views(images, tta), tta_weights(tta), strict=True):
         probabilities = model.predict(np.ascontiguousarray(view), batch_size=batch_size, verbose=0).astype(np.float64)
-        total = probabilities if total is None else total + probabilities
-    return (total / len(views)).astype(np.float32)
+        total = weight * probabilities if total is None else total + weight * probabilities
+    return total.astype(np.float32)
