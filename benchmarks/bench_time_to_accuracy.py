@@ -4,7 +4,7 @@ Run from the project root, with the archive's path (never committed; see benchma
 how to rebuild the official binary archive from the public PNGs):
 
     .venv/bin/python benchmarks/bench_time_to_accuracy.py --archive /tmp/cifar-10-binary.tar.gz \\
-        [--architecture airbench] [--seed 0] [--epochs N] [--no-append]
+        [--architecture airbench] [--seed 0] [--epochs N | --budget-minutes M] [--no-append]
 
 It does what `kedro run --pipelines=cifar10_<architecture>` does, with the project's own code
 (parser, seeded stratified split with 5,000 validation images, training-split statistics, the
@@ -15,6 +15,10 @@ excluded, at which the test accuracy first reached 85, 90, 93 and 94%, and at th
 accuracy of the final weights (EMA when the recipe has it) with and without the recipe's TTA.
 It prints a Markdown table and appends one row to benchmarks/README.md ("Time to accuracy")
 with machine, command, seed and date. It asserts nothing.
+
+With `--budget-minutes M` it trains as `--params=training.budget.minutes=M` does: it calibrates on
+a few timed steps (`convbench.training.fit.plan_budget`), picks the epochs that fit and stretches
+the schedule to end there (linear decay to zero). The calibration counts towards the training time.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,7 +39,8 @@ from convbench.data.cifar import CIFAR10, read_cifar_archive
 from convbench.pipelines.preprocessing.nodes import channel_statistics, split_dataset
 from convbench.pipelines.training.nodes import build_model, resolve_recipe
 from convbench.settings import CONFIG_LOADER_ARGS
-from convbench.training.fit import compile_for_training, recipe_callbacks, trainable_parameters
+from convbench.training.budget import check_budget
+from convbench.training.fit import compile_for_training, plan_budget, recipe_callbacks, trainable_parameters
 from convbench.training.input_pipeline import training_dataset
 from convbench.training.tta import enabled as tta_enabled
 from convbench.training.tta import predict_with_tta
@@ -93,7 +99,11 @@ def main() -> None:
     parser.add_argument("--archive", type=Path, required=True, help="cifar-10-binary.tar.gz (official layout)")
     parser.add_argument("--architecture", default="airbench")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
+    epochs = parser.add_mutually_exclusive_group()
+    epochs.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
+    epochs.add_argument(
+        "--budget-minutes", type=float, default=None, help="train within this budget (training.budget.minutes)"
+    )
     parser.add_argument("--val-size", type=int, default=5000)
     parser.add_argument("--no-append", action="store_true", help="print only; do not append to README.md")
     args = parser.parse_args()
@@ -112,10 +122,30 @@ def main() -> None:
     build_s = time.perf_counter() - started
     batch_size, eval_batch = int(recipe["batch_size"]), int(recipe["eval_batch_size"])
     steps = -(-len(train_idx) // batch_size)
+    calibration_s, budget_text = 0.0, ""
+    if args.budget_minutes is not None:
+        budget = check_budget({"minutes": args.budget_minutes})
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory() as plan_dir:
+            recipe, planned = plan_budget(
+                model,
+                (train_images[train_idx], train_labels[train_idx]),
+                (train_images[val_idx], train_labels[val_idx]),
+                10,
+                recipe,
+                budget,
+                Path(plan_dir),
+            )
+        calibration_s = time.perf_counter() - started
+        budget_text = (
+            f", budget {args.budget_minutes:g} min: {planned['planned_epochs']} epochs of "
+            f"{planned['predicted_epoch_s']:.0f} s predicted, {calibration_s:.0f} s calibration"
+        )
     training_model = compile_for_training(model, recipe, steps)
     evaluation = EpochEvaluation(
         model, (train_images[val_idx], train_labels[val_idx]), (test_images, test_labels), eval_batch
     )
+    evaluation.train_seconds = calibration_s
     load_before = load_average()
     training_model.fit(
         training_dataset(train_images[train_idx], train_labels[train_idx], 10, batch_size, seed=args.seed),
@@ -158,7 +188,7 @@ def main() -> None:
     command = " ".join(["python benchmarks/bench_time_to_accuracy.py", *sys.argv[1:]])
     row = (
         f"| {dt.date.today().isoformat()} | {describe()} (load avg {load_before}–{load_after}) | `{command}` "
-        f"| {args.architecture} ({trainable_parameters(model):,} params) | {args.seed} | {len(rows)} "
+        f"| {args.architecture} ({trainable_parameters(model):,} params{budget_text}) | {args.seed} | {len(rows)} "
         f"| {rows[-1]['train_s'] / 60:.1f} min (+{build_s:.0f} s build) | {final_plain:.4f} | {tta_text} | "
         + " | ".join(when(t) for t in THRESHOLDS)
         + " |"

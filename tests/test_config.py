@@ -176,6 +176,19 @@ def test_deep_merge_merges_key_by_key_and_a_block_of_another_kind_replaces_the_o
     merged = deep_merge(base, {"augmentation": {"horizontal_flip": False}})
     assert merged["augmentation"] == {"pad_crop": 4, "horizontal_flip": False}
     assert base["augmentation"] == {"pad_crop": 4}  # the arguments are not changed
+    in_epochs = {"budget": {"epochs": 5, "schedule": "recipe"}}
+    assert deep_merge(in_epochs, {"budget": {"minutes": 10}})["budget"] == {"minutes": 10}
+    assert deep_merge(in_epochs, {"budget": {"epochs": 8}})["budget"] == {"epochs": 8, "schedule": "recipe"}
+
+
+def test_a_run_budget_reaches_every_recipe_unless_the_run_gives_one_its_own():
+    cli = {"training": {"budget": {"minutes": 10}, "airbench": {"budget": {"epochs": 3}}}}
+    parameters = load_parameters(runtime_params=cli)
+    assert "budget" not in recipes(parameters)  # the run's budget is no architecture
+    assert recipe_for(parameters, "cifar10", "resnet")["budget"] == {"minutes": 10}
+    assert recipe_for(parameters, "cifar100", "densenet")["budget"] == {"minutes": 10}
+    assert recipe_for(parameters, "cifar10", "airbench")["budget"] == {"epochs": 3}
+    assert "budget" not in recipe_for(load_parameters(), "cifar10", "resnet")  # no budget: the recipe's epochs
 
 
 # ---- recipes against the architecture registry ---------------------------------------------------

@@ -9,6 +9,9 @@ overrides must give way to. `ConvbenchConfigLoader` adds what the dataset specs
 - `recipe_overrides.<dataset>`: the spec's overrides (MNIST: no flips), which conf/ may change;
 - `run_recipe_settings.<architecture>`: what the run env (smoke's shrink included) and `--params` set
   in `training.<architecture>`, so that `resolve_recipe` applies them after the dataset's overrides;
+- `training.budget` (e.g. `--params=training.budget.minutes=10`) is the whole run's training
+  budget: it joins every recipe's run settings, unless the run env or `--params` gives that
+  recipe its own `budget` (see `convbench.training.budget`);
 - `smoke: true` (conf/smoke) shrinks every recipe and dataset in code (`smoke_layer`), so no
   architecture or dataset can be forgotten there; the run env and `--params` still win over it.
 
@@ -31,6 +34,9 @@ from convbench.dataset_specs import DATASETS
 SMOKE_RECIPE: dict[str, Any] = {"epochs": 1, "batch_size": 64, "eval_batch_size": 256}
 """What the smoke env changes in every recipe; a recipe's own `smoke:` block adds model sizes."""
 
+RUN_BUDGET = "budget"
+"""Key under `training` of the budget every recipe of the run gets (not a recipe itself)."""
+
 RUN_RECIPE_SETTINGS = "run_recipe_settings"
 """Parameter holding, per architecture, the recipe values the run env and `--params` set."""
 
@@ -44,7 +50,8 @@ def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any
 
     A block that switches kind replaces the old one whole: an override whose `name` differs from
     the base block's (`schedule: {name: constant, lr: 1e-4}` over a cosine schedule, an `adam`
-    optimizer over `sgd`) keeps none of the old block's keys.
+    optimizer over `sgd`) keeps none of the old block's keys, and so does a budget in minutes over one
+    in epochs (or the other way round).
     """
     merged = dict(base)
     for key, value in overrides.items():
@@ -56,12 +63,22 @@ def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any
 
 
 def _switches_kind(base: dict[str, Any], override: dict[str, Any]) -> bool:
-    return "name" in override and "name" in base and override["name"] != base["name"]
+    if "name" in override and "name" in base and override["name"] != base["name"]:
+        return True
+    return any(new in override and old in base and old not in override for new, old in _EXCLUSIVE_KEYS)
+
+
+_EXCLUSIVE_KEYS = (("minutes", "epochs"), ("epochs", "minutes"))
+"""Keys of which a block holds one: a budget is in minutes or in epochs."""
 
 
 def recipes(parameters: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The recipes in `training` (every dict under it, by architecture)."""
-    return {name: value for name, value in (parameters.get("training") or {}).items() if isinstance(value, dict)}
+    """The recipes in `training` (every dict under it but the run's `budget`, by architecture)."""
+    return {
+        name: value
+        for name, value in (parameters.get("training") or {}).items()
+        if isinstance(value, dict) and name != RUN_BUDGET
+    }
 
 
 def smoke_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
@@ -120,9 +137,19 @@ def resolve_parameters(parameters: dict[str, Any], run_layer: dict[str, Any]) ->
         parameters = deep_merge(parameters, run_layer)
     for recipe in recipes(parameters).values():
         recipe.pop("smoke", None)
+    run_budget = (parameters.get("training") or {}).pop(RUN_BUDGET, None)
     run_recipes = recipes(run_layer)
-    parameters[RUN_RECIPE_SETTINGS] = {name: run_recipes.get(name, {}) for name in recipes(parameters)}
+    parameters[RUN_RECIPE_SETTINGS] = {
+        name: _with_run_budget(run_recipes.get(name, {}), run_budget) for name in recipes(parameters)
+    }
     return parameters
+
+
+def _with_run_budget(settings: dict[str, Any], run_budget: dict[str, Any] | None) -> dict[str, Any]:
+    """A recipe's run settings with the run's budget, unless they hold a budget of their own."""
+    if not run_budget or "budget" in settings:
+        return settings
+    return {**settings, "budget": copy.deepcopy(run_budget)}
 
 
 class ConvbenchConfigLoader(OmegaConfigLoader):

@@ -20,6 +20,7 @@ Plain Python only: this module is imported by the Keras callbacks and the report
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 
 KEY_SEPARATOR = "."
@@ -36,6 +37,23 @@ SPEED_METRICS = ("wall_time_s", "train_images_per_s")
 
 SUMMARY_METRICS = SIZE_METRICS + SPEED_METRICS
 """The training summary's metrics that the reporting logs to MLflow, for the leaderboard to read back."""
+
+BUDGET_METRICS = ("budget_minutes", "budget_epochs", "budget_overrun_s")
+"""A budgeted training's budget (in minutes or in epochs) and by how many seconds it overran; only
+budgeted trainings log them (NaN in tables otherwise)."""
+
+NO_BUDGET = "recipe"
+"""The leaderboard's budget of a training without one: the recipe's own epochs."""
+
+
+def budget_label(minutes: float | None, epochs: float | None) -> str:
+    """The leaderboard's budget column: `10 min`, `20 epochs`, or `NO_BUDGET`."""
+    if minutes is not None and not math.isnan(minutes):
+        return f"{minutes:g} min"
+    if epochs is not None and not math.isnan(epochs):
+        return f"{int(epochs)} epochs"
+    return NO_BUDGET
+
 
 TEST_PREFIX = "test_"
 """Every metric of the test split is named `test_<something>`."""

@@ -1,5 +1,6 @@
 """`cifar10_airbench` in the smoke env from a file:// mirror: the whitening layer set from the training
-split, EMA weights, and test accuracy with and without TTA side by side."""
+split, EMA weights, test accuracy with and without TTA side by side, and a run-wide training budget
+in minutes (`--params=training.budget.minutes=...`)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from kedro_project import assert_ran, new_project, run_kedro
 from convbench.models.airbench import WHITENING_LAYER
 
 pytestmark = pytest.mark.e2e
+BUDGET_MINUTES = 0.3
 
 
 @pytest.fixture(scope="module")
@@ -30,13 +32,29 @@ def airbench_run(tmp_path_factory):
         "ingestion.cifar10.expected_counts.test=300",
         "preprocessing.cifar10.val_size=300",
         "training.airbench.ema.decay=0.9",
+        f"training.budget.minutes={BUDGET_MINUTES}",
     ]
-    assert_ran(run_kedro(project, "--pipelines=cifar10_airbench", params))
-    return project
+    result = assert_ran(run_kedro(project, "--pipelines=cifar10_airbench", params))
+    return project, result.stdout + result.stderr
+
+
+def test_a_run_budget_is_calibrated_into_epochs_and_they_and_the_budget_go_to_mlflow(airbench_run):
+    project, log = airbench_run
+    assert "Budget calibration:" in log  # the timed steps, then the epochs that fit
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("cifar10").experiment_id])
+    metrics = run.data.metrics
+    assert metrics["airbench.budget_minutes"] == BUDGET_MINUTES and metrics["airbench.budget_overrun_s"] >= 0
+    epochs = client.get_metric_history(run.info.run_id, "airbench.val_accuracy")
+    assert metrics["airbench.epochs"] == len(epochs) >= 1  # the calibrated epochs were trained
+    rates = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "airbench.lr"), key=lambda m: m.step)]
+    assert len(rates) == len(epochs) and rates[-1] < max(rates)  # decaying to zero at the budget's last epoch
+    table = pd.read_csv(project / "data/smoke/08_reporting/cifar10/airbench/metrics.csv")
+    assert table.loc[0, "budget_minutes"] == BUDGET_MINUTES and table.loc[0, "epochs"] == len(epochs)
 
 
 def test_the_table_mlflow_and_evaluation_keep_both_test_accuracies(airbench_run):
-    project = airbench_run
+    project, _ = airbench_run
     table = pd.read_csv(project / "data/smoke/08_reporting/cifar10/airbench/metrics.csv")
     assert {"test_accuracy", "test_tta_accuracy", "test_tta_loss"} <= set(table.columns)
     evaluation = json.loads((project / "data/smoke/07_model_output/cifar10/airbench/evaluation.json").read_text())
@@ -51,7 +69,7 @@ def test_the_table_mlflow_and_evaluation_keep_both_test_accuracies(airbench_run)
 
 
 def test_the_saved_model_holds_a_frozen_whitening_layer_set_from_the_data(airbench_run):
-    project = airbench_run
+    project, _ = airbench_run
     (path,) = (project / "data/smoke/06_models/cifar10/airbench/model.keras").glob("*/model.keras")
     backbone = keras.saving.load_model(path).get_layer("airbench")
     whiten = backbone.get_layer(WHITENING_LAYER)
@@ -61,3 +79,4 @@ def test_the_saved_model_holds_a_frozen_whitening_layer_set_from_the_data(airben
     recipe = json.loads((project / "data/smoke/06_models/cifar10/airbench/recipe.json").read_text())
     assert recipe["ema"] == {"decay": 0.9} and recipe["tta"] == {"flip": True, "translate": 1}
     assert recipe["model"]["widths"] == [16, 32, 32] and recipe["epochs"] == 1  # the smoke env's shrink
+    assert recipe["budget"] == {"minutes": BUDGET_MINUTES}  # the run's budget, which replaced those epochs

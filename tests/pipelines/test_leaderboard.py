@@ -10,15 +10,21 @@ from convbench.pipelines.reporting.nodes import metrics_table
 
 
 def table(
-    architecture: str, test_accuracy: float, parameters: int = 1000, top5: float | None = None, **test_metrics: float
+    architecture: str,
+    test_accuracy: float,
+    parameters: int = 1000,
+    top5: float | None = None,
+    budget: dict | None = None,
+    **test_metrics: float,
 ) -> pd.DataFrame:
-    """A metrics table as the reporting pipeline writes it, for one architecture."""
+    """A metrics table as the reporting pipeline writes it, for one architecture (`budget`: its summary's budget)."""
     history = {"loss": [1.0, 0.5], "accuracy": [0.5, 0.8], "val_loss": [1.1, 0.7], "val_accuracy": [0.4, 0.7]}
     metrics = {"test_loss": 0.8, "test_accuracy": test_accuracy}
     if top5 is not None:
         metrics["test_top5_accuracy"] = top5
     metrics |= test_metrics  # e.g. test_macro_f1=0.5: a metric only evaluate_predictions knows
     summary = {"parameters": parameters, "epochs": 2, "wall_time_s": 10.0, "train_images_per_s": 500.0}
+    summary |= budget or {}
     frame, _, _ = metrics_table(
         history, summary, {"metrics": metrics}, {"dataset": "cifar10", "architecture": architecture}
     )
@@ -71,6 +77,36 @@ def test_rank_orders_by_test_accuracy_and_numbers_the_rows():
     assert "test_top5_accuracy" not in board  # no column for a metric nobody has
 
 
+def test_architectures_are_ranked_only_against_others_trained_with_the_same_budget():
+    ten_minutes = {"budget_minutes": 10.0, "budget_overrun_s": 0.0}
+    board = rank(
+        pd.concat(
+            [
+                table("resnet", 0.80, budget=ten_minutes),
+                table("mlp", 0.50, budget={"budget_epochs": 3}),
+                table("airbench", 0.93, budget={**ten_minutes, "budget_overrun_s": 42.0}),
+                table("vgg16", 0.95),
+            ]
+        ),
+        pd.DataFrame(),
+    )
+    assert list(zip(board["budget"], board["rank"], board["architecture"])) == [
+        ("recipe", 1, "vgg16"),  # the group of the best row first
+        ("10 min", 1, "airbench"),
+        ("10 min", 2, "resnet"),
+        ("3 epochs", 1, "mlp"),
+    ]
+    assert list(board.columns[:3]) == ["rank", "architecture", "budget"]
+    assert board.set_index("architecture").loc["airbench", "budget_overrun_s"] == 42.0  # never silent
+
+
+def test_an_earlier_runs_budget_is_read_back_from_mlflow(experiment):
+    log_run("cifar10_resnet", "resnet", 0.85, 269_722, budget_minutes=20.0)
+    log_run("cifar10_mlp", "mlp", 0.45, 205_642)
+    board = rank(pd.DataFrame(), earlier_runs(experiment)).set_index("architecture")
+    assert board.loc["resnet", "budget"] == "20 min" and board.loc["mlp", "budget"] == "recipe"
+
+
 def test_this_runs_result_replaces_an_earlier_run_of_the_same_architecture():
     earlier = pd.DataFrame(
         [
@@ -111,8 +147,8 @@ def test_leaderboard_joins_this_run_and_earlier_runs_and_plots_them(experiment, 
         )
     assert list(board["architecture"]) == ["densenet", "resnet", "mlp"]
     assert list(board["run_id"]) == [earlier_id, current.info.run_id, current.info.run_id]
-    assert markdown.splitlines()[0].startswith("| rank | architecture | parameters |")
-    assert "| 1 | densenet | 769,162 |" in markdown
+    assert markdown.splitlines()[0].startswith("| rank | architecture | budget | parameters |")
+    assert "| 1 | densenet | recipe | 769,162 |" in markdown
     figure.savefig(tmp_path / "board.png")
     assert (tmp_path / "board.png").read_bytes()[:4] == b"\x89PNG"
     assert [tick.get_text() for tick in figure.axes[0].get_yticklabels()] == ["mlp", "resnet", "densenet"]
@@ -149,6 +185,7 @@ def test_a_new_test_metric_of_this_runs_tables_becomes_a_column_after_test_accur
     assert list(board.columns) == [
         "rank",
         "architecture",
+        "budget",
         *METRIC_COLUMNS,
         "test_accuracy",
         "test_loss",

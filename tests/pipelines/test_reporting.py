@@ -51,6 +51,16 @@ def test_metrics_table_takes_final_epoch_test_metrics_and_run_facts():
     }
 
 
+def test_a_budgeted_trainings_budget_and_overrun_are_logged_and_an_unbudgeted_one_logs_none():
+    budgeted = SUMMARY | {"budget_minutes": 10.0, "budget_overrun_s": 3.5, "planned_epochs": 2}
+    table, _, summary = metrics_table(HISTORY, budgeted, EVALUATION, RUN)
+    assert summary["budget_minutes"] == {"value": 10.0, "step": 0}
+    assert summary["budget_overrun_s"] == {"value": 3.5, "step": 0} and "budget_epochs" not in summary
+    assert table.iloc[0]["budget_minutes"] == 10.0 and "budget_epochs" not in table
+    plain, _, unbudgeted = metrics_table(HISTORY, SUMMARY, EVALUATION, RUN)
+    assert not {"budget_minutes", "budget_epochs", "budget_overrun_s"} & (set(unbudgeted) | set(plain.columns))
+
+
 def test_markdown_marks_missing_values():
     assert "n/a" in to_markdown(pd.DataFrame([{"x": float("nan")}]))
 

@@ -97,7 +97,8 @@ def test_predict_test_set_averages_the_softmax_over_the_tta_views():
         shifted(flipped, 1, 1),
         shifted(flipped, -1, -1),
     ]
-    by_hand = np.mean([model.predict(np.ascontiguousarray(v), verbose=0) for v in views], axis=0)
+    weights = [1 / 4, 1 / 4, 1 / 8, 1 / 8, 1 / 8, 1 / 8]  # the unshifted views hold half the weight
+    by_hand = sum(w * model.predict(np.ascontiguousarray(v), verbose=0) for w, v in zip(weights, views, strict=True))
     np.testing.assert_allclose(plain, model.predict(chosen, verbose=0), rtol=1e-5)
     np.testing.assert_allclose(tta, by_hand, rtol=1e-5, atol=1e-7)
     assert not np.allclose(tta, plain)  # the views differ, so the average does

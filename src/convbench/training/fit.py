@@ -17,7 +17,16 @@ import numpy as np
 
 from convbench.config import deep_merge
 from convbench.models.layers import PRETRAINED_BASE
+from convbench.models.precision import with_loss_scaling
 from convbench.training.augmentation import with_augmentation
+from convbench.training.budget import (
+    OVERRUN_TOLERANCE,
+    budgeted_recipe,
+    calibrate,
+    check_budget,
+    epochs_within,
+    overrun_s,
+)
 from convbench.training.callbacks import (
     EpochTimer,
     LearningRateLogger,
@@ -52,7 +61,7 @@ def compile_model(model: keras.Model, recipe: dict[str, Any], steps_per_epoch: i
     """
     schedule = learning_rate_schedule(recipe["schedule"], recipe["epochs"], steps_per_epoch)
     model.compile(
-        optimizer=make_optimizer(recipe["optimizer"], schedule, ema=recipe.get("ema")),
+        optimizer=with_loss_scaling(make_optimizer(recipe["optimizer"], schedule, ema=recipe.get("ema")), recipe),
         loss=training_loss(recipe),
         metrics=[training_accuracy(recipe)],
         jit_compile=recipe.get("jit_compile", "auto"),
@@ -154,10 +163,14 @@ def fit(
     Returns the trained model (without augmentation), the per-epoch history and a summary
     (parameters, epochs, wall time, training images/s).
     """
+    start = time.perf_counter()
+    budget = check_budget(recipe.get("budget"))
+    budget_summary: dict[str, Any] = {}
+    if budget:
+        recipe, budget_summary = plan_budget(model, train, val, num_classes, recipe, budget, checkpoint_dir)
     phases = training_phases(recipe)
     history: dict[str, list[float]] = {}
     resumed_from = 0
-    start = time.perf_counter()
     for phase in phases:
         phase_dir = checkpoint_dir if len(phases) == 1 else checkpoint_dir / phase.name
         model, phase_history, phase_resumed_from = _fit_phase(
@@ -179,7 +192,125 @@ def fit(
         "this_run_time_s": time.perf_counter() - start,
         "train_images_per_s": float(len(train[0]) / np.median(steady)) if steady else float("nan"),
     }
+    if budget:
+        summary |= budget_summary | {"budget_overrun_s": overrun_s(budget, summary["this_run_time_s"])}
+        if summary["budget_overrun_s"] > OVERRUN_TOLERANCE * budget.get("minutes", 0) * 60:
+            logger.warning(
+                "%s overran its budget of %s min by %.0f s (%d epochs, predicted %.1f s each, took %.1f s on average)",
+                model.name,
+                budget["minutes"],
+                summary["budget_overrun_s"],
+                summary["epochs"],
+                budget_summary["predicted_epoch_s"],
+                np.mean(epoch_times) if epoch_times else float("nan"),
+            )
     return model, history, summary
+
+
+BUDGET_PLAN = "budget.json"
+"""In the checkpoint folder: the epochs a budget in minutes was calibrated to, so a resumed run keeps them."""
+
+
+def plan_budget(
+    model: keras.Model,
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    num_classes: int,
+    recipe: dict[str, Any],
+    budget: dict[str, Any],
+    checkpoint_dir: Path,
+    clock=time.perf_counter,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The recipe rescaled to the budget (see `convbench.training.budget`) and what to report about it.
+
+    A budget in minutes is calibrated on this model and data: a few training and validation
+    steps are timed, then every weight is put back as it was, so the calibration leaves no trace
+    on the training. The chosen epochs are kept in `checkpoint_dir`, so a resumed run trains the
+    same schedule.
+
+    Returns:
+        The recipe and `{budget_minutes | budget_epochs, planned_epochs, predicted_epoch_s}`.
+    """
+    if recipe.get("fine_tuning"):
+        raise ValueError(
+            f"A training budget cannot rescale a two-phase recipe (fine_tuning) yet. Received budget {budget!r} "
+            "for a recipe with fine_tuning: set the phases' epochs instead."
+        )
+    batch_size, eval_batch_size = int(recipe["batch_size"]), int(recipe["eval_batch_size"])
+    train_steps = -(-len(train[0]) // batch_size)
+    eval_steps = -(-len(val[0]) // eval_batch_size)
+    if "epochs" in budget:
+        epochs, predicted = int(budget["epochs"]), float("nan")
+        reported = {"budget_epochs": epochs}
+    else:
+        epochs, predicted = _calibrated_epochs(
+            model, train, val, num_classes, recipe, budget["minutes"], train_steps, eval_steps, checkpoint_dir, clock
+        )
+        reported = {"budget_minutes": float(budget["minutes"])}
+    logger.info(
+        "Budget %s: %s trains %d epochs (recipe: %s) with a %s schedule",
+        budget,
+        model.name,
+        epochs,
+        recipe["epochs"],
+        budget["schedule"],
+    )
+    planned = budgeted_recipe(recipe, epochs, budget["schedule"])
+    return planned, reported | {"planned_epochs": epochs, "predicted_epoch_s": predicted}
+
+
+def _calibrated_epochs(
+    model: keras.Model,
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    num_classes: int,
+    recipe: dict[str, Any],
+    minutes: float,
+    train_steps: int,
+    eval_steps: int,
+    checkpoint_dir: Path,
+    clock,
+) -> tuple[int, float]:
+    """Epochs that fit in `minutes` and the predicted seconds per epoch, calibrated once per checkpoint folder."""
+    key = fingerprint({**recipe, "budget_minutes": minutes}, model, *train, *val)
+    plan_file = checkpoint_dir / BUDGET_PLAN
+    if plan_file.is_file():
+        plan = json.loads(plan_file.read_text())
+        if plan.get("fingerprint") == key:
+            logger.info("Budget: keeping the %d epochs calibrated before the interruption", plan["epochs"])
+            return int(plan["epochs"]), float(plan["predicted_epoch_s"])
+    snapshot = [keras.ops.convert_to_numpy(variable) for variable in model.variables]
+    training_model = compile_for_training(model, recipe, train_steps)
+    train_batches = iter(
+        training_dataset(
+            *train,
+            num_classes,
+            int(recipe["batch_size"]),
+            seed=int(recipe["seed"]),
+            sample_targets=draws_targets(recipe),
+        ).repeat()
+    )
+    val_batches = iter(evaluation_dataset(*val, num_classes, int(recipe["eval_batch_size"])).repeat())
+    calibration = calibrate(
+        lambda: training_model.train_on_batch(*next(train_batches)),
+        lambda: training_model.test_on_batch(*next(val_batches)),
+        clock=clock,
+    )
+    for variable, value in zip(model.variables, snapshot, strict=True):
+        variable.assign(value)
+    epochs = epochs_within(minutes, calibration, train_steps, eval_steps)
+    predicted = calibration.epoch_s(train_steps, eval_steps)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    plan_file.write_text(json.dumps({"fingerprint": key, "epochs": epochs, "predicted_epoch_s": predicted}))
+    logger.info(
+        "Budget calibration: %.3f s per training step, %.3f s per validation step, %.1f s overhead -> %d epochs of %.1f s",
+        calibration.train_step_s,
+        calibration.eval_step_s,
+        calibration.overhead_s,
+        epochs,
+        predicted,
+    )
+    return epochs, predicted
 
 
 def trainable_parameters(model: keras.Model) -> int:

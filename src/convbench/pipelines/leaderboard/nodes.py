@@ -13,11 +13,14 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from convbench.metrics import (
+    BUDGET_METRICS,
     HISTORY_COLUMNS,
     HISTORY_METRICS,
+    NO_BUDGET,
     RANKING_METRIC,
     SIZE_METRICS,
     SPEED_METRICS,
+    budget_label,
     history_column,
     is_test_metric,
     metrics_by_architecture,
@@ -68,11 +71,16 @@ def build_leaderboard(*metrics_tables: pd.DataFrame, dataset: str) -> tuple[pd.D
 
 
 def rank(current: pd.DataFrame, earlier: pd.DataFrame) -> pd.DataFrame:
-    """`current` rows plus `earlier` rows of architectures not in `current`, best test accuracy first.
+    """`current` rows plus `earlier` rows of architectures not in `current`, ranked at equal budget.
 
-    Columns: `rank`, `architecture`, size, the last epoch's curves, every test metric either frame
-    holds (`test_accuracy` first, then by name; one no row has a value of is dropped), time and speed,
-    and where the row comes from (`RUN_COLUMNS`).
+    Rows are grouped by their training `budget` (`10 min`, `20 epochs`, or `recipe` for none), the
+    group of the best row first; within a group the best test accuracy comes first and `rank`
+    counts from 1, so architectures are only ranked against others trained with the same budget.
+
+    Columns: `rank`, `architecture`, `budget`, size, the last epoch's curves, every test metric
+    either frame holds (`test_accuracy` first, then by name; one no row has a value of is
+    dropped), time and speed, a budget overrun if any row has one, and where the row comes from
+    (`RUN_COLUMNS`).
     """
     if not earlier.empty and not current.empty:
         earlier = earlier[~earlier["architecture"].isin(current["architecture"])]
@@ -80,12 +88,32 @@ def rank(current: pd.DataFrame, earlier: pd.DataFrame) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame()
     board = pd.concat(frames, ignore_index=True)
+    board["budget"] = [
+        budget_label(_number(row.get("budget_minutes")), _number(row.get("budget_epochs")))
+        for row in board.to_dict("records")
+    ]
     tests = [c for c in order_test_metrics(board.columns) if c == RANKING_METRIC or board[c].notna().any()]
-    columns = ["architecture", *SIZE_METRICS, *HISTORY_COLUMNS, *tests, *SPEED_METRICS, *RUN_COLUMNS]
+    overrun = ["budget_overrun_s"] if "budget_overrun_s" in board and board["budget_overrun_s"].notna().any() else []
+    columns = [
+        "architecture",
+        "budget",
+        *SIZE_METRICS,
+        *HISTORY_COLUMNS,
+        *tests,
+        *SPEED_METRICS,
+        *overrun,
+        *RUN_COLUMNS,
+    ]
     board = board[[c for c in columns if c in board]]
     board = board.sort_values(RANKING_METRIC, ascending=False, kind="stable", na_position="last")
-    board.insert(0, "rank", range(1, len(board) + 1))
+    group_order = {budget: index for index, budget in enumerate(dict.fromkeys(board["budget"]))}
+    board = board.sort_values("budget", key=lambda budgets: budgets.map(group_order), kind="stable")
+    board.insert(0, "rank", board.groupby("budget", sort=False).cumcount() + 1)
     return board.reset_index(drop=True)
+
+
+def _number(value: Any) -> float | None:
+    return None if value is None or pd.isna(value) else float(value)
 
 
 def earlier_runs(experiment_id: str, exclude_run_id: str | None = None, env: str | None = None) -> pd.DataFrame:
@@ -109,6 +137,7 @@ def earlier_runs(experiment_id: str, exclude_run_id: str | None = None, env: str
                 **{history_column(name): metrics.get(name, math.nan) for name in HISTORY_METRICS},
                 **{name: value for name, value in metrics.items() if is_test_metric(name)},
                 **{name: metrics.get(name, math.nan) for name in SPEED_METRICS},
+                **{name: metrics.get(name, math.nan) for name in BUDGET_METRICS},
                 "run_name": run.info.run_name,
                 "run_id": run.info.run_id,
                 "started": _date(run.info.start_time),
@@ -138,7 +167,8 @@ def plot_leaderboard(board: pd.DataFrame, dataset: str) -> Figure:
     bars.set_yticks(positions, ordered["architecture"])
     for position, value, row in zip(positions, accuracy, ordered.itertuples(index=False)):
         speed = getattr(row, "train_images_per_s", math.nan)
-        note = f" {value:.2f}%  ({_millions(row.parameters)} params, {speed:,.0f} img/s)"
+        budget = "" if row.budget == NO_BUDGET else f", budget {row.budget}"
+        note = f" {value:.2f}%  ({_millions(row.parameters)} params, {speed:,.0f} img/s{budget})"
         bars.text(value, position, note, va="center", fontsize=8)
     bars.set_xlim(0, 115)
     bars.set_xlabel("test accuracy (%)")

@@ -10,6 +10,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from convbench.metrics import (
+    BUDGET_METRICS,
     HISTORY_METRICS,
     SIZE_METRICS,
     SPEED_METRICS,
@@ -31,7 +32,8 @@ def metrics_table(
 
     Args:
         history: Per-epoch `loss`, `accuracy`, `val_loss`, `val_accuracy`.
-        training_summary: `parameters`, `epochs`, `wall_time_s`, `train_images_per_s`.
+        training_summary: `parameters`, `epochs`, `wall_time_s`, `train_images_per_s`, and for a
+            budgeted training its `BUDGET_METRICS` (columns and MLflow metrics only then).
         evaluation: Output of `evaluate_predictions`; its `metrics` (every `test_*` metric) become columns.
         run: `dataset` and `architecture` names.
 
@@ -46,9 +48,11 @@ def metrics_table(
         **{history_column(metric): history[metric][-1] for metric in HISTORY_METRICS},
         **evaluation["metrics"],
         **{name: training_summary[name] for name in SPEED_METRICS},
+        **{name: float(training_summary[name]) for name in BUDGET_METRICS if name in training_summary},
     }
     table = pd.DataFrame([row])
-    summary = to_mlflow_metrics({name: row[name] for name in SUMMARY_METRICS})
+    logged = [*SUMMARY_METRICS, *(name for name in BUDGET_METRICS if name in row)]
+    summary = to_mlflow_metrics({name: row[name] for name in logged})
     return table, to_markdown(table), summary
 
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from convbench.config import deep_merge
 from convbench.metrics import to_mlflow_metrics
+from convbench.models.precision import building_with
 from convbench.models.preprocessing import with_normalization
 from convbench.models.registry import check_files, data_init, get_builder
 from convbench.serving import ImageClassifier
@@ -76,18 +77,20 @@ def build_model(
         train_indices: The training split's rows of `train_images`.
         class_names: One name per class; their number sizes the softmax.
         normalization: `mean` and `std` per channel from the training split.
-        recipe: `model`, the builder's hyperparameters.
+        recipe: `model`, the builder's hyperparameters, and `mixed_precision` (see
+            `convbench.models.precision`), the dtype policy the layers are built with.
         architecture: A name in the model registry.
     """
     builder = get_builder(architecture)
-    backbone = builder(tuple(train_images.shape[1:]), len(class_names), **(recipe.get("model") or {}))
-    initialise = data_init(architecture)
-    if initialise is not None:
-        rows = np.asarray(train_indices)[:DATA_INIT_IMAGES]
-        mean = np.asarray(normalization["mean"], dtype=np.float32)
-        std = np.asarray(normalization["std"], dtype=np.float32)
-        initialise(backbone, (train_images[rows].astype(np.float32) - mean) / std)
-    return with_normalization(backbone, normalization["mean"], normalization["std"], name=backbone.name)
+    with building_with(recipe.get("mixed_precision")):
+        backbone = builder(tuple(train_images.shape[1:]), len(class_names), **(recipe.get("model") or {}))
+        initialise = data_init(architecture)
+        if initialise is not None:
+            rows = np.asarray(train_indices)[:DATA_INIT_IMAGES]
+            mean = np.asarray(normalization["mean"], dtype=np.float32)
+            std = np.asarray(normalization["std"], dtype=np.float32)
+            initialise(backbone, (train_images[rows].astype(np.float32) - mean) / std)
+        return with_normalization(backbone, normalization["mean"], normalization["std"], name=backbone.name)
 
 
 def train_model(

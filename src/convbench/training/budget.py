@@ -1,0 +1,162 @@
+"""Training budgets: `budget: {minutes: M}` or `{epochs: E}` picks the epochs and stretches the schedule to end there.
+
+A budget in minutes is turned into epochs by timing a few training and validation steps on the
+real batches (`calibrate`); the epoch count that fits (`epochs_within`) then replaces the recipe's
+`epochs`, and the recipe's schedule is rescaled to that many epochs (`budgeted_recipe`). By
+default (`schedule: linear`) it becomes the budget-aware schedule of Li, Yumer and Ramanan (2020),
+"Budgeted Training: Rethinking Deep Neural Network Training Under Resource Constraints": the
+recipe's warm-up, as the same fraction of the run, then a linear decay to zero at the last step,
+so every budget ends with a fully annealed model. `schedule: recipe` keeps the recipe's own
+schedule, its epoch points scaled to the budget.
+
+The clock is a parameter, so the arithmetic is tested without waiting on a real one.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+BUDGET_SCHEDULES = ("linear", "recipe")
+BUDGET_KEYS = ("minutes", "epochs", "schedule")
+OVERRUN_TOLERANCE = 0.05
+"""A budgeted training may take this fraction longer than its budget before the overrun is warned about."""
+
+
+def check_budget(budget: dict[str, Any] | None) -> dict[str, Any] | None:
+    """`budget` with its `schedule` filled in (`linear`), or None for no budget.
+
+    Raises:
+        ValueError: Unknown keys, neither or both of `minutes` and `epochs`, a non-positive value,
+            or an unknown schedule.
+    """
+    if not budget:
+        return None
+    unknown = set(budget) - set(BUDGET_KEYS)
+    if unknown:
+        raise ValueError(f"training budget takes {', '.join(BUDGET_KEYS)}. Received: {budget!r}")
+    given = [key for key in ("minutes", "epochs") if budget.get(key) is not None]
+    if len(given) != 1:
+        raise ValueError(f"A training budget needs exactly one of minutes and epochs. Received: {budget!r}")
+    value = budget[given[0]]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"budget.{given[0]} must be a positive number. Received: {value!r}")
+    if given[0] == "epochs" and int(value) != value:
+        raise ValueError(f"budget.epochs must be a whole number. Received: {value!r}")
+    schedule = budget.get("schedule", "linear")
+    if schedule not in BUDGET_SCHEDULES:
+        raise ValueError(f"budget.schedule must be one of {', '.join(BUDGET_SCHEDULES)}. Received: {schedule!r}")
+    return {given[0]: value, "schedule": schedule}
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Seconds per training and per validation step, and what the measuring itself cost."""
+
+    train_step_s: float
+    eval_step_s: float
+    overhead_s: float
+    """The calibration's own wall time plus the one-off tracing the real training will pay again."""
+
+    def epoch_s(self, train_steps: int, eval_steps: int) -> float:
+        """Predicted seconds of one epoch: its training steps and the validation pass after it."""
+        return train_steps * self.train_step_s + eval_steps * self.eval_step_s
+
+
+def time_calls(call: Callable[[], Any], count: int, clock: Callable[[], float]) -> list[float]:
+    """The duration of each of `count` calls of `call`, by `clock`."""
+    durations = []
+    for _ in range(count):
+        started = clock()
+        call()
+        durations.append(clock() - started)
+    return durations
+
+
+def calibrate(
+    train_step: Callable[[], Any],
+    eval_step: Callable[[], Any],
+    clock: Callable[[], float] = time.perf_counter,
+    warmup_steps: int = 2,
+    timed_steps: int = 5,
+) -> Calibration:
+    """Times `train_step` and `eval_step` (one batch each) after `warmup_steps` untimed ones.
+
+    The steady step time is the median of the timed steps. The first call of each pays the
+    tracing of the compiled function; how much longer it took than a steady step is counted in
+    `overhead_s`, because the training that follows compiles (and traces) anew.
+    """
+    started = clock()
+    train = time_calls(train_step, warmup_steps + timed_steps, clock)
+    evaluation = time_calls(eval_step, 1 + max(1, timed_steps // 2), clock)
+    train_step_s = statistics.median(train[warmup_steps:])
+    eval_step_s = statistics.median(evaluation[1:])
+    retrace_s = max(0.0, train[0] - train_step_s) + max(0.0, evaluation[0] - eval_step_s)
+    return Calibration(train_step_s, eval_step_s, overhead_s=(clock() - started) + retrace_s)
+
+
+def epochs_within(minutes: float, calibration: Calibration, train_steps: int, eval_steps: int) -> int:
+    """The most whole epochs whose predicted time, with the calibration's overhead, fits in `minutes` (at least 1)."""
+    available = minutes * 60.0 - calibration.overhead_s
+    return max(1, math.floor(available / calibration.epoch_s(train_steps, eval_steps)))
+
+
+def peak_of(schedule: dict[str, Any], epochs: int) -> tuple[float, float, float]:
+    """`(peak_lr, start_fraction, peak_fraction)` of a recipe's schedule: its highest rate, where it starts
+    (as a fraction of the peak) and when it gets there (as a fraction of the `epochs`)."""
+    name = schedule.get("name")
+    if name == "cosine":
+        warmup = float(schedule.get("warmup_epochs", 0))
+        return float(schedule["peak_lr"]), 0.0 if warmup else 1.0, warmup / epochs
+    if name == "triangular":
+        return (
+            float(schedule["peak_lr"]),
+            float(schedule.get("start_fraction", 0.0)),
+            float(schedule.get("peak_fraction", 0.25)),
+        )
+    if name == "piecewise":
+        values = [float(value) for value in schedule["values"]]
+        peak_index = values.index(max(values))
+        reached = float(schedule["boundaries"][peak_index - 1]) / epochs if peak_index else 0.0
+        return values[peak_index], values[0] / values[peak_index], reached
+    if name == "constant":
+        return float(schedule["lr"]), 1.0, 0.0
+    raise ValueError(f"A budget cannot rescale schedule {schedule!r}")
+
+
+def budgeted_recipe(recipe: dict[str, Any], epochs: int, schedule: str = "linear") -> dict[str, Any]:
+    """`recipe` trained for `epochs`, its schedule ending at the last of them.
+
+    `linear`: the recipe's peak rate, reached after the same fraction of the run as in the recipe
+    (from the same starting rate), then linear to zero at the last step. `recipe`: the recipe's own
+    schedule with its epoch points (warm-up, boundaries) scaled by `epochs / recipe["epochs"]`.
+    """
+    original = recipe["schedule"]
+    scale = epochs / int(recipe["epochs"])
+    if schedule == "linear":
+        peak_lr, start_fraction, peak_fraction = peak_of(original, int(recipe["epochs"]))
+        stretched = {
+            "name": "triangular",
+            "peak_lr": peak_lr,
+            "start_fraction": start_fraction,
+            "peak_fraction": min(peak_fraction, 1.0),
+            "final_lr_fraction": 0.0,
+        }
+    elif original.get("name") == "cosine":
+        stretched = {**original, "warmup_epochs": float(original.get("warmup_epochs", 0)) * scale}
+    elif original.get("name") == "piecewise":
+        stretched = {**original, "boundaries": [float(boundary) * scale for boundary in original["boundaries"]]}
+    else:
+        stretched = dict(original)  # triangular and constant are already in fractions of the run
+    return {**recipe, "epochs": int(epochs), "schedule": stretched}
+
+
+def overrun_s(budget: dict[str, Any], wall_time_s: float) -> float:
+    """Seconds the training took beyond a budget in minutes (0 within it, and for a budget in epochs)."""
+    if "minutes" not in budget:
+        return 0.0
+    return max(0.0, wall_time_s - budget["minutes"] * 60.0)
