@@ -48,7 +48,9 @@ def test_a_run_budget_is_calibrated_into_epochs_and_they_and_the_budget_go_to_ml
     epochs = client.get_metric_history(run.info.run_id, "airbench.val_accuracy")
     assert metrics["airbench.epochs"] == len(epochs) >= 1  # the calibrated epochs were trained
     rates = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "airbench.lr"), key=lambda m: m.step)]
-    assert len(rates) == len(epochs) and rates[-1] < max(rates)  # decaying to zero at the budget's last epoch
+    # the budget's linear decay ends at zero after the last calibrated epoch, however many fitted on
+    # this machine (the recipe's own triangular schedule would end at 0.07 x its peak of 1.5)
+    assert len(rates) == len(epochs) and rates[-1] == pytest.approx(0.0, abs=1e-7)
     table = pd.read_csv(project / "data/smoke/08_reporting/cifar10/airbench/metrics.csv")
     assert table.loc[0, "budget_minutes"] == BUDGET_MINUTES and table.loc[0, "epochs"] == len(epochs)
 
