@@ -89,8 +89,7 @@ def rank(current: pd.DataFrame, earlier: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     board = pd.concat(frames, ignore_index=True)
     board["budget"] = [
-        budget_label(_number(row.get("budget_minutes")), _number(row.get("budget_epochs")))
-        for row in board.to_dict("records")
+        budget_label(row.get("budget_minutes"), row.get("budget_epochs")) for row in board.to_dict("records")
     ]
     tests = [c for c in order_test_metrics(board.columns) if c == RANKING_METRIC or board[c].notna().any()]
     overrun = ["budget_overrun_s"] if "budget_overrun_s" in board and board["budget_overrun_s"].notna().any() else []
@@ -110,10 +109,6 @@ def rank(current: pd.DataFrame, earlier: pd.DataFrame) -> pd.DataFrame:
     board = board.sort_values("budget", key=lambda budgets: budgets.map(group_order), kind="stable")
     board.insert(0, "rank", board.groupby("budget", sort=False).cumcount() + 1)
     return board.reset_index(drop=True)
-
-
-def _number(value: Any) -> float | None:
-    return None if value is None or pd.isna(value) else float(value)
 
 
 def earlier_runs(experiment_id: str, exclude_run_id: str | None = None, env: str | None = None) -> pd.DataFrame:
