@@ -51,7 +51,15 @@ def test_a_finished_checkpoint_is_not_trained_again(tmp_path, monkeypatch):
         np.testing.assert_array_equal(restored, original)
 
 
-def test_interrupted_training_resumes_from_the_last_epoch(tmp_path, monkeypatch, mlflow_run):
+def seeded_model():
+    keras.utils.set_random_seed(0)
+    return new_model()
+
+
+def test_interrupted_training_resumes_from_the_last_epoch_bit_identically(tmp_path, monkeypatch, mlflow_run):
+    uninterrupted, uninterrupted_history, _ = fit(
+        seeded_model(), tiny_data(96, 0), tiny_data(32, 1), 3, RECIPE, tmp_path / "whole", "resnet"
+    )
     checkpoint = tmp_path / "ckpt"
     original = callbacks_module.ResumableCheckpoint.on_epoch_end
 
@@ -62,17 +70,39 @@ def test_interrupted_training_resumes_from_the_last_epoch(tmp_path, monkeypatch,
 
     monkeypatch.setattr(callbacks_module.ResumableCheckpoint, "on_epoch_end", interrupt_after_second_epoch)
     with pytest.raises(KeyboardInterrupt):
-        fit(new_model(), tiny_data(96, 0), tiny_data(32, 1), 3, RECIPE, checkpoint, "resnet")
+        fit(seeded_model(), tiny_data(96, 0), tiny_data(32, 1), 3, RECIPE, checkpoint, "resnet")
     state = json.loads((checkpoint / "state.json").read_text())
     assert state["epochs_done"] == 2 and len(state["history"]["loss"]) == 2
+    assert state["seed_generators"], "the augmentation layers' seed states are kept"
 
     monkeypatch.setattr(callbacks_module.ResumableCheckpoint, "on_epoch_end", original)
-    _model, history, summary = fit(new_model(), tiny_data(96, 0), tiny_data(32, 1), 3, RECIPE, checkpoint, "resnet")
+    resumed, history, summary = fit(seeded_model(), tiny_data(96, 0), tiny_data(32, 1), 3, RECIPE, checkpoint, "resnet")
     assert summary["resumed_from_epoch"] == 2
     assert len(history["loss"]) == 3
     assert history["loss"][:2] == state["history"]["loss"]
     steps = [m.step for m in mlflow.MlflowClient().get_metric_history(mlflow_run.info.run_id, "resnet.loss")]
-    assert sorted(steps) == [1, 1, 2, 2, 3], "epochs 1-2 logged live, replayed on resume, then epoch 3"
+    assert sorted(steps) == [1, 1, 1, 2, 2, 2, 3, 3], "both runs log live; the resume replays epochs 1-2"
+    # Same batches (epoch-keyed order), same augmentations (seed states restored), same optimizer state.
+    assert history["loss"] == uninterrupted_history["loss"]
+    for after_resume, whole in zip(resumed.get_weights(), uninterrupted.get_weights(), strict=True):
+        np.testing.assert_array_equal(after_resume, whole)
+
+
+def test_epoch_order_depends_on_the_seed_and_epoch_only():
+    from convbench.training.input_pipeline import training_dataset
+
+    images, labels = tiny_data(10, 0)
+
+    def order(epochs):
+        return [
+            int(label)
+            for _, targets in training_dataset(images, labels, 3, 4, seed=1, epochs=epochs)
+            for label in np.argmax(targets, axis=1)
+        ]
+
+    whole = order(range(0, 3))
+    assert order(range(2, 3)) == whole[20:] and order(range(1, 2)) == whole[10:20]
+    assert whole[:10] != whole[10:20] or whole[10:20] != whole[20:], "epochs are shuffled anew"
 
 
 @pytest.mark.parametrize("change", ["recipe", "data"])
@@ -207,3 +237,29 @@ def test_fine_tuning_needs_a_pretrained_base(tmp_path):
 def test_the_epoch_logger_refuses_a_prefix_whose_keys_would_not_parse_back():
     with pytest.raises(ValueError, match="non-empty architecture name"):
         callbacks_module.MlflowEpochLogger("cifar10.resnet")
+
+
+@pytest.mark.parametrize("damage", ["truncated_model", "garbled_state", "other_keras"])
+def test_a_damaged_checkpoint_stops_with_the_file_and_the_fix(tmp_path, damage):
+    from convbench.training.callbacks import CheckpointError
+
+    checkpoint = tmp_path / "ckpt"
+    recipe = {**RECIPE, "epochs": 1}
+    fit(new_model(), tiny_data(96, 0), tiny_data(32, 1), 3, recipe, checkpoint, "resnet")
+    state_path = checkpoint / "state.json"
+    state = json.loads(state_path.read_text())
+    damaged = {
+        "truncated_model": checkpoint / state["model"],
+        "garbled_state": state_path,
+        "other_keras": checkpoint / state["model"],
+    }[damage]
+    if damage == "truncated_model":
+        damaged.write_bytes(damaged.read_bytes()[:1000])
+    elif damage == "garbled_state":
+        state_path.write_text(state_path.read_text()[:-7])
+    else:
+        state_path.write_text(json.dumps({**state, "keras_version": "2.15.0"}))
+    with pytest.raises(CheckpointError) as error:
+        fit(new_model(), tiny_data(96, 0), tiny_data(32, 1), 3, recipe, checkpoint, "resnet")
+    assert str(damaged) in str(error.value) and f"Delete {checkpoint}" in str(error.value)
+    assert damaged.exists(), "nothing is deleted for the user"

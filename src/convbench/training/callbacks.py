@@ -12,12 +12,35 @@ from typing import Any
 
 import keras
 import mlflow
+import numpy as np
 
 from convbench.metrics import HISTORY_METRICS, metric_key
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_STATE = "state.json"
+
+
+def seed_generator_states(model: keras.Model) -> list[list[int]]:
+    """The state of every random layer's seed generator (augmentation, dropout), in model order.
+
+    `model.save` does not keep them, so the checkpoint stores them: a resumed run then draws the
+    same augmentations as an uninterrupted one.
+    """
+    return [keras.ops.convert_to_numpy(v).tolist() for v in _seed_variables(model)]
+
+
+def restore_seed_generator_states(model: keras.Model, states: list[list[int]]) -> None:
+    """Sets the seed generators back to `states` (from `seed_generator_states`)."""
+    variables = _seed_variables(model)
+    if len(variables) != len(states):
+        raise ValueError(f"the checkpoint holds {len(states)} seed generator states, the model has {len(variables)}")
+    for variable, state in zip(variables, states, strict=True):
+        variable.assign(np.asarray(state, dtype=variable.dtype))
+
+
+def _seed_variables(model: keras.Model) -> list:
+    return [v for v in model.variables if v.path.rsplit("/", 1)[-1] == "seed_generator_state"]
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -131,9 +154,11 @@ class MlflowEpochLogger(keras.callbacks.Callback):
 class ResumableCheckpoint(keras.callbacks.Callback):
     """Saves the training model (optimizer state included) and the history after every epoch.
 
-    Each epoch writes `epoch-NNNN.keras`, then replaces `state.json` (which names that file)
-    atomically, then removes older model files: an interruption at any moment leaves a state
-    that points at a complete model. `fingerprint` identifies the recipe, model and data; a
+    Each epoch writes `epoch-NNNN.keras` (under a temporary name, renamed when complete), then
+    replaces `state.json` (which names that file) atomically, then removes older model files: an
+    interruption at any moment leaves a state that points at a complete model. The state also
+    keeps the seed generators' states, so a resumed run draws the augmentations an uninterrupted
+    one would. `fingerprint` identifies the recipe, model and data; a
     checkpoint with another fingerprint is never resumed.
     """
 
@@ -148,12 +173,16 @@ class ResumableCheckpoint(keras.callbacks.Callback):
             self.history.setdefault(name, []).append(float(value))
         self.directory.mkdir(parents=True, exist_ok=True)
         model_file = f"epoch-{epoch + 1:04d}.keras"
-        self.model.save(self.directory / model_file)
+        partial_model = self.directory / f".partial-{model_file}"
+        self.model.save(partial_model)
+        os.replace(partial_model, self.directory / model_file)
         state = {
             "fingerprint": self.fingerprint,
             "epochs_done": epoch + 1,
             "stopped_early": bool(self.model.stop_training),
             "model": model_file,
+            "seed_generators": seed_generator_states(self.model),
+            "keras_version": keras.__version__,
             "history": self.history,
         }
         partial_state = self.directory / f".{CHECKPOINT_STATE}.partial"
@@ -197,13 +226,27 @@ def early_stopping(config: dict[str, Any] | None, history: dict[str, list[float]
     return [ResumableEarlyStopping(history, **options)]
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint that exists but cannot be resumed: unreadable, truncated or from another Keras."""
+
+
 def load_checkpoint(directory: Path, fingerprint: str) -> tuple[keras.Model, dict[str, Any]] | None:
-    """The saved training model and state in `directory` if they belong to `fingerprint`, else None."""
+    """The saved training model and state in `directory` if they belong to `fingerprint`, else None.
+
+    Raises:
+        CheckpointError: the state or model file is unreadable, or was written by another Keras
+            version; the message names the file and says to delete the folder to start afresh.
+    """
     directory = Path(directory)
     state_path = directory / CHECKPOINT_STATE
     if not state_path.exists():
         return None
-    state = json.loads(state_path.read_text())
+    fix = f"Delete {directory} to train from scratch, or restore the file, then rerun."
+    try:
+        state = json.loads(state_path.read_text())
+        model_path = directory / state["model"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(f"The checkpoint state {state_path} cannot be read ({error}). {fix}") from error
     if state.get("fingerprint") != fingerprint:
         logger.warning(
             "Ignoring the checkpoint in %s: it was made with another recipe, model or data "
@@ -213,7 +256,17 @@ def load_checkpoint(directory: Path, fingerprint: str) -> tuple[keras.Model, dic
             fingerprint,
         )
         return None
-    return keras.models.load_model(directory / state["model"]), state
+    if state.get("keras_version", keras.__version__) != keras.__version__:
+        raise CheckpointError(
+            f"The checkpoint {model_path} was written by Keras {state['keras_version']}, this is Keras "
+            f"{keras.__version__}: its optimizer state may not load the same. {fix}"
+        )
+    try:
+        model = keras.models.load_model(model_path)
+        restore_seed_generator_states(model, state.get("seed_generators", []))
+    except Exception as error:  # a zip, HDF5 or deserialisation failure: each library raises its own type
+        raise CheckpointError(f"The checkpoint model {model_path} cannot be loaded ({error}). {fix}") from error
+    return model, state
 
 
 def clear_checkpoint(directory: Path) -> None:

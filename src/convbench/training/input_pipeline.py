@@ -48,8 +48,14 @@ def training_dataset(
     batch_size: int,
     seed: int,
     sample_targets: bool = False,
+    epochs: range | None = None,
 ) -> tf.data.Dataset:
     """Shuffled (reshuffled every epoch, seeded) batches of (uint8 images, float targets).
+
+    Without `epochs`, each iteration of the dataset is one epoch in a new order. With `epochs`
+    (e.g. `range(2, 10)`), one iteration holds those epochs' batches one after the other, and epoch
+    e's order depends only on `seed` and e: a run resumed after epoch 2 sees the batches an
+    uninterrupted run sees (fit it with `steps_per_epoch`).
 
     Args:
         targets: Class of every image (one-hot encoded per batch), or a target distribution per
@@ -58,7 +64,17 @@ def training_dataset(
             (FERPlus' `probability` scheme).
     """
     count = len(images)
-    indices = tf.data.Dataset.range(count).shuffle(count, seed=seed, reshuffle_each_iteration=True).batch(batch_size)
+    if epochs is None:
+        indices = (
+            tf.data.Dataset.range(count).shuffle(count, seed=seed, reshuffle_each_iteration=True).batch(batch_size)
+        )
+    else:
+
+        def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
+            order = tf.random.experimental.stateless_shuffle(tf.range(count, dtype=tf.int64), seed=[seed, epoch])
+            return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+
+        indices = tf.data.Dataset.from_tensor_slices(tf.constant(list(epochs), tf.int64)).flat_map(epoch_batches)
     return _batches(images, targets, num_classes, indices, sample=sample_targets, seed=seed)
 
 
