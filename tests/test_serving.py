@@ -128,3 +128,26 @@ def test_classifier_round_trips_through_mlflow_with_its_signature_and_resize_par
     ).read_text()
     assert f"keras=={keras.__version__}" in requirements and "opencv-python-headless==" in requirements
     assert "tensorflow" in requirements
+
+
+def test_a_model_with_convbench_layers_loads_in_a_fresh_process(tmp_path):
+    """airbench's layers are registered Keras classes: the served model must find them unimported."""
+    import pickle
+    import subprocess
+    import sys
+
+    from convbench.models.airbench import build_airbench
+
+    model = build_airbench((16, 16, 3), 3, widths=(8, 8, 8))
+    classifier = ImageClassifier.from_keras(model, CLASSES)
+    (tmp_path / "classifier.pkl").write_bytes(pickle.dumps(classifier))  # our own object, not downloaded data
+    images = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+    np.save(tmp_path / "images.npy", images)
+    script = (
+        "import pickle, sys, numpy as np; from pathlib import Path; d = Path(sys.argv[1]); "
+        "c = pickle.loads((d / 'classifier.pkl').read_bytes()); "
+        "np.save(d / 'out.npy', c.predict(None, np.load(d / 'images.npy'))[CLASSES].to_numpy())"
+    ).replace("CLASSES", repr(CLASSES))
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), model.predict(images, verbose=0), rtol=1e-4, atol=1e-6)

@@ -82,6 +82,9 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
         if self._model is None:
             import keras
 
+            from convbench.keras_objects import import_custom_objects
+
+            import_custom_objects()
             with tempfile.TemporaryDirectory() as folder:
                 path = Path(folder) / "model.keras"
                 path.write_bytes(self.keras_file)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from copy import deepcopy
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import fsspec
@@ -16,12 +16,19 @@ from kedro.io.core import (
     get_protocol_and_path,
 )
 
+from convbench.atomic import write_atomically
+
 
 class NumpyDataset(AbstractVersionedDataset[np.ndarray, np.ndarray]):
     """Loads and saves a NumPy array as `.npy` with `allow_pickle=False`.
 
     Object arrays are refused on save, so nothing this dataset writes or reads
     can execute code. `load_args: {mmap_mode: r}` memory-maps large arrays.
+
+    Saving is atomic on local disks: the array goes to `.<name>.partial` beside the target, is
+    flushed to disk, and replaces the target by one rename; a killed run or a full disk leaves
+    the previous file whole. A file that does not hold a whole array (truncated, not `.npy`)
+    fails to load with its path and the way to rebuild it.
 
     Example catalog entry::
 
@@ -54,10 +61,19 @@ class NumpyDataset(AbstractVersionedDataset[np.ndarray, np.ndarray]):
 
     def load(self) -> np.ndarray:
         path = get_filepath_str(self._get_load_path(), self._protocol)
-        if self._protocol == "file" and self._load_args.get("mmap_mode"):
-            return np.load(path, allow_pickle=False, **self._load_args)
-        with self._fs.open(path, mode="rb") as stream:
-            return np.load(stream, allow_pickle=False)
+        try:
+            if self._protocol == "file" and self._load_args.get("mmap_mode"):
+                return np.load(path, allow_pickle=False, **self._load_args)
+            with self._fs.open(path, mode="rb") as stream:
+                return np.load(stream, allow_pickle=False)
+        except (ValueError, EOFError, OSError) as error:
+            if isinstance(error, FileNotFoundError):
+                raise
+            raise DatasetError(
+                f"{path} is not a whole .npy array ({error}). It is an intermediate file: delete it and "
+                "rerun the pipeline that writes it (`kedro run --pipelines=<dataset>_ingestion` for "
+                "02_intermediate, `<dataset>_preprocessing` for 05_model_input)."
+            ) from error
 
     def save(self, data: np.ndarray) -> None:
         array = np.asarray(data)
@@ -68,8 +84,11 @@ class NumpyDataset(AbstractVersionedDataset[np.ndarray, np.ndarray]):
             )
         path = get_filepath_str(self._get_save_path(), self._protocol)
         self._fs.makedirs(str(PurePosixPath(path).parent), exist_ok=True)
-        with self._fs.open(path, mode="wb") as stream:
-            np.save(stream, array, allow_pickle=False)
+        if self._protocol == "file":
+            write_atomically(Path(path), lambda stream: np.save(stream, array, allow_pickle=False), array.nbytes)
+        else:  # object stores replace an object whole on upload
+            with self._fs.open(path, mode="wb") as stream:
+                np.save(stream, array, allow_pickle=False)
         self._invalidate_cache()
 
     def _exists(self) -> bool:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
-import os
 import shutil
 import time
 from pathlib import Path
@@ -14,6 +14,8 @@ import keras
 import mlflow
 import numpy as np
 
+from convbench.atomic import disk_full, partial_path, replace_into_place, write_atomically
+from convbench.keras_objects import import_custom_objects
 from convbench.metrics import HISTORY_METRICS, metric_key
 
 logger = logging.getLogger(__name__)
@@ -168,14 +170,15 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         self.fingerprint = fingerprint
         self.history = {name: list(values) for name, values in (history or {}).items()}
 
+    def _numpy_variables(self) -> list[np.ndarray]:
+        return [keras.ops.convert_to_numpy(v) for v in self.model.variables + self.model.optimizer.variables]
+
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         for name, value in (logs or {}).items():
             self.history.setdefault(name, []).append(float(value))
         self.directory.mkdir(parents=True, exist_ok=True)
         model_file = f"epoch-{epoch + 1:04d}.keras"
-        partial_model = self.directory / f".partial-{model_file}"
-        self.model.save(partial_model)
-        os.replace(partial_model, self.directory / model_file)
+        partial_model = partial_path(self.directory / model_file)
         state = {
             "fingerprint": self.fingerprint,
             "epochs_done": epoch + 1,
@@ -185,9 +188,17 @@ class ResumableCheckpoint(keras.callbacks.Callback):
             "keras_version": keras.__version__,
             "history": self.history,
         }
-        partial_state = self.directory / f".{CHECKPOINT_STATE}.partial"
-        partial_state.write_text(json.dumps(state))
-        os.replace(partial_state, self.directory / CHECKPOINT_STATE)
+        try:
+            self.model.save(partial_model)
+            replace_into_place(partial_model, self.directory / model_file)
+            write_atomically(self.directory / CHECKPOINT_STATE, lambda stream: stream.write(json.dumps(state).encode()))
+        except OSError as error:
+            written = partial_model.stat().st_size if partial_model.exists() else 0
+            partial_model.unlink(missing_ok=True)
+            if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                needed = max(written, sum(v.size * v.dtype.itemsize for v in self._numpy_variables()))
+                raise disk_full(self.directory / model_file, needed, error) from error
+            raise
         for older in self.directory.glob("epoch-*.keras"):
             if older.name != model_file:
                 older.unlink()
@@ -261,6 +272,7 @@ def load_checkpoint(directory: Path, fingerprint: str) -> tuple[keras.Model, dic
             f"The checkpoint {model_path} was written by Keras {state['keras_version']}, this is Keras "
             f"{keras.__version__}: its optimizer state may not load the same. {fix}"
         )
+    import_custom_objects()
     try:
         model = keras.models.load_model(model_path)
         restore_seed_generator_states(model, state.get("seed_generators", []))
