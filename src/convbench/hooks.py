@@ -8,8 +8,11 @@ MLflow run, and checkpoint clean-up.
 from __future__ import annotations
 
 import logging
+import os
+import shlex
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,8 +22,9 @@ from kedro.framework.hooks import hook_impl
 from kedro.pipeline.node import Node
 from omegaconf import OmegaConf
 
-from convbench.dataset_specs import dataset_of
-from convbench.tracking import ENV_TAG
+from convbench.dataset_specs import DATASETS, dataset_of
+from convbench.locking import LOCK_WAIT_ENV, DatasetLocks
+from convbench.tracking import ENV_TAG, KILLED_TAG, PROCESS_TAG, mark_orphaned_runs_killed, this_process
 
 logger = logging.getLogger(__name__)
 
@@ -183,6 +187,101 @@ class MlflowNodeTrackingHook:
         for name in list(self._started):  # started, but outputs never all saved
             self._record(name, "failed")
         self._log_summary()
+
+
+class MlflowRunLifecycleHook:
+    """Keeps MLflow's run status true when a `kedro run` is killed or interrupted.
+
+    - At the start, tags the run with its process (`convbench.tracking.PROCESS_TAG`) and ends as
+      KILLED every RUNNING run whose process is gone: a `kill -9` or a power cut leaves its run
+      RUNNING, and the next `kedro run` on the project closes it. A resumed training tags its own
+      run with the killed one (`convbench.resumed_from_run`), so the two are linked.
+    - On SIGTERM / Ctrl-C during training (`TrainingInterrupted`), ends the run as KILLED instead
+      of FAILED and logs the command that resumes.
+    The leaderboard and `predict` read FINISHED runs only, so neither ever picks a killed run.
+    """
+
+    def __init__(self) -> None:
+        self._run_id: str | None = None
+
+    @hook_impl(trylast=True)  # after kedro-mlflow has started the MLflow run
+    def before_pipeline_run(self) -> None:
+        active = mlflow.active_run()
+        self._run_id = active.info.run_id if active else None
+        if active is None:
+            return
+        mlflow.set_tag(PROCESS_TAG, this_process())
+        for run_id in mark_orphaned_runs_killed():
+            logger.warning("MLflow run %s was left RUNNING by a killed process: it is now KILLED", run_id)
+
+    @hook_impl(trylast=True)  # after kedro-mlflow has ended the run as FAILED
+    def on_pipeline_error(self, error: Exception) -> None:
+        interrupted = _training_interrupted(error)
+        if interrupted is None:
+            return
+        command = shlex.join(["kedro", *sys.argv[1:]]) if Path(sys.argv[0]).name == "kedro" else "the same kedro run"
+        if self._run_id:
+            client = mlflow.MlflowClient()
+            client.set_tag(self._run_id, KILLED_TAG, interrupted.signal_name)
+            client.set_terminated(self._run_id, status="KILLED")
+        logger.error(
+            "%s: training stopped after epoch %d and %d batches; checkpoint in %s. MLflow run %s is KILLED. "
+            "Resume with: %s",
+            interrupted.signal_name,
+            interrupted.epochs_done,
+            interrupted.steps_into_epoch,
+            interrupted.checkpoint,
+            self._run_id,
+            command,
+        )
+
+
+def _training_interrupted(error: BaseException | None):
+    """The `TrainingInterrupted` in `error`'s chain of causes, if any (imported lazily: no TensorFlow here)."""
+    while error is not None:
+        if type(error).__name__ == "TrainingInterrupted" and hasattr(error, "steps_into_epoch"):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+class DatasetLockHook:
+    """Holds `convbench.locking.DatasetLocks` on every dataset the pipeline touches, for the whole run.
+
+    A second `kedro run` on the same dataset and data folder stops at once with a message naming
+    the first (or waits `CONVBENCH_LOCK_WAIT_S` seconds). Runs of other datasets, or of the smoke
+    env (its own data folder), are not held up.
+    """
+
+    def __init__(self) -> None:
+        self._data_root: Path | None = None
+        self._locks: DatasetLocks | None = None
+
+    @hook_impl
+    def after_context_created(self, context) -> None:
+        data_root = Path(context.config_loader["globals"].get("data_root", "data"))
+        self._data_root = data_root if data_root.is_absolute() else Path(context.project_path) / data_root
+
+    @hook_impl(tryfirst=True)
+    def before_pipeline_run(self, pipeline) -> None:
+        datasets = sorted({name.split(".", 1)[0] for name in pipeline.datasets()} & set(DATASETS))
+        if not datasets or self._data_root is None:
+            return
+        self._locks = DatasetLocks(self._data_root, datasets, float(os.environ.get(LOCK_WAIT_ENV, "0")))
+        self._locks.acquire()
+
+    def _release(self) -> None:
+        if self._locks is not None:
+            self._locks.release()
+            self._locks = None
+
+    @hook_impl(trylast=True)
+    def after_pipeline_run(self) -> None:
+        self._release()
+
+    @hook_impl(trylast=True)
+    def on_pipeline_error(self) -> None:
+        self._release()
 
 
 class CheckpointCleanupHook:

@@ -3,8 +3,10 @@
 from convbench.config import ConvbenchConfigLoader
 from convbench.hooks import (
     CheckpointCleanupHook,
+    DatasetLockHook,
     MlflowExperimentHook,
     MlflowNodeTrackingHook,
+    MlflowRunLifecycleHook,
     PreflightHook,
     ProjectPathResolverHook,
 )
@@ -12,9 +14,11 @@ from convbench.requirements import pip_requirements
 
 HOOKS = (
     ProjectPathResolverHook(),
+    DatasetLockHook(),
     PreflightHook(),
     MlflowExperimentHook(),
     MlflowNodeTrackingHook(),
+    MlflowRunLifecycleHook(),
     CheckpointCleanupHook(),
 )
 

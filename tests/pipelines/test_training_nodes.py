@@ -40,11 +40,26 @@ def test_top5_accuracy_is_reported_for_many_classes():
 
 
 def test_built_model_takes_raw_images_and_has_one_output_per_class():
-    recipe = {"model": {"depth": 8}}
+    recipe = {"model": {"depth": 8}, "seed": 0}
     images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
     model = build_model(images, np.arange(4), ["x"] * 7, {"mean": [120.0] * 3, "std": [60.0] * 3}, recipe, "resnet")
     assert model.input.dtype == "uint8" and model.output.shape[-1] == 7
     assert model.predict(images, verbose=0).shape == (4, 7)
+
+
+def test_the_recipe_seed_fixes_the_initial_weights():
+    images = np.zeros((4, 32, 32, 3), dtype=np.uint8)
+
+    def weights(seed):
+        recipe = {"model": {"depth": 8}, "seed": seed}
+        return build_model(
+            images, np.arange(4), ["x"] * 3, {"mean": [0.0] * 3, "std": [1.0] * 3}, recipe, "resnet"
+        ).get_weights()
+
+    first, again, other = weights(0), weights(0), weights(1)
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, c) for a, c in zip(first, other, strict=True))
 
 
 def test_dataset_overrides_merge_into_the_recipe_key_by_key_and_run_settings_win():

@@ -263,3 +263,42 @@ def test_a_damaged_checkpoint_stops_with_the_file_and_the_fix(tmp_path, damage):
         fit(new_model(), tiny_data(96, 0), tiny_data(32, 1), 3, recipe, checkpoint, "resnet")
     assert str(damaged) in str(error.value) and f"Delete {checkpoint}" in str(error.value)
     assert damaged.exists(), "nothing is deleted for the user"
+
+
+def test_sigterm_saves_mid_epoch_and_the_resume_matches_an_uninterrupted_run(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from convbench.training.callbacks import EpochTimer, TrainingInterrupted
+
+    uninterrupted, whole_history, _ = fit(
+        seeded_model(), tiny_data(96, 0), tiny_data(32, 1), 3, RECIPE, tmp_path / "w", "resnet"
+    )
+    previous_handler = signal.getsignal(signal.SIGTERM)
+
+    def sigterm_in_the_second_epoch(self, batch, logs=None):
+        if self.params and getattr(self, "_epoch", None) == 1 and batch == 0:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def remember_epoch(self, epoch, logs=None):
+        self._epoch = epoch
+        self._start = __import__("time").perf_counter()
+        self._train_end = None
+
+    monkeypatch.setattr(EpochTimer, "on_epoch_begin", remember_epoch)
+    monkeypatch.setattr(EpochTimer, "on_train_batch_end", sigterm_in_the_second_epoch, raising=False)
+    checkpoint = tmp_path / "ckpt"
+    with pytest.raises(TrainingInterrupted, match="SIGTERM received") as interrupted:
+        fit(seeded_model(), tiny_data(96, 0), tiny_data(32, 1), 3, RECIPE, checkpoint, "resnet")
+    assert (interrupted.value.epochs_done, interrupted.value.steps_into_epoch) == (1, 1)
+    assert signal.getsignal(signal.SIGTERM) is previous_handler, "the handler is put back"
+    state = json.loads((checkpoint / "state.json").read_text())
+    assert (state["epochs_done"], state["steps_into_epoch"], state["model"]) == (1, 1, "epoch-0001-step-000001.keras")
+
+    monkeypatch.undo()
+    resumed, history, summary = fit(seeded_model(), tiny_data(96, 0), tiny_data(32, 1), 3, RECIPE, checkpoint, "resnet")
+    assert summary["resumed_from_epoch"] == 1 and len(history["loss"]) == 3
+    assert history["loss"][0] == whole_history["loss"][0] and history["loss"][2] == whole_history["loss"][2]
+    # Epoch 2's logged training loss averages only the batches after the resume; the weights are the same.
+    for after_resume, whole in zip(resumed.get_weights(), uninterrupted.get_weights(), strict=True):
+        np.testing.assert_array_equal(after_resume, whole)

@@ -6,6 +6,8 @@ import errno
 import json
 import logging
 import shutil
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -138,6 +140,7 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         self.prefix = prefix
         self.replay = replay or {}
         self.first_step = first_step  # step of this fit's first epoch (later phases continue the curve)
+        self.replayed = False
 
     def _log(self, metrics: dict[str, float], step: int) -> None:
         if mlflow.active_run() is None:
@@ -145,6 +148,9 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         mlflow.log_metrics({metric_key(self.prefix, name): float(value) for name, value in metrics.items()}, step=step)
 
     def on_train_begin(self, logs: dict | None = None) -> None:
+        if self.replayed:  # a second fit in the same run (after finishing a partly trained epoch)
+            return
+        self.replayed = True
         epochs_done = len(next(iter(self.replay.values()), []))
         for epoch in range(epochs_done):
             self._log({name: values[epoch] for name, values in self.replay.items()}, step=self.first_step + epoch)
@@ -156,12 +162,15 @@ class MlflowEpochLogger(keras.callbacks.Callback):
 class ResumableCheckpoint(keras.callbacks.Callback):
     """Saves the training model (optimizer state included) and the history after every epoch.
 
-    Each epoch writes `epoch-NNNN.keras` (under a temporary name, renamed when complete), then
+    Each save writes `epoch-NNNN.keras` (under a temporary name, renamed when complete), then
     replaces `state.json` (which names that file) atomically, then removes older model files: an
     interruption at any moment leaves a state that points at a complete model. The state also
     keeps the seed generators' states, so a resumed run draws the augmentations an uninterrupted
-    one would. `fingerprint` identifies the recipe, model and data; a
-    checkpoint with another fingerprint is never resumed.
+    one would, and the MLflow run that wrote it. `fingerprint` identifies the recipe, model and
+    data; a checkpoint with another fingerprint is never resumed.
+
+    `save(epochs_done, steps_into_epoch)` also saves in the middle of an epoch (`InterruptCheckpoint`
+    does on SIGTERM / Ctrl-C): the state then says how many batches of the next epoch are done.
     """
 
     def __init__(self, directory: Path, fingerprint: str, history: dict[str, list[float]] | None = None) -> None:
@@ -176,16 +185,25 @@ class ResumableCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         for name, value in (logs or {}).items():
             self.history.setdefault(name, []).append(float(value))
+        self.save(epoch + 1)
+
+    def save(self, epochs_done: int, steps_into_epoch: int = 0) -> Path:
+        """Writes the checkpoint after `epochs_done` epochs and `steps_into_epoch` batches of the next; its model file."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        model_file = f"epoch-{epoch + 1:04d}.keras"
+        model_file = (
+            f"epoch-{epochs_done:04d}" + (f"-step-{steps_into_epoch:06d}" if steps_into_epoch else "") + ".keras"
+        )
         partial_model = partial_path(self.directory / model_file)
+        active = mlflow.active_run()
         state = {
             "fingerprint": self.fingerprint,
-            "epochs_done": epoch + 1,
-            "stopped_early": bool(self.model.stop_training),
+            "epochs_done": epochs_done,
+            "steps_into_epoch": steps_into_epoch,
+            "stopped_early": bool(self.model.stop_training) and not steps_into_epoch,
             "model": model_file,
             "seed_generators": seed_generator_states(self.model),
             "keras_version": keras.__version__,
+            "mlflow_run_id": active.info.run_id if active else None,
             "history": self.history,
         }
         try:
@@ -202,6 +220,74 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         for older in self.directory.glob("epoch-*.keras"):
             if older.name != model_file:
                 older.unlink()
+        return self.directory / model_file
+
+
+class TrainingInterrupted(RuntimeError):
+    """Training stopped on SIGTERM or SIGINT after saving a checkpoint at a batch boundary.
+
+    An `Exception` (not `KeyboardInterrupt`), so Kedro runs its `on_pipeline_error` hooks:
+    `InterruptedRunHook` ends the MLflow run as KILLED and prints the command that resumes.
+    """
+
+    def __init__(self, signal_name: str, checkpoint: Path, epochs_done: int, steps_into_epoch: int) -> None:
+        self.signal_name, self.checkpoint = signal_name, Path(checkpoint)
+        self.epochs_done, self.steps_into_epoch = epochs_done, steps_into_epoch
+        super().__init__(
+            f"{signal_name} received: training stopped after epoch {epochs_done} and {steps_into_epoch} "
+            f"batches of the next, saved in {checkpoint}. Rerun the same command to resume from there."
+        )
+
+
+class InterruptCheckpoint(keras.callbacks.Callback):
+    """On SIGTERM or SIGINT (Ctrl-C): at the next batch boundary, saves a checkpoint, then raises `TrainingInterrupted`.
+
+    The handlers are installed for the fit (`on_train_begin`) and restored by `restore_handlers`
+    (the caller's `finally`: a raise skips `on_train_end`). After the first signal the previous
+    handlers are back, so a second Ctrl-C stops at once. `steps_offset` is the batches of the
+    epoch done before this fit (a fit that finishes a partly trained epoch).
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self, checkpoint: ResumableCheckpoint, steps_offset: int = 0) -> None:
+        super().__init__()
+        self.checkpoint, self.steps_offset = checkpoint, steps_offset
+        self.received: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received = signal.Signals(signum).name
+        self.restore_handlers()
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signals reach the main thread only
+        for signum in self.SIGNALS:
+            self._previous[signum] = signal.signal(signum, self._handle)
+
+    def restore_handlers(self) -> None:
+        """Puts back the handlers that were installed before the fit."""
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self.received is None:
+            return
+        steps = self.steps_offset + batch + 1
+        self.checkpoint.save(self._epoch, steps)
+        logger.warning(
+            "%s: saved a checkpoint after epoch %d and %d batches in %s",
+            self.received,
+            self._epoch,
+            steps,
+            self.checkpoint.directory,
+        )
+        raise TrainingInterrupted(self.received, self.checkpoint.directory, self._epoch, steps)
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
@@ -213,13 +299,14 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
 
     def __init__(self, history: dict[str, list[float]] | None = None, **options: Any) -> None:
         super().__init__(**options)
-        self.replay = list((history or {}).get(self.monitor, []))
+        self.history = history if history is not None else {}  # read at each fit's start: it may grow between fits
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         super().on_train_begin(logs)
-        if self.replay and self.monitor_op is None:
+        replay = list(self.history.get(self.monitor, []))
+        if replay and self.monitor_op is None:
             self._set_monitor_op()
-        for epoch, value in enumerate(self.replay):
+        for epoch, value in enumerate(replay):
             if self._is_improvement(value, self.best):
                 self.best, self.best_epoch, self.wait = value, epoch, 0
             else:

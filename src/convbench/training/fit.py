@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import mlflow
 import numpy as np
 
 from convbench.config import deep_merge
@@ -29,6 +30,7 @@ from convbench.training.budget import (
 )
 from convbench.training.callbacks import (
     EpochTimer,
+    InterruptCheckpoint,
     LearningRateLogger,
     MlflowEpochLogger,
     ResumableCheckpoint,
@@ -41,6 +43,9 @@ from convbench.training.losses import draws_targets, training_accuracy, training
 from convbench.training.optimizers import learning_rate_schedule, make_optimizer
 
 logger = logging.getLogger(__name__)
+
+RESUMED_FROM_TAG = "convbench.resumed_from_run"
+"""Tag of a run that resumed a checkpoint: the MLflow run that wrote it (killed, failed or interrupted)."""
 
 
 def fingerprint(recipe: dict[str, Any], model: keras.Model, *arrays: np.ndarray) -> str:
@@ -339,48 +344,69 @@ def _fit_phase(
     keras.utils.set_random_seed(int(recipe["seed"]) + phase.first_epoch)
 
     resumed = load_checkpoint(checkpoint_dir, run_fingerprint)
+    steps_into_epoch = 0
     if resumed:
         training_model, state = resumed
         model = training_model.get_layer(model.name)
         history, initial_epoch = state["history"], state["epochs_done"]
+        steps_into_epoch = int(state.get("steps_into_epoch", 0))
         if state.get("stopped_early"):
             initial_epoch = int(recipe["epochs"])  # finished: early stopping ended it
         logger.info(
-            "Resuming %s (%s) from its checkpoint after epoch %d of %d",
+            "Resuming %s (%s) from its checkpoint after epoch %d (and %d batches) of %d",
             model.name,
             phase.name,
             initial_epoch,
+            steps_into_epoch,
             recipe["epochs"],
         )
+        if state.get("mlflow_run_id") and mlflow.active_run():
+            mlflow.set_tag(RESUMED_FROM_TAG, state["mlflow_run_id"])
     else:
         training_model = compile_for_training(model, recipe, steps_per_epoch)
         history, initial_epoch = {}, 0
 
     checkpoint = ResumableCheckpoint(checkpoint_dir, run_fingerprint, history)
+    interrupt = InterruptCheckpoint(checkpoint, steps_offset=steps_into_epoch)
     callbacks = [
         EpochTimer(),
         LearningRateLogger(),
-        *early_stopping(recipe.get("early_stopping"), history),
+        *early_stopping(recipe.get("early_stopping"), checkpoint.history),
         *recipe_callbacks(recipe, steps_per_epoch),
         MlflowEpochLogger(metric_prefix, replay=history, first_step=phase.first_epoch + 1),
+        interrupt,
         checkpoint,
     ]
-    training_model.fit(
-        training_dataset(
-            train_images,
-            train_labels,
-            num_classes,
-            batch_size,
-            seed=int(recipe["seed"]),
-            sample_targets=draws_targets(recipe),
-            epochs=range(initial_epoch, int(recipe["epochs"])),
-        ),
-        steps_per_epoch=steps_per_epoch,
-        validation_data=evaluation_dataset(val_images, val_labels, num_classes, int(recipe["eval_batch_size"])),
-        epochs=int(recipe["epochs"]),
-        initial_epoch=initial_epoch,
-        callbacks=callbacks,
-        shuffle=False,  # the dataset reshuffles itself every epoch
-        verbose=1 if sys.stderr.isatty() else 2,
-    )
+
+    def train(epochs: range, skip_steps: int = 0) -> None:
+        training_model.fit(
+            training_dataset(
+                train_images,
+                train_labels,
+                num_classes,
+                batch_size,
+                seed=int(recipe["seed"]),
+                sample_targets=draws_targets(recipe),
+                epochs=epochs,
+                skip_steps=skip_steps,
+            ),
+            steps_per_epoch=steps_per_epoch - skip_steps,
+            validation_data=evaluation_dataset(val_images, val_labels, num_classes, int(recipe["eval_batch_size"])),
+            epochs=epochs.stop,
+            initial_epoch=epochs.start,
+            callbacks=callbacks,
+            shuffle=False,  # the dataset orders every epoch itself
+            verbose=1 if sys.stderr.isatty() else 2,
+        )
+
+    try:
+        if steps_into_epoch and initial_epoch < int(recipe["epochs"]):
+            # Finish the epoch the interrupted run was in, from the batch it stopped at (same order).
+            train(range(initial_epoch, initial_epoch + 1), skip_steps=steps_into_epoch)
+            initial_epoch += 1
+            interrupt.steps_offset = 0
+        if not training_model.stop_training:
+            train(range(initial_epoch, int(recipe["epochs"])))
+    finally:
+        interrupt.restore_handlers()
     return model, checkpoint.history, phase.first_epoch + state["epochs_done"] if resumed else 0

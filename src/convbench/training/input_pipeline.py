@@ -49,13 +49,15 @@ def training_dataset(
     seed: int,
     sample_targets: bool = False,
     epochs: range | None = None,
+    skip_steps: int = 0,
 ) -> tf.data.Dataset:
     """Shuffled (reshuffled every epoch, seeded) batches of (uint8 images, float targets).
 
     Without `epochs`, each iteration of the dataset is one epoch in a new order. With `epochs`
     (e.g. `range(2, 10)`), one iteration holds those epochs' batches one after the other, and epoch
     e's order depends only on `seed` and e: a run resumed after epoch 2 sees the batches an
-    uninterrupted run sees (fit it with `steps_per_epoch`).
+    uninterrupted run sees (fit it with `steps_per_epoch`). `skip_steps` leaves out the first
+    batches of the first epoch (those a run interrupted mid-epoch had trained on).
 
     Args:
         targets: Class of every image (one-hot encoded per batch), or a target distribution per
@@ -75,6 +77,7 @@ def training_dataset(
             return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
 
         indices = tf.data.Dataset.from_tensor_slices(tf.constant(list(epochs), tf.int64)).flat_map(epoch_batches)
+        indices = indices.skip(skip_steps)
     return _batches(images, targets, num_classes, indices, sample=sample_targets, seed=seed)
 
 

@@ -77,11 +77,14 @@ def build_model(
         train_indices: The training split's rows of `train_images`.
         class_names: One name per class; their number sizes the softmax.
         normalization: `mean` and `std` per channel from the training split.
-        recipe: `model`, the builder's hyperparameters, and `mixed_precision` (see
-            `convbench.models.precision`), the dtype policy the layers are built with.
+        recipe: `model`, the builder's hyperparameters, `mixed_precision` (see
+            `convbench.models.precision`), the dtype policy the layers are built with, and
+            `seed`, which seeds the initial weights.
         architecture: A name in the model registry.
     """
     builder = get_builder(architecture)
+    if recipe.get("seed") is not None:  # the same seed builds the same initial weights in any process
+        keras.utils.set_random_seed(int(recipe["seed"]))
     with building_with(recipe.get("mixed_precision")):
         backbone = builder(tuple(train_images.shape[1:]), len(class_names), **(recipe.get("model") or {}))
         initialise = data_init(architecture)

@@ -1,0 +1,185 @@
+"""Faults with real processes: `kill -9` mid-training, SIGTERM, and two `kedro run`s on one dataset.
+
+One project, runs in order (each test uses the state the previous left):
+1. `cifar10_resnet` (smoke, several epochs) uninterrupted, while a second run of the same dataset
+   is started next to it and refused (dataset lock);
+2. the same run `kill -9`'d after its second epoch, then rerun: it resumes and its model equals run 1's;
+3. the same run sent SIGTERM: it saves at the next batch, ends its MLflow run as KILLED, exits non-zero
+   and prints the command that resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import cifar_archives
+import keras
+import mlflow
+import numpy as np
+import pytest
+from kedro_project import KEDRO, assert_ran, new_project
+
+from convbench.tracking import KILLED_TAG, PROCESS_TAG, finished_runs
+
+pytestmark = pytest.mark.e2e
+
+PER_BATCH, TEST_RECORDS, EPOCHS = 200, 300, 4
+CHECKPOINT = Path("data/smoke/06_models/cifar10/resnet/checkpoint")
+MODELS = Path("data/smoke/06_models/cifar10/resnet/model.keras")
+COMMANDS: dict[Path, list[str]] = {}  # project -> its `kedro run` command
+PLAIN_LOGGING = """
+version: 1
+disable_existing_loggers: false
+formatters: {plain: {format: "%(levelname)s %(name)s: %(message)s"}}
+handlers: {console: {class: logging.StreamHandler, formatter: plain, stream: ext://sys.stdout}}
+loggers: {kedro: {level: INFO}, convbench: {level: INFO}}
+root: {handlers: [console], level: WARNING}
+"""
+WIDE_LOGS = dict(os.environ)  # + KEDRO_LOGGING_CONFIG: one unwrapped line per message, so messages can be matched
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = new_project(tmp_path_factory)
+    (root / "plain_logging.yml").write_text(PLAIN_LOGGING)
+    WIDE_LOGS["KEDRO_LOGGING_CONFIG"] = str(root / "plain_logging.yml")
+    archive = tmp_path_factory.mktemp("mirror") / "cifar-10-binary.tar.gz"
+    cifar_archives.make_cifar10_archive(archive, per_batch=PER_BATCH, test=TEST_RECORDS)
+    COMMANDS[root] = [
+        str(KEDRO),
+        "run",
+        "--pipelines=cifar10_resnet",
+        "--env=smoke",
+        "--params="
+        + ",".join(
+            [
+                f"ingestion.cifar10.source.url={archive.as_uri()}",
+                f"ingestion.cifar10.source.known_hash={cifar_archives.known_hash(archive)}",
+                f"ingestion.cifar10.expected_counts.train={5 * PER_BATCH}",
+                f"ingestion.cifar10.expected_counts.test={TEST_RECORDS}",
+                "preprocessing.cifar10.val_size=300",
+                f"training.resnet.epochs={EPOCHS}",
+            ]
+        ),
+    ]
+    return root
+
+
+def start(project: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        COMMANDS[project],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env=WIDE_LOGS,
+    )
+
+
+def finish(process: subprocess.Popen, timeout: float = 900) -> subprocess.CompletedProcess:
+    output, _ = process.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(process.args, process.returncode, output, "")
+
+
+def wait_for(condition, what: str, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def epochs_done(project: Path) -> int:
+    try:
+        return json.loads((project / CHECKPOINT / "state.json").read_text())["epochs_done"]
+    except (OSError, ValueError):
+        return 0
+
+
+def runs(project: Path) -> list:
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name("cifar10")
+    found = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"]) if experiment else []
+    mlflow.set_tracking_uri(None)
+    return found
+
+
+def latest_model(project: Path) -> keras.Model:
+    version = sorted(path.name for path in (project / MODELS).iterdir())[-1]
+    return keras.models.load_model(project / MODELS / version / "model.keras")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(project):
+    """Run 1, and a second run of the same dataset started while it holds the lock."""
+    first = start(project)
+    wait_for(
+        lambda: (project / "data/smoke/.locks/cifar10.owner.json").exists() or first.poll() is not None, "the lock"
+    )
+    second = subprocess.run(COMMANDS[project], cwd=project, capture_output=True, text=True, timeout=600, env=WIDE_LOGS)
+    result = assert_ran(finish(first))
+    return result, second, latest_model(project).get_weights()
+
+
+def test_a_second_run_on_the_same_dataset_stops_naming_the_first_and_harms_nothing(project, uninterrupted):
+    _, second, _ = uninterrupted
+    output = second.stdout + second.stderr
+    assert second.returncode != 0
+    assert "Another kedro run is using the cifar10 data" in output and "CONVBENCH_LOCK_WAIT_S" in output
+    owner = json.loads((project / "data/smoke/.locks/cifar10.owner.json").read_text())
+    assert f"process {owner['pid']}" in output
+    (run,) = runs(project)  # the refused run started no MLflow run; the first finished
+    assert run.info.status == "FINISHED"
+    images = np.load(project / "data/smoke/02_intermediate/cifar10/train_images.npy")
+    assert images.shape == (5 * PER_BATCH, 32, 32, 3)
+    assert not list((project / "data/smoke").rglob(".*.partial*")), "no temporary file left behind"
+
+
+def test_kill_9_after_two_epochs_resumes_there_and_trains_the_same_model(project, uninterrupted):
+    _, _, reference = uninterrupted
+    killed = start(project)
+    wait_for(lambda: epochs_done(project) >= 2 or killed.poll() is not None, "two epochs")
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait(timeout=60)
+    done = epochs_done(project)
+    assert 2 <= done < EPOCHS, f"killed after epoch {done}"
+    killed_run = runs(project)[-1]
+    assert killed_run.info.status == "RUNNING" and killed_run.data.tags[PROCESS_TAG]
+
+    resumed = assert_ran(finish(start(project)))
+    assert f"from its checkpoint after epoch {done}" in resumed.stdout, resumed.stdout[-5000:]
+    *_, killed_after, resumed_run = runs(project)
+    assert killed_after.info.run_id == killed_run.info.run_id
+    assert killed_after.info.status == "KILLED" and "was gone" in killed_after.data.tags[KILLED_TAG]
+    assert resumed_run.info.status == "FINISHED"
+    assert resumed_run.data.tags["convbench.resumed_from_run"] == killed_run.info.run_id
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    try:
+        listed = {run.info.run_id for run in finished_runs(killed_run.info.experiment_id)}
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert killed_run.info.run_id not in listed and resumed_run.info.run_id in listed  # what the leaderboard reads
+    # Same seed, same batches and augmentations: the resumed model is the uninterrupted one.
+    for after_kill, whole in zip(latest_model(project).get_weights(), reference, strict=True):
+        np.testing.assert_allclose(after_kill, whole, rtol=0, atol=1e-6)
+
+
+def test_sigterm_saves_at_the_next_batch_ends_the_run_killed_and_prints_how_to_resume(project, uninterrupted):
+    terminated = start(project)
+    wait_for(lambda: epochs_done(project) >= 1 or terminated.poll() is not None, "an epoch")
+    os.kill(terminated.pid, signal.SIGTERM)
+    result = finish(terminated, timeout=300)
+    assert result.returncode != 0
+    assert (
+        "SIGTERM" in result.stdout and "Resume with: kedro run --pipelines=cifar10_resnet --env=smoke" in result.stdout
+    )
+    state = json.loads((project / CHECKPOINT / "state.json").read_text())
+    assert state["steps_into_epoch"] >= 1 and (project / CHECKPOINT / state["model"]).exists()
+    run = runs(project)[-1]
+    assert run.info.status == "KILLED" and run.data.tags[KILLED_TAG] == "SIGTERM"
