@@ -129,3 +129,26 @@ def test_dataset_card_lists_every_raw_file_of_a_multi_file_dataset(tmp_path, lab
     ]
     assert all(s["checksum"].startswith("sha256:") for s in card["sources"])
     assert markdown.startswith("# Dataset card: train_images.gz, train_labels.gz")
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda s: {**s, "mean": [s["mean"][0] + 1.0, *s["mean"][1:]]}, "was edited after the preprocessing wrote it"),
+        (lambda s: {**s, "std": [0.0, *s["std"][1:]]}, "expected means in \\[0, 255\\] and stds > 0"),
+        (lambda s: {**s, "mean": s["mean"][:2]}, "has 2 means and 3 stds; the images have 3 channels"),
+        (lambda s: {"average": s["mean"]}, "does not hold per-channel `mean` and `std`"),
+        (lambda s: [1, 2, 3], "does not hold per-channel `mean` and `std`"),
+    ],
+)
+def test_an_edited_normalization_file_stops_training_naming_the_file_and_the_fix(edit, message):
+    from convbench.normalization import check_normalization
+    from convbench.pipelines.training.nodes import build_model
+
+    images = np.random.default_rng(0).integers(0, 256, (20, 8, 8, 3), dtype=np.uint8)
+    statistics = channel_statistics(images, np.arange(10))
+    check_normalization(statistics, 3, "normalization.json")  # as written: accepted
+    with pytest.raises(ValueError, match=message) as error:
+        build_model(images, np.arange(10), ["a", "b"], edit(statistics), {"seed": 0}, "mlp", "cifar10")
+    assert "05_model_input/cifar10/normalization.json" in str(error.value)
+    assert "kedro run --pipelines=<dataset>_preprocessing" in str(error.value)

@@ -10,6 +10,7 @@ import pandas as pd
 import pooch
 
 from convbench.data import fer2013, ferplus
+from convbench.normalization import statistics_checksum
 
 STATS_CHUNK = 4096  # images per chunk when summing pixels, bounds the int64 temporaries
 
@@ -184,7 +185,8 @@ def channel_statistics(train_images: np.ndarray, train_indices: np.ndarray) -> d
         train_indices: The training split.
 
     Returns:
-        {"mean": [...], "std": [...], "images": n, "split": "train"}, exact (integer sums).
+        {"mean": [...], "std": [...], "images": n, "split": "train", "checksum": ...}, exact
+        (integer sums); `checksum` lets `check_normalization` catch a hand-edited file.
     """
     channels = train_images.shape[-1]
     total = np.zeros(channels, dtype=np.int64)
@@ -197,7 +199,8 @@ def channel_statistics(train_images: np.ndarray, train_indices: np.ndarray) -> d
     pixels = len(train_indices) * int(np.prod(train_images.shape[1:-1]))
     mean = total / pixels
     std = np.sqrt(np.maximum(total_sq / pixels - mean**2, 0.0))
-    return {"mean": mean.tolist(), "std": std.tolist(), "images": len(train_indices), "split": "train"}
+    statistics = {"mean": mean.tolist(), "std": std.tolist(), "images": len(train_indices), "split": "train"}
+    return {**statistics, "checksum": statistics_checksum(statistics)}
 
 
 def measured_checksum(path: Path, known_hash: str | None) -> str | None:

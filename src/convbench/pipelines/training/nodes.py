@@ -13,6 +13,7 @@ from convbench.metrics import to_mlflow_metrics
 from convbench.models.precision import building_with
 from convbench.models.preprocessing import with_normalization
 from convbench.models.registry import check_files, data_init, get_builder
+from convbench.normalization import check_normalization
 from convbench.serving import ImageClassifier
 from convbench.training.fit import fit
 from convbench.training.tta import enabled as tta_enabled
@@ -65,6 +66,7 @@ def build_model(
     normalization: dict[str, Any],
     recipe: dict[str, Any],
     architecture: str,
+    dataset: str = "<dataset>",
 ) -> keras.Model:
     """The architecture for this dataset, taking raw uint8 images (z-score inside).
 
@@ -81,7 +83,9 @@ def build_model(
             `convbench.models.precision`), the dtype policy the layers are built with, and
             `seed`, which seeds the initial weights.
         architecture: A name in the model registry.
+        dataset: The dataset's name, for the error about a damaged `normalization.json`.
     """
+    check_normalization(normalization, train_images.shape[-1], f"05_model_input/{dataset}/normalization.json")
     builder = get_builder(architecture)
     if recipe.get("seed") is not None:  # the same seed builds the same initial weights in any process
         keras.utils.set_random_seed(int(recipe["seed"]))

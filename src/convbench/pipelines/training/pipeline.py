@@ -60,7 +60,7 @@ def create_pipeline(dataset: str = "cifar10", architecture: str = "resnet", **kw
                 name="resolve_recipe",
             ),
             Node(
-                bind(build_model, architecture=architecture),
+                bind(build_model, architecture=architecture, dataset=dataset),
                 inputs=["train_images", "train_indices", "class_names", "normalization", "recipe"],
                 outputs="untrained_model",
                 name="build_model",
