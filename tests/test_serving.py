@@ -74,7 +74,7 @@ def test_images_that_do_not_fit_are_refused_naming_the_image_and_the_expected_sh
     ):
         to_image_batch(np.zeros((1, 16, 16, 3), np.uint8), (8, 8, 3))
     with pytest.raises(
-        ImageInputError, match=r"c.png: could not decode 5 bytes as a PNG or JPEG image, expected .*\[8, 8, 3\]"
+        ImageInputError, match=r"c.png: could not decode 5 bytes as a PNG, JPEG or BMP image, expected .*\[8, 8, 3\]"
     ):
         to_image_batch([png(images[0]), png(images[1]), b"hello"], (8, 8, 3), names=["a.png", "b.png", "c.png"])
     with pytest.raises(
@@ -151,3 +151,52 @@ def test_a_model_with_convbench_layers_loads_in_a_fresh_process(tmp_path):
     result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), model.predict(images, verbose=0), rtol=1e-4, atol=1e-6)
+
+
+def png_header_declaring(width: int, height: int) -> bytes:
+    """A PNG whose IHDR declares `width` x `height` (a bomb compresses such an image to a few KB)."""
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    return b"\x89PNG\r\n\x1a\n" + chunk + zlib.compress(b"\x00" * 1000)
+
+
+def test_a_decompression_bomb_is_refused_from_its_header_before_decoding(monkeypatch):
+    from convbench import serving
+
+    def must_not_decode(*args):
+        raise AssertionError("decoded a bomb")
+
+    monkeypatch.setattr(serving.cv2, "imdecode", must_not_decode)
+    with pytest.raises(
+        ImageInputError, match=r"bomb.png: the file declares 20,000 x 20,000 pixels; at most 16,777,216"
+    ):
+        decode_image(png_header_declaring(20_000, 20_000), 3, "bomb.png")
+
+
+@pytest.mark.parametrize("extension", [".png", ".jpg", ".bmp"])
+def test_the_header_size_of_real_files_is_read_without_decoding(extension):
+    from convbench.serving import declared_size
+
+    ok, encoded = cv2.imencode(extension, np.zeros((13, 21, 3), dtype=np.uint8))
+    assert ok and declared_size(encoded.tobytes()) == (21, 13)
+    assert declared_size(b"GIF89a...") is None and declared_size(encoded.tobytes()[:10]) is None
+
+
+def test_an_oversized_batch_is_refused_with_the_limit():
+    from convbench.serving import MAX_BATCH_IMAGES
+
+    with pytest.raises(
+        ImageInputError, match=f"{MAX_BATCH_IMAGES + 1:,} images in one call; at most {MAX_BATCH_IMAGES:,}"
+    ):
+        to_image_batch(np.zeros((MAX_BATCH_IMAGES + 1, 8, 8, 3), dtype=np.uint8), (8, 8, 3))
+
+
+def test_input_errors_are_mlflow_bad_requests_so_the_server_answers_400_with_the_message():
+    from mlflow.exceptions import MlflowException
+
+    error = ImageInputError("image 0: not an image")
+    assert isinstance(error, MlflowException) and isinstance(error, ValueError)
+    assert error.get_http_status_code() == 400 and error.message == "image 0: not an image"

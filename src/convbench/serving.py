@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import struct
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,7 +32,9 @@ import cv2
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types.schema import ParamSchema, ParamSpec
 
 from convbench.data.images import resize_image
@@ -43,8 +46,22 @@ RESULT_COLUMNS = ("class", "probability")
 """The first output columns; one column per class name follows."""
 
 
-class ImageInputError(ValueError):
-    """An input image does not fit the model; the message names the image and the expected shape."""
+MAX_DECODED_PIXELS = 4096 * 4096
+"""The largest image (width x height) the decoder accepts, read from the file's header before decoding."""
+
+MAX_BATCH_IMAGES = 1024
+"""The most images one call (one HTTP request to `mlflow models serve`) may hold."""
+
+
+class ImageInputError(MlflowException, ValueError):
+    """An input image does not fit the model; the message names the image and the expected shape.
+
+    An `MlflowException` with INVALID_PARAMETER_VALUE, so `mlflow models serve` answers 400 with
+    this message (any other exception becomes a generic message with the text in a stack trace).
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
 
 
 class ImageClassifier(mlflow.pyfunc.PythonModel):
@@ -157,6 +174,10 @@ def to_image_batch(
         images = [model_input] if model_input.ndim == 3 else list(model_input)
     else:
         images = list(np.ravel(model_input)) if isinstance(model_input, np.ndarray) else list(model_input)
+    if len(images) > MAX_BATCH_IMAGES:
+        raise ImageInputError(
+            f"{len(images):,} images in one call; at most {MAX_BATCH_IMAGES:,} are accepted: send them in smaller batches"
+        )
     names = list(names) if names is not None else [f"image {index}" for index in range(len(images))]
     batch = np.empty((len(images), *shape), dtype=np.uint8)
     for index, (image, name) in enumerate(zip(images, names)):
@@ -193,16 +214,28 @@ def _as_image(item: Any, name: str, shape: tuple[int, int, int]) -> np.ndarray:
 def decode_image(data: bytes, channels: int, name: str, expected_shape: Sequence[int] | None = None) -> np.ndarray:
     """A PNG/JPEG file's pixels as uint8 [H, W, channels] (RGB or grey), whatever its own colour type.
 
+    The header is read first: a file that is not PNG, JPEG or BMP, or that declares more than
+    `MAX_DECODED_PIXELS` pixels (a decompression bomb), is refused before any pixel is decoded.
+
     Raises:
-        ImageInputError: OpenCV cannot decode `data`; the message names the image (and the shape
-            the model expects, if given).
+        ImageInputError: `data` is not a PNG/JPEG/BMP file, is too large, or OpenCV cannot decode
+            it; the message names the image (and the shape the model expects, if given).
     """
+    wanted = (
+        f", expected a PNG, JPEG or BMP image (the model takes {_shape_text(expected_shape)})" if expected_shape else ""
+    )
+    size = declared_size(data)
+    if size is None:
+        raise ImageInputError(f"{name}: could not decode {len(data):,} bytes as a PNG, JPEG or BMP image{wanted}")
+    width, height = size
+    if width * height > MAX_DECODED_PIXELS:
+        raise ImageInputError(
+            f"{name}: the file declares {width:,} x {height:,} pixels; at most {MAX_DECODED_PIXELS:,} "
+            "pixels are decoded (a smaller image, or resize it before sending)"
+        )
     decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
     if decoded is None:
-        wanted = (
-            f", expected a PNG or JPEG image (the model takes {_shape_text(expected_shape)})" if expected_shape else ""
-        )
-        raise ImageInputError(f"{name}: could not decode {len(data):,} bytes as a PNG or JPEG image{wanted}")
+        raise ImageInputError(f"{name}: could not decode {len(data):,} bytes as a PNG, JPEG or BMP image{wanted}")
     if decoded.dtype != np.uint8:
         decoded = (decoded / 257).round().astype(np.uint8)  # 16-bit PNG
     if decoded.ndim == 2:
@@ -217,6 +250,42 @@ def decode_image(data: bytes, channels: int, name: str, expected_shape: Sequence
         else cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
     )
     return rgb
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+JPEG_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+"""JPEG start-of-frame markers (baseline, progressive, lossless...): they hold the image size."""
+
+
+def declared_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG, JPEG or BMP file's header, without decoding it; None if `data`
+    is none of these formats or its header is cut short."""
+    try:
+        if data.startswith(PNG_SIGNATURE) and data[12:16] == b"IHDR":
+            return struct.unpack(">II", data[16:24])
+        if data.startswith(b"BM"):
+            width, height = struct.unpack("<ii", data[18:26])
+            return abs(width), abs(height)  # a negative height means rows stored top-down
+        if data.startswith(b"\xff\xd8"):
+            return _jpeg_size(data)
+    except struct.error:
+        return None
+    return None
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from a JPEG's first start-of-frame segment; struct.error if none is complete."""
+    offset = 2
+    while True:
+        while data[offset : offset + 1] == b"\xff" and data[offset + 1 : offset + 2] == b"\xff":
+            offset += 1  # fill bytes
+        marker, length = struct.unpack(">xBH", data[offset : offset + 4])
+        if marker in JPEG_SOF_MARKERS:
+            height, width = struct.unpack(">xHH", data[offset + 4 : offset + 9])
+            return width, height
+        if length < 2:
+            raise struct.error("bad segment length")
+        offset += 2 + length
 
 
 def _fit(image: np.ndarray, name: str, shape: tuple[int, int, int], resize: bool) -> np.ndarray:
