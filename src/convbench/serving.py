@@ -49,6 +49,10 @@ RESULT_COLUMNS = ("class", "probability")
 MAX_DECODED_PIXELS = 4096 * 4096
 """The largest image (width x height) the decoder accepts, read from the file's header before decoding."""
 
+DIRECT_CALL_IMAGES = 256
+"""Up to this many images, `predict` calls the model once directly (about 10x faster per request
+than `Model.predict`, which sets up a data pipeline on every call)."""
+
 MAX_BATCH_IMAGES = 1024
 """The most images one call (one HTTP request to `mlflow models serve`) may hold."""
 
@@ -112,12 +116,22 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
         """Class probabilities of every image of `model_input` (see the module docstring for formats)."""
         resize = bool((params or {}).get("resize", False))
         images = to_image_batch(model_input, self.input_shape, resize=resize)
-        probabilities = self.keras_model().predict(images, batch_size=256, verbose=0).astype(np.float64)
+        model = self.keras_model()
+        if len(images) <= DIRECT_CALL_IMAGES:  # one call: no per-call set-up of Keras' predict loop
+            probabilities = keras_output(model, images)
+        else:
+            probabilities = model.predict(images, batch_size=256, verbose=0)
+        probabilities = np.asarray(probabilities, dtype=np.float64)
         return probability_table(probabilities, self.class_names)
 
     def signature(self) -> ModelSignature:
         """No input schema (arrays and encoded images are both accepted), and the `resize` parameter."""
         return ModelSignature(inputs=None, params=ParamSchema([ParamSpec("resize", "boolean", False)]))
+
+
+def keras_output(model, images: np.ndarray) -> np.ndarray:
+    """The model's output for one batch, in inference mode."""
+    return np.asarray(model(images, training=False))
 
 
 def load_keras_model(model_uri: str):
@@ -302,3 +316,33 @@ def _fit(image: np.ndarray, name: str, shape: tuple[int, int, int], resize: bool
             "pass the parameter resize=true to resize it"
         )
     return resize_image(image, (height, width))
+
+
+def serve_command(
+    model_uri: str, port: int, host: str = "127.0.0.1", workers: int = 1
+) -> tuple[list[str], dict[str, str]]:
+    """The `mlflow models serve` command for a logged classifier, and the environment to run it in.
+
+    MLflow starts `uvicorn` by name, so the environment puts this interpreter's `bin` folder (the
+    project's venv) first on PATH: serving then works from a shell where the venv is not activated.
+    """
+    import os
+    import sys
+
+    bin_folder = str(Path(sys.executable).parent)
+    command = [
+        str(Path(bin_folder) / "mlflow"),
+        "models",
+        "serve",
+        "-m",
+        model_uri,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--env-manager",
+        "local",
+    ]
+    return command, {**os.environ, "PATH": os.pathsep.join([bin_folder, os.environ.get("PATH", "")])}
