@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import keras
 import mlflow
@@ -302,3 +303,30 @@ def test_sigterm_saves_mid_epoch_and_the_resume_matches_an_uninterrupted_run(tmp
     # Epoch 2's logged training loss averages only the batches after the resume; the weights are the same.
     for after_resume, whole in zip(resumed.get_weights(), uninterrupted.get_weights(), strict=True):
         np.testing.assert_array_equal(after_resume, whole)
+
+
+def test_a_full_disk_while_checkpointing_names_the_file_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    import errno
+
+    from convbench.atomic import DiskFullError
+
+    checkpoint = tmp_path / "ckpt"
+    real_save = keras.Model.save
+
+    def disk_fills_at_epoch_two(self, path, *args, **kwargs):
+        if "epoch-0002" not in str(path):
+            return real_save(self, path, *args, **kwargs)
+        Path(path).write_bytes(b"PK partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(keras.Model, "save", disk_fills_at_epoch_two)
+    with pytest.raises(DiskFullError) as full:
+        fit(new_model(), tiny_data(96, 0), tiny_data(32, 1), 3, RECIPE, checkpoint, "resnet")
+    assert str(checkpoint / "epoch-0002.keras") in str(full.value) and "bytes" in str(full.value)
+    assert not list(checkpoint.glob(".*partial*")), "the half-written model is removed"
+    state = json.loads((checkpoint / "state.json").read_text())
+    assert state["epochs_done"] == 1 and (checkpoint / state["model"]).exists()
+
+    monkeypatch.setattr(keras.Model, "save", real_save)  # space freed
+    _, history, summary = fit(new_model(), tiny_data(96, 0), tiny_data(32, 1), 3, RECIPE, checkpoint, "resnet")
+    assert summary["resumed_from_epoch"] == 1 and len(history["loss"]) == 3
