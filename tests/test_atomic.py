@@ -124,3 +124,48 @@ def test_write_atomically_reports_enospc_as_disk_full_with_the_bytes_written(tmp
         write_atomically(tmp_path / "report.json", write)
     assert error.value.errno == errno.ENOSPC and error.value.filename == str(tmp_path / "report.json")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 1 MiB tmpfs (needs mount rights: root in CI's container); skipped where mounting is refused."""
+    mount_point = tmp_path / "small_disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(
+            f"cannot mount a small tmpfs here ({mounted.stderr.strip() or mounted.returncode}); "
+            "the injected-ENOSPC tests cover the same code"
+        )
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_a_really_full_disk_keeps_the_previous_array_and_the_rerun_succeeds(small_disk):
+    target = small_disk / "train_images.npy"
+    NumpyDataset(filepath=str(target)).save(np.full(100_000, 3, dtype=np.uint8))
+    filler = small_disk / "other_files"
+    filler.write_bytes(b"\0" * 700_000)
+    with pytest.raises(DatasetError) as error:
+        NumpyDataset(filepath=str(target)).save(np.zeros(400_000, dtype=np.uint8))
+    assert str(target) in str(error.value) and "400,000 bytes" in str(error.value)
+    assert isinstance(error.value.__cause__, DiskFullError) and not partial_path(target).exists()
+    assert NumpyDataset(filepath=str(target)).load().tolist() == [3] * 100_000
+    filler.unlink()  # the user frees space
+    NumpyDataset(filepath=str(target)).save(np.zeros(400_000, dtype=np.uint8))
+    assert NumpyDataset(filepath=str(target)).load().shape == (400_000,)
+
+
+def test_a_really_full_disk_while_checkpointing_names_the_checkpoint(small_disk):
+    sys.path.insert(0, os.path.dirname(__file__))
+    from tiny_training import RECIPE, new_model, tiny_data
+
+    from convbench.training.fit import fit
+
+    (small_disk / "other_files").write_bytes(b"\0" * 1_000_000)
+    with pytest.raises(DiskFullError) as full:
+        fit(new_model(), tiny_data(64, 0), tiny_data(32, 1), 3, {**RECIPE, "epochs": 1}, small_disk / "ckpt", "resnet")
+    assert str(small_disk / "ckpt" / "epoch-0001.keras") in str(full.value) and "bytes" in str(full.value)
+    assert [path.name for path in (small_disk / "ckpt").iterdir()] == []

@@ -40,10 +40,22 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], object], size_hint:
         replace_into_place(partial, path)
     except BaseException as error:
         written = partial.stat().st_size if partial.exists() else 0
+        full = isinstance(error, OSError) and is_disk_full(error, path.parent, (size_hint or 0) - written)
         partial.unlink(missing_ok=True)
-        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        if full:
             raise disk_full(path, size_hint or written, error) from error
         raise
+
+
+def is_disk_full(error: OSError, folder: Path, bytes_left: int) -> bool:
+    """Whether `error`, raised while writing in `folder`, means the disk is full.
+
+    ENOSPC and EDQUOT say so; NumPy's `tofile` raises a bare `OSError("N requested and M written")`,
+    so an error without errno counts as a full disk when less space is free than was left to write.
+    """
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return error.errno is None and bytes_left > 0 and shutil.disk_usage(folder).free < bytes_left
 
 
 def replace_into_place(partial: Path, path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import shutil
@@ -16,7 +15,7 @@ import keras
 import mlflow
 import numpy as np
 
-from convbench.atomic import disk_full, partial_path, replace_into_place, write_atomically
+from convbench.atomic import disk_full, is_disk_full, partial_path, replace_into_place, write_atomically
 from convbench.keras_objects import import_custom_objects
 from convbench.metrics import HISTORY_METRICS, metric_key
 
@@ -212,9 +211,10 @@ class ResumableCheckpoint(keras.callbacks.Callback):
             write_atomically(self.directory / CHECKPOINT_STATE, lambda stream: stream.write(json.dumps(state).encode()))
         except OSError as error:
             written = partial_model.stat().st_size if partial_model.exists() else 0
+            needed = max(written, sum(v.size * v.dtype.itemsize for v in self._numpy_variables()))
+            full = is_disk_full(error, self.directory, needed - written)
             partial_model.unlink(missing_ok=True)
-            if error.errno in (errno.ENOSPC, errno.EDQUOT):
-                needed = max(written, sum(v.size * v.dtype.itemsize for v in self._numpy_variables()))
+            if full:
                 raise disk_full(self.directory / model_file, needed, error) from error
             raise
         for older in self.directory.glob("epoch-*.keras"):
