@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -81,3 +82,47 @@ def test_runs_whose_process_is_gone_end_killed_and_live_or_foreign_runs_stay(tmp
         assert mark_orphaned_runs_killed(client) == []
     finally:
         mlflow.set_tracking_uri(None)
+
+
+def test_readers_share_a_dataset_and_a_writer_waits_for_them_and_names_one(tmp_path):
+    reader = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time; from convbench.locking import DatasetLocks; "
+            f"locks = DatasetLocks({str(tmp_path)!r}, [], reads=['cifar10']); locks.acquire(); print('reading', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert reader.stdout.readline().strip() == "reading"
+    second_reader = DatasetLocks(tmp_path, ["cifar10.mlp"], reads=["cifar10"])
+    second_reader.acquire()  # reads beside the other reader, and holds its architecture alone
+    with pytest.raises(DatasetBusyError, match=f"process {reader.pid} on "):
+        DatasetLocks(tmp_path, ["cifar10"]).acquire()  # a rewrite of the arrays waits for every reader
+    with pytest.raises(DatasetBusyError, match="the mlp checkpoints of cifar10"):
+        DatasetLocks(tmp_path, ["cifar10.mlp"], reads=["cifar10"]).acquire()
+    second_reader.release()
+    reader.kill()
+    reader.wait()
+    writer = DatasetLocks(tmp_path, ["cifar10"])
+    writer.acquire()  # the dead reader's lock is gone with its process
+    with pytest.raises(DatasetBusyError, match="Another kedro run is using the cifar10 data"):
+        DatasetLocks(tmp_path, [], reads=["cifar10"]).acquire()  # nobody reads while it is rewritten
+    writer.release()
+
+
+def test_what_a_pipeline_holds_alone_and_what_it_shares():
+    from kedro.framework.startup import bootstrap_project
+
+    from convbench.hooks import locked_names
+
+    bootstrap_project(Path(__file__).resolve().parents[1])
+    from convbench.pipeline_registry import register_pipelines
+
+    pipelines = register_pipelines()
+    assert locked_names(pipelines["cifar10_resnet"]) == (["cifar10", "cifar10.resnet"], [])
+    assert locked_names(pipelines["cifar10_resnet"].only_nodes_with_tags("resnet")) == (["cifar10.resnet"], ["cifar10"])
+    assert locked_names(pipelines["cifar10_resnet_search"]) == ([], ["cifar10"])
+    assert locked_names(pipelines["cifar10_leaderboard"]) == ([], ["cifar10"])
+    assert locked_names(pipelines["predict"]) == ([], [])

@@ -52,20 +52,34 @@ def git_commit(project_path: Path) -> tuple[str, bool] | None:
 PROJECT_PATH_RESOLVER = "convbench.project_path"
 """`${convbench.project_path:}` in the configuration: the Kedro project's folder (see `ProjectPathResolverHook`)."""
 
+TRACKING_URI_RESOLVER = "convbench.tracking_uri"
+"""`${convbench.tracking_uri:<default>}` in the configuration: `MLFLOW_TRACKING_URI` where set, else `<default>`."""
+
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+
+
+def tracking_uri(default: str) -> str:
+    """The MLflow tracking URI of this machine: `MLFLOW_TRACKING_URI` if set (and not empty), else `default`."""
+    return os.environ.get(TRACKING_URI_ENV) or default
+
 
 class ProjectPathResolverHook:
-    """Lets the configuration name files in the project's folder, wherever Kedro is started from.
+    """Lets the configuration name files in the project's folder, wherever Kedro is started from, and
+    lets each machine choose its MLflow tracking server without editing the configuration.
 
-    `mlflow.yml` points at `sqlite:///${convbench.project_path:}/mlflow.db`: kedro-mlflow leaves
-    sqlite URIs as they are, so a relative one would open another, empty store when the
-    working folder is not the project's (a notebook in `notebooks/` under `kedro jupyter`).
-    Runs before kedro-mlflow reads `mlflow.yml`.
+    `mlflow.yml` points at `${convbench.tracking_uri:sqlite:///${convbench.project_path:}/mlflow.db}`:
+    a shared server when `MLFLOW_TRACKING_URI` is set (kedro-mlflow reads that variable only when
+    `mlflow.yml` names no URI), else the embedded store. kedro-mlflow leaves sqlite URIs as they
+    are, so a relative one would open another, empty store when the working folder is not the
+    project's (a notebook in `notebooks/` under `kedro jupyter`). A URI in `conf/local/mlflow.yml`
+    still wins over both. Runs before kedro-mlflow reads `mlflow.yml`.
     """
 
     @hook_impl(tryfirst=True)
     def after_context_created(self, context) -> None:
         project_path = str(Path(context.project_path).resolve())
         OmegaConf.register_resolver(PROJECT_PATH_RESOLVER, lambda: project_path, replace=True)
+        OmegaConf.register_resolver(TRACKING_URI_RESOLVER, tracking_uri, replace=True)
 
 
 class PreflightHook:
@@ -77,9 +91,37 @@ class PreflightHook:
     """
 
     @hook_impl(tryfirst=True)
-    def before_pipeline_run(self, pipeline, catalog) -> None:
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
+        check_prepared_data(pipeline, catalog, run_params.get("env"))
         for node in pipeline.only_nodes_with_tags(PREFLIGHT_TAG).nodes:
             node.run({name: catalog.load(name) for name in node.inputs})
+
+
+class MissingPreparedDataError(RuntimeError):
+    """A pipeline reads a dataset's arrays that no earlier run has written."""
+
+
+def check_prepared_data(pipeline, catalog, env: str | None = None) -> None:
+    """Fails at once, with the command that prepares them, when a pipeline's dataset inputs are missing.
+
+    Pipelines that read prepared data without producing it (`<dataset>_<arch>_search`, or a
+    training run filtered with `--tags`) would otherwise stop at their first node on a file error.
+    """
+    missing: dict[str, list[str]] = {}
+    for name in sorted(pipeline.inputs()):
+        dataset = name.split(".", 1)[0]
+        if dataset in DATASETS and name.count(".") == 1 and not catalog.exists(name):
+            described = catalog.get(name)._describe() if hasattr(catalog, "get") else {}
+            missing.setdefault(dataset, []).append(str(described.get("filepath", name)))
+    if missing:
+        env_flag = f" --env={env}" if env and env != "local" else ""
+        raise MissingPreparedDataError(
+            "; ".join(
+                f"This pipeline reads the prepared {dataset} data, which is not there yet ({', '.join(files)}). "
+                f"Prepare it once with: kedro run --pipelines={dataset}_data{env_flag}"
+                for dataset, files in missing.items()
+            )
+        )
 
 
 class MlflowExperimentHook:
@@ -245,12 +287,34 @@ def _training_interrupted(error: BaseException | None):
     return None
 
 
-class DatasetLockHook:
-    """Holds `convbench.locking.DatasetLocks` on every dataset the pipeline touches, for the whole run.
+DATA_WRITING_TAGS = frozenset({"ingestion", "preprocessing"})
+"""Nodes with these tags write a dataset's shared arrays (`<dataset>.train_images`, splits, statistics)."""
 
-    A second `kedro run` on the same dataset and data folder stops at once with a message naming
-    the first (or waits `CONVBENCH_LOCK_WAIT_S` seconds). Runs of other datasets, or of the smoke
-    env (its own data folder), are not held up.
+
+def locked_names(pipeline) -> tuple[list[str], list[str]]:
+    """What a run must hold alone and what it may share (see `convbench.locking`).
+
+    Alone: every dataset whose ingestion or preprocessing nodes it runs, and every
+    `<dataset>.<architecture>` whose checkpoints it trains from. Shared: the other datasets it reads.
+    """
+    writes = {
+        node.namespace.split(".")[0]
+        for node in pipeline.nodes
+        if DATA_WRITING_TAGS & set(node.tags) and node.namespace and node.namespace.split(".")[0] in DATASETS
+    }
+    writes |= {name.removesuffix(CHECKPOINT_SUFFIX) for name in pipeline.datasets() if name.endswith(CHECKPOINT_SUFFIX)}
+    reads = {name.split(".", 1)[0] for name in pipeline.datasets()} & set(DATASETS)
+    return sorted(writes), sorted(reads - writes)
+
+
+class DatasetLockHook:
+    """Holds `convbench.locking.DatasetLocks` on what the pipeline touches, for the whole run (`locked_names`).
+
+    A second `kedro run` that would rewrite a dataset another run uses, or train the same
+    architecture's checkpoints, stops at once with a message naming the first (or waits
+    `CONVBENCH_LOCK_WAIT_S` seconds). Runs that only read prepared data (`--tags=<arch>`, search
+    workers) run side by side; runs of other datasets, or of the smoke env (its own data folder),
+    are not held up.
     """
 
     def __init__(self) -> None:
@@ -264,10 +328,10 @@ class DatasetLockHook:
 
     @hook_impl(tryfirst=True)
     def before_pipeline_run(self, pipeline) -> None:
-        datasets = sorted({name.split(".", 1)[0] for name in pipeline.datasets()} & set(DATASETS))
-        if not datasets or self._data_root is None:
+        writes, reads = locked_names(pipeline)
+        if not (writes or reads) or self._data_root is None:
             return
-        self._locks = DatasetLocks(self._data_root, datasets, float(os.environ.get(LOCK_WAIT_ENV, "0")))
+        self._locks = DatasetLocks(self._data_root, writes, float(os.environ.get(LOCK_WAIT_ENV, "0")), reads=reads)
         self._locks.acquire()
 
     def _release(self) -> None:

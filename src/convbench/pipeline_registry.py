@@ -1,5 +1,6 @@
 """Registers the pipelines of every dataset: `{dataset}_ingestion`, `{dataset}_preprocessing`,
-`{dataset}_{architecture}` for every architecture, `{dataset}` (all of them, then the
+`{dataset}_data` (both), `{dataset}_{architecture}` for every architecture, `{dataset}_{architecture}_search`
+(an Optuna search of its recipe on the prepared data), `{dataset}` (every architecture, then the
 leaderboard) and `{dataset}_leaderboard` (the leaderboard from earlier MLflow runs alone), and
 `predict` (a folder of image files classified by a logged model)."""
 
@@ -11,7 +12,7 @@ from kedro.pipeline import Pipeline
 
 from convbench.dataset_specs import DATASETS, DEFAULT_PIPELINE
 from convbench.models.registry import ARCHITECTURES
-from convbench.pipelines import ingestion, leaderboard, predict, preprocessing, reporting, training
+from convbench.pipelines import ingestion, leaderboard, predict, preprocessing, reporting, search, training
 
 
 def experiment_pipeline(dataset: str, architectures: Iterable[str]) -> Pipeline:
@@ -28,8 +29,10 @@ def register_pipelines() -> dict[str, Pipeline]:
     for dataset in DATASETS:
         pipelines[f"{dataset}_ingestion"] = ingestion.create_pipeline(dataset)
         pipelines[f"{dataset}_preprocessing"] = preprocessing.create_pipeline(dataset)
+        pipelines[f"{dataset}_data"] = pipelines[f"{dataset}_ingestion"] + pipelines[f"{dataset}_preprocessing"]
         for architecture in ARCHITECTURES:
             pipelines[f"{dataset}_{architecture}"] = experiment_pipeline(dataset, [architecture])
+            pipelines[f"{dataset}_{architecture}_search"] = search.create_pipeline(dataset, architecture)
         pipelines[dataset] = experiment_pipeline(dataset, ARCHITECTURES) + leaderboard.create_pipeline(
             dataset, ARCHITECTURES
         )

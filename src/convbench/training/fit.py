@@ -153,8 +153,12 @@ def fit(
     recipe: dict[str, Any],
     checkpoint_dir: Path,
     metric_prefix: str,
+    callbacks: list[keras.callbacks.Callback] = (),
 ) -> tuple[keras.Model, dict[str, list[float]], dict[str, Any]]:
     """Trains `model` on `train`, validating on `val` each epoch; resumes from `checkpoint_dir`.
+
+    `callbacks` run after the recipe's and the MLflow logger, before the checkpoint of each epoch
+    (a search's pruning callback stops a trial there).
 
     `train` and `val` are (uint8 images, class labels) or (uint8 images, target distributions
     [N, num_classes]); with distributions the recipe's `label_mode` may pick the multi-target
@@ -179,7 +183,7 @@ def fit(
     for phase in phases:
         phase_dir = checkpoint_dir if len(phases) == 1 else checkpoint_dir / phase.name
         model, phase_history, phase_resumed_from = _fit_phase(
-            model, train, val, num_classes, phase, phase_dir, metric_prefix
+            model, train, val, num_classes, phase, phase_dir, metric_prefix, list(callbacks)
         )
         resumed_from = max(resumed_from, phase_resumed_from)
         for name, values in phase_history.items():
@@ -331,6 +335,7 @@ def _fit_phase(
     phase: Phase,
     checkpoint_dir: Path,
     metric_prefix: str,
+    extra_callbacks: list[keras.callbacks.Callback],
 ) -> tuple[keras.Model, dict[str, list[float]], int]:
     """One phase of `fit`: the trained model, this phase's history, and the epoch it resumed from."""
     recipe = phase.recipe
@@ -374,6 +379,7 @@ def _fit_phase(
         *early_stopping(recipe.get("early_stopping"), checkpoint.history),
         *recipe_callbacks(recipe, steps_per_epoch),
         MlflowEpochLogger(metric_prefix, replay=history, first_step=phase.first_epoch + 1),
+        *extra_callbacks,
         interrupt,
         checkpoint,
     ]

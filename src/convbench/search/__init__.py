@@ -1,0 +1,1 @@
+"""Hyperparameter search: search spaces (`space`) and shared, kill-safe Optuna studies (`study`)."""

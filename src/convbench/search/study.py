@@ -1,0 +1,194 @@
+"""An Optuna study that many workers share and that survives kills: storage, lock, trial claims and orphans.
+
+- **Exact trial count.** A worker claims a trial under the study's lock: it counts the trials
+  that are finished (COMPLETE, PRUNED) or running, and asks for a new one only if they are
+  fewer than `n_trials`. So two workers never run trial `n_trials + 1`, and a rerun runs only
+  what is missing. The lock is a file lock beside a sqlite study and a PostgreSQL advisory lock
+  (or MySQL's `GET_LOCK`) for a server, so workers on other machines respect it too.
+- **Kills.** Every trial records its process (`convbench.tracking.this_process`) and a heartbeat
+  at each epoch. A RUNNING trial whose process is gone (same host) or whose heartbeat is older
+  than `stale_after_s` (any host) is failed, and its parameters are queued again, so the rerun
+  tries the same point. Failed trials are never counted: no trial is counted twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from convbench.tracking import PROCESS_TAG, process_is_gone, this_process
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_ATTR = "convbench.heartbeat"
+"""Trial user attribute: the Unix time of its last finished epoch (or of its start)."""
+
+RETRY_OF_ATTR = "convbench.retry_of"
+"""Trial user attribute of a queued retry: the number of the killed trial whose parameters it repeats."""
+
+FAILED_BECAUSE_ATTR = "convbench.failed_because"
+"""Trial user attribute of a trial failed for its worker: which worker died."""
+
+COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+"""Trials that count towards `n_trials`; failed ones do not."""
+
+
+def storage_url(storage: str | None, default_sqlite: Path) -> str:
+    """The study's RDB URL: `storage` (a relative sqlite path made absolute, `postgresql://` given the
+    installed psycopg2 driver), or a sqlite file at `default_sqlite`."""
+    if storage:
+        if storage.startswith(("postgresql://", "postgres://")):  # SQLAlchemy 2.1 would pick psycopg 3
+            return "postgresql+psycopg2://" + storage.split("://", 1)[1]
+        if storage.startswith("sqlite:///") and not storage.startswith("sqlite:////"):
+            return "sqlite:///" + str(Path(storage.removeprefix("sqlite:///")).resolve())
+        return storage
+    default_sqlite = Path(default_sqlite).resolve()
+    default_sqlite.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{default_sqlite}"
+
+
+def redacted(url: str) -> str:
+    """`url` without its password, for logs and reports."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not at or ":" not in credentials:
+        return url
+    return f"{scheme}{sep}{credentials.split(':', 1)[0]}:***@{host}"
+
+
+def make_sampler(config: dict[str, Any] | None) -> optuna.samplers.BaseSampler:
+    """A TPE sampler from `search.sampler` (`seed`, `n_startup_trials`, ...: TPESampler's own options)."""
+    return optuna.samplers.TPESampler(**(config or {}))
+
+
+def make_pruner(config: dict[str, Any] | None, max_epochs: int) -> optuna.pruners.BasePruner:
+    """The pruner of `search.pruner`: `{name: median, n_startup_trials, n_warmup_steps}` or
+    `{name: hyperband, min_resource, reduction_factor}` (max_resource: the trial's epochs), or `{name: none}`."""
+    config = dict(config or {"name": "median"})
+    name = config.pop("name", "median")
+    if name == "median":
+        return optuna.pruners.MedianPruner(**config)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(max_resource=max(1, max_epochs), **config)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise ValueError(f"search.pruner.name must be median, hyperband or none; received {name!r}")
+
+
+def open_study(
+    url: str, study_name: str, sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner
+) -> optuna.Study:
+    """The study `study_name` in `url`, created on first use (maximising validation accuracy)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+    return optuna.create_study(
+        storage=storage,
+        study_name=study_name,
+        sampler=sampler,
+        pruner=pruner,
+        direction="maximize",
+        load_if_exists=True,
+    )
+
+
+def _engine_kwargs(url: str) -> dict[str, Any]:
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 60}}  # workers wait for each other's writes instead of failing
+    return {"pool_pre_ping": True}
+
+
+@contextlib.contextmanager
+def study_lock(url: str, study_name: str, timeout_s: float = 600.0) -> Iterator[None]:
+    """Held by one worker of the study at a time, on any host that reaches the storage."""
+    key = int.from_bytes(
+        hashlib.blake2b(f"convbench:{study_name}".encode(), digest_size=8).digest(), "big", signed=True
+    )
+    if url.startswith("sqlite:///"):
+        from filelock import FileLock
+
+        path = Path(url.removeprefix("sqlite:///"))
+        with FileLock(path.with_name(f".{path.name}.{key & 0xFFFFFFFF:08x}.lock"), timeout=timeout_s):
+            yield
+        return
+    if url.startswith(("postgresql", "mysql")):
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+        postgres = url.startswith("postgresql")
+        try:
+            with engine.connect() as connection:
+                if postgres:
+                    connection.execute(sqlalchemy.text(f"SET lock_timeout = '{int(timeout_s * 1000)}ms'"))
+                    connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
+                else:
+                    got = connection.execute(
+                        sqlalchemy.text("SELECT GET_LOCK(:name, :timeout)"), {"name": str(key), "timeout": timeout_s}
+                    ).scalar()
+                    if got != 1:
+                        raise TimeoutError(f"Could not take the lock of study {study_name!r} in {timeout_s:g} s")
+                connection.commit()
+                try:
+                    yield
+                finally:
+                    unlock = "SELECT pg_advisory_unlock(:key)" if postgres else "SELECT RELEASE_LOCK(:key)"
+                    connection.execute(sqlalchemy.text(unlock), {"key": key if postgres else str(key)})
+                    connection.commit()
+        finally:
+            engine.dispose()
+        return
+    logger.warning("No lock for %s storage: two workers may run one trial more than n_trials", url.split(":", 1)[0])
+    yield
+
+
+def fail_orphaned_trials(study: optuna.Study, stale_after_s: float, now: float | None = None) -> list[int]:
+    """Fails every RUNNING trial whose worker is gone and queues its parameters again; their numbers.
+
+    Gone: its process no longer runs on this host, or (any host) its heartbeat is older than
+    `stale_after_s`. Trials without convbench's attributes are left alone. Called under
+    `study_lock`, so two workers never fail (and queue) the same trial twice.
+    """
+    now = time.time() if now is None else now
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        identity = trial.user_attrs.get(PROCESS_TAG)
+        heartbeat = trial.user_attrs.get(HEARTBEAT_ATTR)
+        if identity is None or heartbeat is None:
+            continue
+        if not (process_is_gone(identity) or now - float(heartbeat) > stale_after_s):
+            continue
+        study._storage.set_trial_user_attr(trial._trial_id, FAILED_BECAUSE_ATTR, f"its worker ({identity}) died")
+        if not study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+            continue  # finished meanwhile
+        study.enqueue_trial(trial.params, user_attrs={RETRY_OF_ATTR: trial.number}, skip_if_exists=False)
+        failed.append(trial.number)
+        logger.warning(
+            "Trial %d of study %s was left RUNNING by a dead worker: failed, queued again",
+            trial.number,
+            study.study_name,
+        )
+    return failed
+
+
+def counted_trials(study: optuna.Study) -> int:
+    """Trials that are finished (COMPLETE, PRUNED) or running: what a new claim is measured against."""
+    return len(study.get_trials(deepcopy=False, states=(*COUNTED_STATES, TrialState.RUNNING)))
+
+
+def claim_trial(study: optuna.Study, url: str, n_trials: int, stale_after_s: float) -> optuna.Trial | None:
+    """A new trial for this worker, or None once the study has `n_trials` finished or running trials."""
+    with study_lock(url, study.study_name):
+        fail_orphaned_trials(study, stale_after_s)
+        if counted_trials(study) >= n_trials:
+            return None
+        trial = study.ask()
+        trial.set_user_attr(PROCESS_TAG, this_process())
+        trial.set_user_attr(HEARTBEAT_ATTR, time.time())
+        return trial
