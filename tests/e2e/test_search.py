@@ -10,10 +10,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
+import browser
 import cifar_archives
 import mlflow
 import numpy as np
@@ -134,6 +137,53 @@ def test_every_trial_is_a_nested_mlflow_run_with_its_values_curves_and_state(pro
         assert {key: run.data.params[key] for key in trial.params} == {k: str(v) for k, v in trial.params.items()}
         curve = client.get_metric_history(run.info.run_id, "mlp.val_accuracy")
         assert [point.value for point in curve] == pytest.approx(list(trial.intermediate_values.values()))
+
+
+def test_the_mlflow_ui_shows_the_trials_nested_under_the_search_with_their_curves(project, smoke_search):
+    """Headless Chromium on `mlflow ui`: the search run expands into its six trials, whose curves chart side by side."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [str(KEDRO.with_name("mlflow")), "ui", "--backend-store-uri", "sqlite:///mlflow.db"]
+    server = subprocess.Popen(
+        [*command, "--host", "127.0.0.1", "--port", str(port)],
+        cwd=project,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/health", timeout=5)
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "mlflow ui did not start"
+                time.sleep(1)
+        experiment = tracking_client(project).get_experiment_by_name("cifar10").experiment_id
+        with browser.open_page(f"{base}/#/experiments/{experiment}/runs", size=(1500, 900)) as page:
+            page.get_by_text("cifar10_mlp_search").first.wait_for()
+            page.get_by_text("Model training", exact=True).first.click()  # not the GenAI view
+            search_row = page.locator("[role=gridcell][col-id='attributes.`Run Name`']", has_text="cifar10_mlp_search")
+            search_row.first.wait_for()
+            assert not page.get_by_text("cifar10_mlp_trial_0").first.is_visible()  # nested: folded at first
+            search_row.first.locator("button").first.click()
+            for number in range(6):
+                page.get_by_text(f"cifar10_mlp_trial_{number}").first.wait_for()
+            browser.screenshot(page, "mlflow_search_trials_table.png")
+            page.locator("[role=radiogroup][data-component-type=segmented_control_group] label").nth(1).click()
+            page.get_by_placeholder("Search metric charts").fill("mlp.val_accuracy")
+            page.get_by_text("mlp.val_accuracy", exact=True).first.wait_for()
+            page.wait_for_timeout(1500)  # the charts draw after their titles
+            browser.dismiss(page, "[aria-label='Close']")  # the MLflow Assistant panel, which opens by itself
+            page.wait_for_timeout(500)
+            png = browser.screenshot(page, "mlflow_search_trials.png")
+        assert png.stat().st_size > 20_000
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
 
 
 def test_the_best_params_file_in_conf_local_trains_the_best_trials_recipe(project, smoke_search):
