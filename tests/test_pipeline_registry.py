@@ -158,3 +158,30 @@ def test_only_pipelines_that_need_a_file_no_run_can_fetch_have_preflight_nodes(p
     assert "cifar10.mobilenet_v2_imagenet.check_model_files" in preflight["cifar10"]
     assert "__default__" not in preflight and "cifar10_resnet" not in preflight and "mnist_mlp" not in preflight
     assert all(name.startswith("ferplus") or "mobilenet" in name or name in DATASETS for name in preflight)
+
+
+def test_every_architecture_has_a_search_on_the_prepared_data_and_a_space_to_search(pipelines):
+    import yaml
+
+    from convbench.search.space import parse_space, with_values
+
+    spaces = yaml.safe_load((CONF / "base/parameters_search.yml").read_text())["search"]["spaces"]
+    recipes = yaml.safe_load((CONF / "base/parameters_training.yml").read_text())["training"]
+    for dataset in DATASETS:
+        assert (
+            pipelines[f"{dataset}_data"].nodes
+            == (pipelines[f"{dataset}_ingestion"] + pipelines[f"{dataset}_preprocessing"]).nodes
+        )
+        for architecture in ARCHITECTURES:
+            search = pipelines[f"{dataset}_{architecture}_search"]
+            prepared = pipelines[f"{dataset}_data"].all_outputs()
+            assert {name for name in search.inputs() if not name.startswith("params:")} - prepared == {
+                f"{dataset}.{architecture}.search_dir"
+            }, "a search reads the prepared data and writes none of it"
+            assert not search.all_outputs() & prepared
+    for architecture in ARCHITECTURES:  # every space is valid and applies to its recipe
+        dimensions = parse_space(architecture, spaces.get(architecture))
+        values = {
+            d.key: d.choices[0] if d.choices else (d.low if d.kind == "float" else int(d.low)) for d in dimensions
+        }
+        with_values(recipes[architecture], values)
