@@ -12,7 +12,7 @@ export KEDRO_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install browser lint format run smoke test test-fast viz mlflow-ui benchmarks clean-venv
+.PHONY: install browser postgres lint format run smoke test test-fast viz mlflow-ui benchmarks clean-venv
 
 install: $(STAMP)
 
@@ -32,7 +32,7 @@ run: install
 smoke: install
 	$(BIN)/kedro run --pipelines=$(PIPELINE) --env=smoke
 
-test: install browser lint
+test: install browser postgres lint
 	$(BIN)/python -m pytest
 
 # The quick lane while editing: lint + every test but the end-to-end Kedro runs (`-m "not e2e"`).
@@ -56,6 +56,16 @@ browser:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
 	      || echo "Could not install chromium: the browser tests will be skipped"; \
 	  else echo "No chromium and no root apt-get: the browser tests will be skipped (apt-get install chromium)"; fi; }
+
+# A real PostgreSQL server for the tests of shared Optuna studies and MLflow tracking servers: Debian's
+# package, installed with apt-get where this user may; the tests start their own throw-away cluster
+# (tests/postgres.py). Elsewhere those tests skip and say why.
+postgres:
+	@command -v initdb >/dev/null 2>&1 || command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null \
+	      || echo "Could not install postgresql: the PostgreSQL tests will be skipped"; \
+	  else echo "No PostgreSQL server and no root apt-get: the PostgreSQL tests will be skipped (apt-get install postgresql)"; fi; }
 
 viz: install
 	$(BIN)/kedro viz run

@@ -1,4 +1,5 @@
-"""Shared test setup: quiet TensorFlow, no telemetry, matplotlib without a display."""
+"""Shared test setup: quiet TensorFlow, no telemetry, matplotlib without a display, a throw-away default
+MLflow store, and a real PostgreSQL server for the tests that ask for one."""
 
 import os
 import tempfile
@@ -9,9 +10,27 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
-# MLflow calls made outside a test's own tracking store (e.g. after it resets the URI) land in a
-# throwaway store, never in ./mlruns of the checkout.
-os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{tempfile.mkdtemp(prefix='convbench-mlflow-')}/mlflow.db")
+# MLFLOW_TRACKING_URI picks the tracking store of a `kedro run` (conf/base/mlflow.yml), and every
+# `kedro run` child of the tests inherits this environment: none may be sent to a server named in
+# the shell, nor away from `<project>/mlflow.db`, where the tests read their runs.
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+THROWAWAY_TRACKING_URI = f"sqlite:///{tempfile.mkdtemp(prefix='convbench-mlflow-')}/mlflow.db"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def throwaway_default_mlflow_store():
+    """MLflow calls of the test process that name no store (e.g. after a test resets the URI) land in a
+    throw-away store, never in ./mlflow.db of the checkout.
+
+    Set as MLflow's default store, not through MLFLOW_TRACKING_URI: child processes would inherit the
+    variable, and `mlflow.set_tracking_uri(None)` unsets it.
+    """
+    from mlflow.tracking._tracking_service import utils
+
+    assert hasattr(utils, "_get_default_tracking_uri"), "MLflow moved its default store: update tests/conftest.py"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(utils, "_get_default_tracking_uri", lambda: THROWAWAY_TRACKING_URI)
+        yield THROWAWAY_TRACKING_URI
 
 
 @pytest.fixture
@@ -25,3 +44,13 @@ def mlflow_run(tmp_path):
     with mlflow.start_run() as run:
         yield run
     mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server for the whole session (tests/postgres.py): `create_database(name)` gives a
+    new database's SQLAlchemy URL. Skips, saying why, where no server can be installed or started."""
+    import postgres
+
+    with postgres.running_server() as server:
+        yield server

@@ -29,14 +29,42 @@ def new_project(tmp_path_factory) -> Path:
     return root
 
 
+def kedro_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a `kedro` child process: this one's, plus `env`, without `MLFLOW_TRACKING_URI`
+    unless `env` names it.
+
+    That variable picks a run's tracking store (conf/base/mlflow.yml); inherited, it would send the
+    run away from `<project>/mlflow.db`, where the tests read it.
+    """
+    inherited = {name: value for name, value in os.environ.items() if name != "MLFLOW_TRACKING_URI"}
+    return {**inherited, **(env or {})}
+
+
 def run_kedro(
     project: Path, pipeline_flag: str, params: list[str], *, env: dict[str, str] | None = None, timeout: int = 900
 ) -> subprocess.CompletedProcess:
-    """`kedro run <pipeline_flag> --env=smoke --params=...` in `project`; the result, whatever its exit status."""
-    command = [str(KEDRO), "run", pipeline_flag, "--env=smoke", *([f"--params={','.join(params)}"] if params else [])]
+    """`kedro run <pipeline_flag> --env=smoke --params=...` in `project`, in `kedro_env(env)`; the result,
+    whatever its exit status."""
     return subprocess.run(
-        command, cwd=project, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+        kedro_command(pipeline_flag, params),
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=kedro_env(env),
     )
+
+
+def kedro_command(pipeline_flag: str, params: list[str], extra_args: tuple[str, ...] = ()) -> list[str]:
+    """`kedro run <pipeline_flag> --env=smoke [extra_args] --params=...` as an argument list."""
+    return [
+        str(KEDRO),
+        "run",
+        pipeline_flag,
+        "--env=smoke",
+        *extra_args,
+        *([f"--params={','.join(params)}"] if params else []),
+    ]
 
 
 def assert_ran(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:

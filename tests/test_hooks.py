@@ -102,9 +102,9 @@ def test_preflight_nodes_run_before_the_pipeline_and_their_error_stops_it():
     fetch = Node(download, "params:folder", "downloaded", name="download")
     catalog = DataCatalog({"params:folder": MemoryDataset("data/01_raw")})
     with pytest.raises(FileNotFoundError, match=re.escape("place fer2013.csv in data/01_raw")):
-        PreflightHook().before_pipeline_run(Pipeline([fetch, locate]), catalog)
+        PreflightHook().before_pipeline_run({}, Pipeline([fetch, locate]), catalog)
     assert calls == ["data/01_raw"]
-    PreflightHook().before_pipeline_run(Pipeline([fetch]), catalog)  # nothing to check, nothing runs
+    PreflightHook().before_pipeline_run({}, Pipeline([fetch]), catalog)  # nothing to check, nothing runs
     assert calls == ["data/01_raw"]
 
 
