@@ -38,6 +38,8 @@ from convbench.training.callbacks import (
     load_checkpoint,
     lookahead,
 )
+from convbench.training.distribute import check_built_under, distributed_recipe, warn_if_uneven
+from convbench.training.distribute import scope as distribute_scope
 from convbench.training.input_pipeline import evaluation_dataset, training_dataset
 from convbench.training.losses import draws_targets, training_accuracy, training_loss
 from convbench.training.optimizers import learning_rate_schedule, make_optimizer
@@ -169,25 +171,34 @@ def fit(
     after the last epoch, so a run that fails later (saving, reporting) does not train again;
     `CheckpointCleanupHook` removes them once the whole Kedro run succeeds.
 
+    A recipe with `distribute` (`convbench.training.distribute`) trains under its strategy: the
+    recipe is scaled first (`distributed_recipe`, nothing to do for a resolved recipe), `model` must
+    have been built in the strategy's scope (`build_model`), and the budget calibration, compiling,
+    fitting and loading a checkpoint all happen in that scope.
+
     Returns the trained model (without augmentation), the per-epoch history and a summary
-    (parameters, epochs, wall time, training images/s).
+    (parameters, epochs, wall time, training images/s, replicas and the global batch size).
     """
     start = time.perf_counter()
+    recipe = distributed_recipe(recipe)
+    check_built_under(model, recipe.get("distribute"))
+    warn_if_uneven(len(train[0]), recipe)
     budget = check_budget(recipe.get("budget"))
     budget_summary: dict[str, Any] = {}
-    if budget:
-        recipe, budget_summary = plan_budget(model, train, val, num_classes, recipe, budget, checkpoint_dir)
-    phases = training_phases(recipe)
     history: dict[str, list[float]] = {}
     resumed_from = 0
-    for phase in phases:
-        phase_dir = checkpoint_dir if len(phases) == 1 else checkpoint_dir / phase.name
-        model, phase_history, phase_resumed_from = _fit_phase(
-            model, train, val, num_classes, phase, phase_dir, metric_prefix, list(callbacks)
-        )
-        resumed_from = max(resumed_from, phase_resumed_from)
-        for name, values in phase_history.items():
-            history.setdefault(name, []).extend(values)
+    with distribute_scope(recipe.get("distribute")):
+        if budget:
+            recipe, budget_summary = plan_budget(model, train, val, num_classes, recipe, budget, checkpoint_dir)
+        phases = training_phases(recipe)
+        for phase in phases:
+            phase_dir = checkpoint_dir if len(phases) == 1 else checkpoint_dir / phase.name
+            model, phase_history, phase_resumed_from = _fit_phase(
+                model, train, val, num_classes, phase, phase_dir, metric_prefix, list(callbacks)
+            )
+            resumed_from = max(resumed_from, phase_resumed_from)
+            for name, values in phase_history.items():
+                history.setdefault(name, []).extend(values)
     epoch_times = history.get("epoch_time_s", [])
     train_times = history.get("train_time_s", [])
     steady = train_times[1:] or train_times
@@ -200,6 +211,8 @@ def fit(
         "wall_time_s": float(sum(epoch_times)),
         "this_run_time_s": time.perf_counter() - start,
         "train_images_per_s": float(len(train[0]) / np.median(steady)) if steady else float("nan"),
+        "replicas": int((recipe.get("distribute") or {}).get("replicas", 1)),
+        "global_batch_size": int(recipe["batch_size"]),  # split across the replicas
     }
     if budget:
         summary |= budget_summary | {"budget_overrun_s": overrun_s(budget, summary["this_run_time_s"])}

@@ -15,6 +15,8 @@ from convbench.models.preprocessing import with_normalization
 from convbench.models.registry import check_files, data_init, get_builder
 from convbench.normalization import check_normalization
 from convbench.serving import ImageClassifier
+from convbench.training.distribute import distributed_recipe
+from convbench.training.distribute import scope as distribute_scope
 from convbench.training.fit import fit
 from convbench.training.tta import enabled as tta_enabled
 from convbench.training.tta import predict_with_tta
@@ -39,11 +41,15 @@ def resolve_recipe(
             (see `convbench.config`).
         label_mode: Crowd-labelled datasets only: `preprocessing.<dataset>.label_mode`, added as
             `label_mode` (it picks the loss and how targets are drawn, see `convbench.training.fit`).
+
+    A recipe with `distribute: {strategy: mirrored, ...}` is scaled here for this machine's replicas
+    (`convbench.training.distribute.distributed_recipe`): the saved recipe holds the global batch
+    sizes and the learning rates the model is really trained with, and `distribute.replicas`.
     """
     merged = deep_merge(deep_merge(recipe, dataset_overrides or {}), run_settings or {})
     if label_mode is not None:
         merged["label_mode"] = label_mode
-    return merged
+    return distributed_recipe(merged)
 
 
 def check_model_files(recipe: dict[str, Any], architecture: str) -> None:
@@ -80,8 +86,9 @@ def build_model(
         class_names: One name per class; their number sizes the softmax.
         normalization: `mean` and `std` per channel from the training split.
         recipe: `model`, the builder's hyperparameters, `mixed_precision` (see
-            `convbench.models.precision`), the dtype policy the layers are built with, and
-            `seed`, which seeds the initial weights.
+            `convbench.models.precision`), the dtype policy the layers are built with,
+            `distribute`, whose strategy's scope the model is built in (so `fit` trains it on every
+            replica, `convbench.training.distribute`), and `seed`, which seeds the initial weights.
         architecture: A name in the model registry.
         dataset: The dataset's name, for the error about a damaged `normalization.json`.
     """
@@ -89,7 +96,7 @@ def build_model(
     builder = get_builder(architecture)
     if recipe.get("seed") is not None:  # the same seed builds the same initial weights in any process
         keras.utils.set_random_seed(int(recipe["seed"]))
-    with building_with(recipe.get("mixed_precision")):
+    with building_with(recipe.get("mixed_precision")), distribute_scope(recipe.get("distribute")):
         backbone = builder(tuple(train_images.shape[1:]), len(class_names), **(recipe.get("model") or {}))
         initialise = data_init(architecture)
         if initialise is not None:
