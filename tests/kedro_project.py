@@ -5,10 +5,16 @@ Import as ``import kedro_project`` (``tests/`` is on pytest's ``pythonpath``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -71,3 +77,34 @@ def assert_ran(result: subprocess.CompletedProcess) -> subprocess.CompletedProce
     """`result`, after asserting that it exited with 0 (the failure shows the command's output)."""
     assert result.returncode == 0, f"{' '.join(result.args)} failed:\n{result.stdout[-6000:]}\n{result.stderr[-6000:]}"
     return result
+
+
+@contextlib.contextmanager
+def mlflow_ui(project: Path) -> Iterator[str]:
+    """`mlflow ui --backend-store-uri sqlite:///mlflow.db` started in `project` on a free port of 127.0.0.1,
+    once it answers `/health`; its base URL. Stopped afterwards."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [str(KEDRO.with_name("mlflow")), "ui", "--backend-store-uri", "sqlite:///mlflow.db"]
+    server = subprocess.Popen(
+        [*command, "--host", "127.0.0.1", "--port", str(port)],
+        cwd=project,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/health", timeout=5)
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "mlflow ui did not start"
+                time.sleep(1)
+        yield base
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)

@@ -10,10 +10,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import browser
@@ -23,7 +21,7 @@ import numpy as np
 import optuna
 import pytest
 import yaml
-from kedro_project import KEDRO, PNG_SIGNATURE, assert_ran, new_project, run_kedro
+from kedro_project import KEDRO, PNG_SIGNATURE, assert_ran, mlflow_ui, new_project, run_kedro
 from optuna.trial import TrialState
 
 from convbench.config import ConvbenchConfigLoader
@@ -141,27 +139,7 @@ def test_every_trial_is_a_nested_mlflow_run_with_its_values_curves_and_state(pro
 
 def test_the_mlflow_ui_shows_the_trials_nested_under_the_search_with_their_curves(project, smoke_search):
     """Headless Chromium on `mlflow ui`: the search run expands into its six trials, whose curves chart side by side."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [str(KEDRO.with_name("mlflow")), "ui", "--backend-store-uri", "sqlite:///mlflow.db"]
-    server = subprocess.Popen(
-        [*command, "--host", "127.0.0.1", "--port", str(port)],
-        cwd=project,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/health", timeout=5)
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, "mlflow ui did not start"
-                time.sleep(1)
+    with mlflow_ui(project) as base:
         experiment = tracking_client(project).get_experiment_by_name("cifar10").experiment_id
         with browser.open_page(f"{base}/#/experiments/{experiment}/runs", size=(1500, 900)) as page:
             page.get_by_text("cifar10_mlp_search").first.wait_for()
@@ -181,9 +159,6 @@ def test_the_mlflow_ui_shows_the_trials_nested_under_the_search_with_their_curve
             page.wait_for_timeout(500)
             png = browser.screenshot(page, "mlflow_search_trials.png")
         assert png.stat().st_size > 20_000
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
 
 
 def test_the_best_params_file_in_conf_local_trains_the_best_trials_recipe(project, smoke_search):

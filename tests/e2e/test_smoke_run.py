@@ -13,11 +13,8 @@ import functools
 import http.server
 import json
 import os
-import signal
-import socket
 import subprocess
 import threading
-import time
 import urllib.request
 from pathlib import Path
 from typing import ClassVar
@@ -32,7 +29,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from imagenet_weights import fill_keras_cache
-from kedro_project import KEDRO, PNG_SIGNATURE, assert_ran, new_project, run_kedro
+from kedro_project import KEDRO, PNG_SIGNATURE, assert_ran, mlflow_ui, new_project, run_kedro
 from nbclient import NotebookClient
 
 from convbench.models.registry import ARCHITECTURES
@@ -236,32 +233,7 @@ def test_the_keras_model_inside_the_logged_classifier_is_the_trained_one(smoke_r
 def test_mlflow_ui_serves_the_run_from_the_sqlite_store(smoke_run):
     """`mlflow ui --backend-store-uri sqlite:///mlflow.db` in the project shows the experiment and the run."""
     project, _ = smoke_run
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [
-        str(KEDRO.with_name("mlflow")),
-        "ui",
-        "--backend-store-uri",
-        "sqlite:///mlflow.db",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    server = subprocess.Popen(
-        command, cwd=project, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/health", timeout=5)
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, "mlflow ui did not start"
-                time.sleep(1)
+    with mlflow_ui(project) as base:
 
         def post(path, body):
             request = urllib.request.Request(
@@ -293,9 +265,6 @@ def test_mlflow_ui_serves_the_run_from_the_sqlite_store(smoke_run):
             page.get_by_text("resnet.test_accuracy").first.scroll_into_view_if_needed()
             png = browser.screenshot(page, "mlflow_run_cifar10_resnet.png")
         assert png.stat().st_size > 20_000
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
 
 
 def first_resnet_run(tracking):

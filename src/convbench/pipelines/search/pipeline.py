@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from kedro.pipeline import Node, Pipeline
 
-from convbench.config import RUN_RECIPE_SETTINGS
 from convbench.dataset_specs import get_dataset
 from convbench.pipelines.binding import bind
 from convbench.pipelines.search.nodes import report_search, run_search
-from convbench.pipelines.training.nodes import resolve_recipe
-from convbench.pipelines.training.pipeline import CROWD_DATASET_INPUTS, DATASET_INPUTS
+from convbench.pipelines.training.pipeline import (
+    CROWD_DATASET_INPUTS,
+    DATASET_INPUTS,
+    recipe_parameters,
+    resolve_recipe_node,
+)
 
 SEARCH_OUTPUTS = (
     "search_trials",
@@ -36,17 +39,7 @@ def create_pipeline(dataset: str = "cifar10", architecture: str = "resnet", **kw
     crowd = get_dataset(dataset).crowd_labelled
     template = Pipeline(
         [
-            Node(
-                resolve_recipe,
-                inputs=[
-                    "params:recipe",
-                    "params:dataset_overrides",
-                    "params:run_settings",
-                    *(["params:label_mode"] if crowd else []),
-                ],
-                outputs="search_base_recipe",
-                name="resolve_search_recipe",
-            ),
+            resolve_recipe_node(crowd, outputs="search_base_recipe", name="resolve_search_recipe"),
             Node(
                 bind(run_search, architecture=architecture, dataset=dataset),
                 inputs=[
@@ -73,14 +66,7 @@ def create_pipeline(dataset: str = "cifar10", architecture: str = "resnet", **kw
             ),
         ]
     )
-    parameters = {
-        "params:recipe": f"params:training.{architecture}",
-        "params:dataset_overrides": f"params:recipe_overrides.{dataset}",
-        "params:run_settings": f"params:{RUN_RECIPE_SETTINGS}.{architecture}",
-        "params:search": "params:search",
-    }
-    if crowd:
-        parameters["params:label_mode"] = f"params:preprocessing.{dataset}.label_mode"
+    parameters = {**recipe_parameters(dataset, architecture, crowd), "params:search": "params:search"}
     inputs = [name for name in (CROWD_DATASET_INPUTS if crowd else DATASET_INPUTS) if not name.startswith("test_")]
     return Pipeline(
         template,

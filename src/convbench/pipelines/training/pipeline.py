@@ -48,17 +48,7 @@ def create_pipeline(dataset: str = "cifar10", architecture: str = "resnet", **kw
     crowd = get_dataset(dataset).crowd_labelled
     template = Pipeline(
         [
-            Node(
-                resolve_recipe,
-                inputs=[
-                    "params:recipe",
-                    "params:dataset_overrides",
-                    "params:run_settings",
-                    *(["params:label_mode"] if crowd else []),
-                ],
-                outputs="recipe",
-                name="resolve_recipe",
-            ),
+            resolve_recipe_node(crowd, outputs="recipe", name="resolve_recipe"),
             Node(
                 bind(build_model, architecture=architecture, dataset=dataset),
                 inputs=["train_images", "train_indices", "class_names", "normalization", "recipe"],
@@ -103,13 +93,7 @@ def create_pipeline(dataset: str = "cifar10", architecture: str = "resnet", **kw
             ),
         ]
     )
-    parameters = {
-        "params:recipe": f"params:training.{architecture}",
-        "params:dataset_overrides": f"params:recipe_overrides.{dataset}",
-        "params:run_settings": f"params:{RUN_RECIPE_SETTINGS}.{architecture}",
-    }
-    if crowd:
-        parameters["params:label_mode"] = f"params:preprocessing.{dataset}.label_mode"
+    parameters = recipe_parameters(dataset, architecture, crowd)
     if needs_files(architecture):
         template += Pipeline(
             [
@@ -129,3 +113,31 @@ def create_pipeline(dataset: str = "cifar10", architecture: str = "resnet", **kw
         parameters=parameters,
         tags=["training", dataset, architecture],
     )
+
+
+def resolve_recipe_node(crowd: bool, outputs: str, name: str) -> Node:
+    """The node merging `training.<architecture>` with the dataset's overrides and the run's settings
+    (`resolve_recipe`); with `recipe_parameters` mapping its inputs in a namespaced pipeline."""
+    return Node(
+        resolve_recipe,
+        inputs=[
+            "params:recipe",
+            "params:dataset_overrides",
+            "params:run_settings",
+            *(["params:label_mode"] if crowd else []),
+        ],
+        outputs=outputs,
+        name=name,
+    )
+
+
+def recipe_parameters(dataset: str, architecture: str, crowd: bool) -> dict[str, str]:
+    """The parameters `resolve_recipe_node` reads, mapped to this dataset's and architecture's."""
+    parameters = {
+        "params:recipe": f"params:training.{architecture}",
+        "params:dataset_overrides": f"params:recipe_overrides.{dataset}",
+        "params:run_settings": f"params:{RUN_RECIPE_SETTINGS}.{architecture}",
+    }
+    if crowd:
+        parameters["params:label_mode"] = f"params:preprocessing.{dataset}.label_mode"
+    return parameters
