@@ -13,10 +13,10 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
+from convbench.training.optimizers import LEARNING_RATE_KEYS
+
 LEARNING_RATE = "learning_rate"
 """The virtual key for the schedule's peak learning rate (see the module docstring)."""
-
-_PEAK_KEY = {"cosine": "peak_lr", "triangular": "peak_lr", "constant": "lr"}
 
 
 @dataclass(frozen=True)
@@ -109,13 +109,15 @@ def with_values(recipe: dict[str, Any], values: dict[str, Any]) -> dict[str, Any
 
 def with_peak_learning_rate(schedule: dict[str, Any], learning_rate: float) -> dict[str, Any]:
     """`schedule` with its peak learning rate set to `learning_rate` (see the module docstring)."""
-    name = schedule.get("name")
-    if name in _PEAK_KEY:
-        return {**schedule, _PEAK_KEY[name]: learning_rate}
-    if name == "piecewise":
-        peak = max(float(value) for value in schedule["values"])
-        return {**schedule, "values": [float(value) * learning_rate / peak for value in schedule["values"]]}
-    raise ValueError(f"`learning_rate` cannot be searched for a schedule named {name!r}: search its own key instead")
+    key = next((key for key in LEARNING_RATE_KEYS if key in schedule), None)
+    if key is None:
+        raise ValueError(
+            f"`learning_rate` cannot be searched for a schedule named {schedule.get('name')!r}: search its own key instead"
+        )
+    if key != "values":
+        return {**schedule, key: learning_rate}
+    peak = max(float(value) for value in schedule["values"])
+    return {**schedule, "values": [float(value) * learning_rate / peak for value in schedule["values"]]}
 
 
 def as_overrides(values: dict[str, Any], architecture: str, recipe: dict[str, Any]) -> dict[str, Any]:

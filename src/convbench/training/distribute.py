@@ -42,6 +42,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from convbench.training.optimizers import LEARNING_RATE_KEYS
+
 logger = logging.getLogger(__name__)
 
 STRATEGIES = ("mirrored",)
@@ -55,9 +57,6 @@ SETTINGS = ("strategy", "devices", "scale")
 
 APPLIED = ("replicas", "learning_rate_factor")
 """The keys `distributed_recipe` adds, recording the scaling it applied (`replicas` marks it as done)."""
-
-LEARNING_RATE_KEYS = ("peak_lr", "lr", "values")
-"""The learning rates of a `schedule` block (cosine/triangular `peak_lr`, constant `lr`, piecewise `values`)."""
 
 
 def check_distribute(config: dict[str, Any] | None) -> dict[str, Any] | None:

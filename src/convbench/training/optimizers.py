@@ -6,6 +6,9 @@ from typing import Any
 
 import keras
 
+LEARNING_RATE_KEYS = ("peak_lr", "lr", "values")
+"""The learning rates of a `schedule` block (cosine/triangular `peak_lr`, constant `lr`, piecewise `values`)."""
+
 SCHEDULES = ("cosine", "piecewise", "constant", "triangular")
 
 
