@@ -65,7 +65,14 @@ def test_test_metrics_are_ordered_ranking_metric_first_then_by_name():
 
 
 def test_history_columns_name_train_and_validation_curves():
-    assert HISTORY_COLUMNS == ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+    assert HISTORY_COLUMNS == (
+        "train_loss",
+        "train_accuracy",
+        "val_loss",
+        "val_accuracy",
+        "train_objective",
+        "l2_penalty",
+    )
     assert history_column("lr") == "train_lr"
 
 

@@ -26,8 +26,17 @@ from collections.abc import Iterable, Mapping
 KEY_SEPARATOR = "."
 """Between the architecture and the metric in an MLflow key; neither name may hold one."""
 
-HISTORY_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
-"""Per-epoch curves of `fit`'s history, logged every epoch; the tables show the last epoch's value."""
+PENALTY_METRIC = "l2_penalty"
+"""The weights' L2 penalty at an epoch's end, apart from every loss (`convbench.training.losses`)."""
+
+OBJECTIVE_METRIC = "objective"
+"""What training minimised per epoch: the recipe's loss (label-smoothed if it says so) plus the penalty."""
+
+HISTORY_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", OBJECTIVE_METRIC, PENALTY_METRIC)
+"""Per-epoch curves of `fit`'s history, logged every epoch; the tables show the last epoch's value.
+
+`loss` and `val_loss` are the data loss (cross-entropy against the labels, no smoothing, no
+penalty), the same quantity as `test_loss`, so the three compare."""
 
 SIZE_METRICS = ("parameters", "epochs")
 """Counts from the training summary (trainable parameters, epochs trained), read back as integers."""
@@ -112,12 +121,12 @@ def order_test_metrics(names: Iterable[str]) -> list[str]:
 
 
 def history_column(metric: str) -> str:
-    """The table column of a history metric's last value: `loss` -> `train_loss`, `val_loss` stays."""
-    return metric if metric.startswith("val_") else f"train_{metric}"
+    """The table column of a history metric's last value: `loss` -> `train_loss`; `val_loss` and `l2_penalty` stay."""
+    return metric if metric.startswith("val_") or metric == PENALTY_METRIC else f"train_{metric}"
 
 
 HISTORY_COLUMNS = tuple(history_column(metric) for metric in HISTORY_METRICS)
-"""`train_loss`, `train_accuracy`, `val_loss`, `val_accuracy`."""
+"""`train_loss`, `train_accuracy`, `val_loss`, `val_accuracy`, `train_objective`, `l2_penalty`."""
 
 
 def to_mlflow_metrics(values: Mapping[str, float], step: int = 0) -> dict[str, dict[str, float]]:

@@ -177,7 +177,16 @@ def test_leaderboard_of_a_dataset_with_no_results_says_what_to_run(experiment):
         build_leaderboard(dataset="cifar10")
 
 
-METRIC_COLUMNS = ["parameters", "epochs", "train_loss", "train_accuracy", "val_loss", "val_accuracy"]
+METRIC_COLUMNS = [
+    "parameters",
+    "epochs",
+    "train_loss",
+    "train_accuracy",
+    "val_loss",
+    "val_accuracy",
+    "train_objective",
+    "l2_penalty",
+]
 
 
 def test_a_new_test_metric_of_this_runs_tables_becomes_a_column_after_test_accuracy():

@@ -61,5 +61,5 @@ def test_only_float16_trains_with_loss_scaling(mixed_precision, scaled):
     training_model = compile_for_training(model, recipe, steps_per_epoch=2)
     assert isinstance(training_model.optimizer, keras.optimizers.LossScaleOptimizer) is scaled
     images, labels = tiny_data(32, 0)
-    loss, _ = training_model.train_on_batch(images, keras.utils.to_categorical(labels, 3))
+    loss, *_ = training_model.train_on_batch(images, keras.utils.to_categorical(labels, 3))
     assert np.isfinite(loss)

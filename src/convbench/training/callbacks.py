@@ -18,6 +18,7 @@ import numpy as np
 from convbench.atomic import disk_full, is_disk_full, partial_path, replace_into_place, write_atomically
 from convbench.keras_objects import import_custom_objects
 from convbench.metrics import HISTORY_METRICS, metric_key
+from convbench.training.losses import DATA_LOSS
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,31 @@ def restore_seed_generator_states(model: keras.Model, states: list[list[int]]) -
 
 def _seed_variables(model: keras.Model) -> list:
     return [v for v in model.variables if v.path.rsplit("/", 1)[-1] == "seed_generator_state"]
+
+
+class DataLossLogs(keras.callbacks.Callback):
+    """Makes the epoch logs' `loss` and `val_loss` the data loss (`convbench.training.losses.DataLoss`).
+
+    Keras' own `loss` and `val_loss` are the objective: the recipe's loss (label-smoothed if it
+    says so) plus the weights' L2 penalty. After this callback the logs hold `loss` and `val_loss`
+    (the data loss, comparable with `test_loss`), `objective` (Keras' training loss) and
+    `l2_penalty` (the penalty of the weights at the epoch's end; 0 without weight decay).
+    """
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is None:
+            return
+        if DATA_LOSS in logs:
+            logs["objective"] = logs["loss"]
+            logs["loss"] = logs.pop(DATA_LOSS)
+        if f"val_{DATA_LOSS}" in logs:
+            logs["val_loss"] = logs.pop(f"val_{DATA_LOSS}")
+        logs["l2_penalty"] = weight_penalty(self.model)
+
+
+def weight_penalty(model: keras.Model) -> float:
+    """The sum of `model`'s regularisation losses (the L2 penalty of its kernels) at its current weights."""
+    return float(sum(float(keras.ops.convert_to_numpy(loss)) for loss in model.losses))
 
 
 class EpochTimer(keras.callbacks.Callback):

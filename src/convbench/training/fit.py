@@ -17,6 +17,7 @@ import mlflow
 import numpy as np
 
 from convbench.config import deep_merge
+from convbench.metrics import PENALTY_METRIC
 from convbench.models.layers import PRETRAINED_BASE
 from convbench.models.precision import with_loss_scaling
 from convbench.training.augmentation import with_augmentation
@@ -29,6 +30,7 @@ from convbench.training.budget import (
     overrun_s,
 )
 from convbench.training.callbacks import (
+    DataLossLogs,
     EpochTimer,
     InterruptCheckpoint,
     LearningRateLogger,
@@ -41,7 +43,13 @@ from convbench.training.callbacks import (
 from convbench.training.distribute import check_built_under, distributed_recipe, warn_if_uneven
 from convbench.training.distribute import scope as distribute_scope
 from convbench.training.input_pipeline import evaluation_dataset, training_dataset
-from convbench.training.losses import draws_targets, training_accuracy, training_loss
+from convbench.training.losses import (
+    data_loss,
+    draws_targets,
+    objective_description,
+    training_accuracy,
+    training_loss,
+)
 from convbench.training.optimizers import learning_rate_schedule, make_optimizer
 
 logger = logging.getLogger(__name__)
@@ -62,7 +70,8 @@ def fingerprint(recipe: dict[str, Any], model: keras.Model, *arrays: np.ndarray)
 
 
 def compile_model(model: keras.Model, recipe: dict[str, Any], steps_per_epoch: int) -> keras.Model:
-    """`model` compiled with the recipe's optimiser and schedule, its loss (see `training_loss`) and accuracy.
+    """`model` compiled with the recipe's optimiser and schedule, its loss (see `training_loss`), accuracy
+    and data loss (`data_loss`, which `DataLossLogs` reports as `loss` and `val_loss`).
 
     Accuracy: see `training_accuracy` (in validation always against the majority label for crowd labels).
     """
@@ -70,7 +79,7 @@ def compile_model(model: keras.Model, recipe: dict[str, Any], steps_per_epoch: i
     model.compile(
         optimizer=with_loss_scaling(make_optimizer(recipe["optimizer"], schedule, ema=recipe.get("ema")), recipe),
         loss=training_loss(recipe),
-        metrics=[training_accuracy(recipe)],
+        metrics=[training_accuracy(recipe), data_loss(recipe)],
         jit_compile=recipe.get("jit_compile", "auto"),
     )
     return model
@@ -213,6 +222,7 @@ def fit(
         "train_images_per_s": float(len(train[0]) / np.median(steady)) if steady else float("nan"),
         "replicas": int((recipe.get("distribute") or {}).get("replicas", 1)),
         "global_batch_size": int(recipe["batch_size"]),  # split across the replicas
+        "objective": objective_description(recipe, penalised=any(history.get(PENALTY_METRIC) or [])),
     }
     if budget:
         summary |= budget_summary | {"budget_overrun_s": overrun_s(budget, summary["this_run_time_s"])}
@@ -387,6 +397,7 @@ def _fit_phase(
     checkpoint = ResumableCheckpoint(checkpoint_dir, run_fingerprint, history)
     interrupt = InterruptCheckpoint(checkpoint, steps_offset=steps_into_epoch)
     callbacks = [
+        DataLossLogs(),  # first: every later callback (early stopping, MLflow, checkpoint) sees the data loss
         EpochTimer(),
         LearningRateLogger(),
         *early_stopping(recipe.get("early_stopping"), checkpoint.history),

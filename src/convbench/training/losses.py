@@ -1,4 +1,12 @@
-"""Training losses and accuracy, chosen by a recipe's `label_smoothing` and, for crowd labels, `label_mode`."""
+"""Training losses and accuracy, chosen by a recipe's `label_smoothing` and, for crowd labels, `label_mode`.
+
+Two losses are told apart everywhere (epoch logs, curves, tables, MLflow, leaderboard):
+
+- the *data loss* (`loss`, `val_loss`, `test_loss`): cross-entropy of the predictions against the
+  targets, alike on every split, with no label smoothing and no weight penalty (`DataLoss`);
+- the *objective* Keras minimises (`objective`): the recipe's loss, label-smoothed if it says so,
+  plus the L2 penalty of the weights (`l2_penalty`, logged on its own).
+"""
 
 from __future__ import annotations
 
@@ -26,9 +34,37 @@ class MultiTargetCrossentropy(keras.losses.Loss):
         super().__init__(name=name, **kwargs)
 
     def call(self, y_true, y_pred):
-        y_pred = ops.clip(ops.cast(y_pred, "float32"), keras.config.epsilon(), 1.0)
-        best = ops.max(ops.cast(y_true, "float32") * y_pred, axis=-1)
-        return -ops.log(ops.maximum(best, keras.config.epsilon()))
+        return multi_target_crossentropy(y_true, y_pred)
+
+
+def multi_target_crossentropy(y_true, y_pred):
+    """Per image: `-log(max_k target_k * p_k)` (see :class:`MultiTargetCrossentropy`)."""
+    y_pred = ops.clip(ops.cast(y_pred, "float32"), keras.config.epsilon(), 1.0)
+    best = ops.max(ops.cast(y_true, "float32") * y_pred, axis=-1)
+    return -ops.log(ops.maximum(best, keras.config.epsilon()))
+
+
+def cross_entropy(y_true, y_pred):
+    """Per image: categorical cross-entropy of probabilities `y_pred` against targets `y_true` (one-hot or soft)."""
+    return keras.losses.categorical_crossentropy(ops.cast(y_true, "float32"), ops.cast(y_pred, "float32"))
+
+
+DATA_LOSS = "data_loss"
+"""The compiled metric `DataLoss` logs under; `DataLossLogs` turns it into the epoch logs' `loss`."""
+
+
+@keras.saving.register_keras_serializable(package="convbench")
+class DataLoss(keras.metrics.MeanMetricWrapper):
+    """The data loss per epoch: cross-entropy against the targets, without label smoothing or weight
+    penalty, or the multi-target loss for `label_mode: multi_target` (which is cross-entropy on the
+    one-hot validation targets). The same quantity as `test_loss`."""
+
+    def __init__(self, multi_target: bool = False, name: str = DATA_LOSS, dtype=None) -> None:
+        super().__init__(fn=multi_target_crossentropy if multi_target else cross_entropy, name=name, dtype=dtype)
+        self.multi_target = bool(multi_target)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"multi_target": self.multi_target, "name": self.name, "dtype": self.dtype}
 
 
 @keras.saving.register_keras_serializable(package="convbench")
@@ -71,6 +107,24 @@ def training_loss(recipe: dict[str, Any]) -> keras.losses.Loss:
     if recipe.get("label_mode") == MULTI_TARGET_LABEL_MODE:
         return MultiTargetCrossentropy()
     return keras.losses.CategoricalCrossentropy(label_smoothing=float(recipe.get("label_smoothing", 0.0)))
+
+
+def data_loss(recipe: dict[str, Any]) -> DataLoss:
+    """The metric that logs the recipe's data loss (see `DataLoss`)."""
+    return DataLoss(multi_target=recipe.get("label_mode") == MULTI_TARGET_LABEL_MODE)
+
+
+def objective_description(recipe: dict[str, Any], penalised: bool) -> str:
+    """What Keras minimised, in words: `cross-entropy, label smoothing 0.1, + l2_penalty`."""
+    if recipe.get("label_mode") == MULTI_TARGET_LABEL_MODE:
+        parts = ["multi-target cross-entropy"]
+    else:
+        parts = ["cross-entropy"]
+        smoothing = float(recipe.get("label_smoothing", 0.0))
+        if smoothing:
+            parts.append(f"label smoothing {smoothing:g}")
+    description = ", ".join(parts)
+    return f"{description} + l2_penalty" if penalised else description
 
 
 def draws_targets(recipe: dict[str, Any]) -> bool:

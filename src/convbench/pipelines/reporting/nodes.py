@@ -30,10 +30,16 @@ def metrics_table(
 ) -> tuple[pd.DataFrame, str, dict[str, dict[str, float]]]:
     """One row per run: final train/val loss and accuracy, test metrics, size, epochs and time.
 
+    The losses of every split are the same quantity, the data loss (cross-entropy against the
+    labels); `train_objective` (what training minimised) and `l2_penalty` are columns of their own,
+    and the Markdown table ends with a line that says what each is (`loss_note`).
+
     Args:
-        history: Per-epoch `loss`, `accuracy`, `val_loss`, `val_accuracy`.
-        training_summary: `parameters`, `epochs`, `wall_time_s`, `train_images_per_s`, and for a
-            budgeted training its `BUDGET_METRICS` (columns and MLflow metrics only then).
+        history: Per-epoch `HISTORY_METRICS` (`loss`, `accuracy`, `val_loss`, `val_accuracy`,
+            `objective`, `l2_penalty`; NaN for one a checkpoint from before it lacks).
+        training_summary: `parameters`, `epochs`, `wall_time_s`, `train_images_per_s`, `objective`
+            (what training minimised, in words), and for a budgeted training its `BUDGET_METRICS`
+            (columns and MLflow metrics only then).
         evaluation: Output of `evaluate_predictions`; its `metrics` (every `test_*` metric) become columns.
         run: `dataset` and `architecture` names.
 
@@ -45,7 +51,7 @@ def metrics_table(
         "dataset": run["dataset"],
         "architecture": run["architecture"],
         **{name: training_summary[name] for name in SIZE_METRICS},
-        **{history_column(metric): history[metric][-1] for metric in HISTORY_METRICS},
+        **{history_column(metric): (history.get(metric) or [math.nan])[-1] for metric in HISTORY_METRICS},
         **evaluation["metrics"],
         **{name: training_summary[name] for name in SPEED_METRICS},
         **{name: float(training_summary[name]) for name in BUDGET_METRICS if name in training_summary},
@@ -53,7 +59,17 @@ def metrics_table(
     table = pd.DataFrame([row])
     logged = [*SUMMARY_METRICS, *(name for name in BUDGET_METRICS if name in row)]
     summary = to_mlflow_metrics({name: row[name] for name in logged})
-    return table, to_markdown(table), summary
+    return table, to_markdown(table) + "\n" + loss_note(training_summary.get("objective")), summary
+
+
+def loss_note(objective: str | None) -> str:
+    """The line under a metrics table that says what its loss columns hold."""
+    minimised = f": {objective}" if objective else ""
+    return (
+        "Losses: `train_loss`, `val_loss` and `test_loss` are the cross-entropy of the predictions against the "
+        "labels, alike on every split (`train_loss` over the last epoch's augmented batches). "
+        f"`train_objective` is what training minimised{minimised}; `l2_penalty` is the weights' L2 penalty.\n"
+    )
 
 
 def to_markdown(table: pd.DataFrame) -> str:
@@ -87,11 +103,11 @@ def per_class_table(evaluation: dict[str, Any]) -> pd.DataFrame:
 
 
 def plot_learning_curves(history: dict[str, list[float]], run: dict[str, str]) -> Figure:
-    """Loss and accuracy per epoch, training vs validation, side by side."""
+    """Loss (the data loss, cross-entropy against the labels) and accuracy per epoch, training vs validation."""
     epochs = np.arange(1, len(history["loss"]) + 1)
     figure = Figure(figsize=(11, 4))
     loss_axis, accuracy_axis = figure.subplots(1, 2)
-    for axis, metric, title in ((loss_axis, "loss", "Loss"), (accuracy_axis, "accuracy", "Accuracy")):
+    for axis, metric, title in ((loss_axis, "loss", "Loss (cross-entropy)"), (accuracy_axis, "accuracy", "Accuracy")):
         axis.plot(epochs, history[metric], marker="o", markersize=3, label="train")
         axis.plot(epochs, history[f"val_{metric}"], marker="o", markersize=3, label="validation")
         axis.set_xlabel("epoch")
