@@ -36,6 +36,18 @@ run: install
 run-full: install
 	$(MAKE) run BUDGET_MINUTES=
 
+# A logged classifier over HTTP, from any shell (the venv need not be active):
+#   make serve RUN=<run_id> [DATASET=cifar10 ARCH=resnet PORT=5001]   or   make serve MODEL=runs:/<run_id>/<name>
+# then POST /invocations (README, "Use a trained model outside Kedro"). The run is looked up in ./mlflow.db
+# unless MLFLOW_TRACKING_URI names another store.
+DATASET ?= cifar10
+ARCH    ?= resnet
+PORT    ?= 5001
+MODEL   ?= $(if $(RUN),runs:/$(RUN)/$(DATASET)_$(ARCH)_classifier)
+serve: install
+	@test -n "$(MODEL)" || { echo "Name the model: make serve RUN=<run_id> (the MLflow UI lists runs: make mlflow-ui), or MODEL=runs:/<run_id>/<dataset>_<arch>_classifier"; exit 2; }
+	MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" $(BIN)/python -m convbench.serving "$(MODEL)" --port $(PORT)
+
 smoke: install
 	$(BIN)/kedro run --pipelines=$(PIPELINE) --env=smoke
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -56,18 +58,32 @@ def log_small_classifier(store: Path, shape=(32, 32, 3), classes=("cat", "dog", 
     return f"runs:/{run.info.run_id}/small_classifier"
 
 
-class Server:
-    """`mlflow models serve` of `model_uri` on 127.0.0.1, started and stopped as a context manager."""
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
-    def __init__(self, model_uri: str, store: Path, workers: int = 1) -> None:
+
+class Server:
+    """`mlflow models serve` of `model_uri` on 127.0.0.1, started and stopped as a context manager.
+
+    With `via_make`, started as a user would from a fresh shell: `make serve MODEL=... PORT=...` in
+    the project, with only the system's PATH (no venv activated) and the store in MLFLOW_TRACKING_URI.
+    """
+
+    def __init__(self, model_uri: str, store: Path, workers: int = 1, via_make: bool = False) -> None:
         from convbench.serving import serve_command
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        command, env = serve_command(model_uri, self.port, workers=workers)
-        env["MLFLOW_TRACKING_URI"] = f"sqlite:///{store / 'mlflow.db'}"
+        tracking = {"MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}"}
+        if via_make:
+            command = ["make", "-C", str(PROJECT_ROOT), "serve", f"MODEL={model_uri}", f"PORT={self.port}"]
+            env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(Path.home()), **tracking}
+        else:
+            command, env = serve_command(model_uri, self.port, workers=workers)
+            env |= tracking
         self.log = (store / "server.log").open("w")
-        self.process = subprocess.Popen(command, cwd=store, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            command, cwd=store, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def __enter__(self) -> Server:
         deadline = time.monotonic() + 180
@@ -83,12 +99,17 @@ class Server:
         raise TimeoutError(f"mlflow models serve did not answer /ping within 180 s: see {self.log.name}")
 
     def __exit__(self, *exc) -> None:
-        self.process.terminate()
+        os.killpg(self.process.pid, signal.SIGTERM)  # make, mlflow and uvicorn's workers alike
         try:
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            os.killpg(self.process.pid, signal.SIGKILL)
         self.log.close()
+
+    def output(self) -> str:
+        """What the server printed so far."""
+        self.log.flush()
+        return Path(self.log.name).read_text(errors="replace")
 
     def post(self, body: bytes | dict, timeout: float = 60) -> tuple[int, dict]:
         """(HTTP status, JSON body) of POST /invocations."""

@@ -29,7 +29,7 @@ from typing import Any
 from kedro.config import OmegaConfigLoader
 from omegaconf import OmegaConf
 
-from convbench.dataset_specs import DATASETS
+from convbench.dataset_specs import DATASETS, IMAGE_FOLDER, IMAGE_FOLDER_DEFAULTS, declare_image_folder
 
 SMOKE_RECIPE: dict[str, Any] = {"epochs": 1, "batch_size": 64, "eval_batch_size": 256}
 """What the smoke env changes in every recipe; a recipe's own `smoke:` block adds model sizes."""
@@ -129,9 +129,17 @@ def resolve_parameters(parameters: dict[str, Any], run_layer: dict[str, Any]) ->
     spec_layer = {
         "preprocessing": {name: spec.preprocessing_defaults() for name, spec in DATASETS.items()},
         "recipe_overrides": {name: copy.deepcopy(dict(spec.recipe_overrides)) for name, spec in DATASETS.items()},
-        "ingestion": {name: {"options": {}} for name, spec in DATASETS.items() if spec.source_format == "parser"},
+        "ingestion": {
+            **{name: {"options": {}} for name, spec in DATASETS.items() if spec.source_format == "parser"},
+            **{
+                name: dict(IMAGE_FOLDER_DEFAULTS)
+                for name, spec in DATASETS.items()
+                if spec.source_format == IMAGE_FOLDER
+            },
+        },
     }
     parameters = deep_merge(spec_layer, parameters)
+    _describe_image_folders(parameters)
     if parameters.get("smoke"):
         run_layer = deep_merge(smoke_layer(parameters), run_layer)
         parameters = deep_merge(parameters, run_layer)
@@ -145,6 +153,51 @@ def resolve_parameters(parameters: dict[str, Any], run_layer: dict[str, Any]) ->
     return parameters
 
 
+def _describe_image_folders(parameters: dict[str, Any]) -> None:
+    """`ingestion.<name>.source` of every declared image folder, from its `path`: what the dataset card
+    names as the data's source (a `file://` URL and the folder)."""
+    for name, block in (parameters.get("ingestion") or {}).items():
+        if not isinstance(block, dict) or block.get("format") != IMAGE_FOLDER:
+            continue
+        if not block.get("path"):
+            raise ValueError(
+                f"ingestion.{name} declares an image folder without its `path`: "
+                f"ingestion.{name}: {{format: image_folder, path: data/01_raw/{name}}}"
+            )
+        folder = Path(str(block["path"]))
+        block.setdefault("source", {"url": folder.resolve().as_uri(), "destination": str(folder)})
+
+
+PARAMETER_PATTERNS = ("parameters*", "parameters*/**", "**/parameters*")
+"""Kedro's default patterns of parameter files, under each env folder of conf/."""
+
+
+def declared_image_folders(conf_source: str | Path, patterns: tuple[str, ...] = PARAMETER_PATTERNS) -> list[str]:
+    """Declares (`convbench.dataset_specs.declare_image_folder`) every image folder the parameter files of
+    any env under `conf_source` declare as `ingestion.<name>: {format: image_folder, ...}`; their names.
+
+    Every env is read, so `<name>_*` pipelines exist whichever `--env` a run picks; the run's own
+    parameters still decide what it reads (an env without the declaration fails at its first node).
+    """
+    names: list[str] = []
+    root = Path(conf_source)
+    if not root.is_dir():
+        return names
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root)
+        if path.suffix not in {".yml", ".yaml", ".json"} or len(relative.parts) < 2:
+            continue
+        inside_env = str(Path(*relative.parts[1:]))
+        if not any(fnmatch.fnmatch(inside_env, pattern) for pattern in patterns):
+            continue
+        loaded = OmegaConf.to_container(OmegaConf.load(path), resolve=False) or {}
+        for name, block in (loaded.get("ingestion") or {}).items() if isinstance(loaded, dict) else ():
+            if isinstance(block, dict) and block.get("format") == IMAGE_FOLDER and name not in names:
+                declare_image_folder(name)
+                names.append(name)
+    return names
+
+
 def _with_run_budget(settings: dict[str, Any], run_budget: dict[str, Any] | None) -> dict[str, Any]:
     """A recipe's run settings with the run's budget, unless they hold a budget of their own."""
     if not run_budget or "budget" in settings:
@@ -153,7 +206,12 @@ def _with_run_budget(settings: dict[str, Any], run_budget: dict[str, Any] | None
 
 
 class ConvbenchConfigLoader(OmegaConfigLoader):
-    """Kedro's `OmegaConfigLoader`, whose `parameters` also hold the dataset specs' layers (`resolve_parameters`)."""
+    """Kedro's `OmegaConfigLoader`, whose `parameters` also hold the dataset specs' layers (`resolve_parameters`),
+    the image folders declared in them included (`declared_image_folders`)."""
+
+    def __init__(self, conf_source: str, *args: Any, **kwargs: Any) -> None:
+        super().__init__(conf_source, *args, **kwargs)
+        declared_image_folders(self.conf_source, tuple(self.config_patterns["parameters"]))
 
     def __getitem__(self, key: str) -> dict[str, Any]:
         config = super().__getitem__(key)

@@ -1,7 +1,12 @@
 """Every dataset convbench knows, one `DatasetSpec` each: the one list that the pipelines, the
 configuration loader and the hooks read.
 
-Adding a dataset takes three edits: a parser module in `convbench.data` (none if its raw format is
+A folder of your own images (one subfolder per class) needs no edit here: declare it in the
+parameters, `ingestion.<name>: {format: image_folder, path: ...}` (conf/base or conf/local), and
+`declare_image_folder` adds its spec when the project's configuration is read (see
+`convbench.config.declared_image_folders` and docs/datasets.md, "Your own images").
+
+Adding a dataset of another format takes three edits: a parser module in `convbench.data` (none if its raw format is
 one convbench reads already), one entry in `DATASETS` below (`source_format="parser"` with
 `parser="convbench.data.<module>:<function>"` for a new format), and its raw files
 (`ingestion.<name>.source`: URL, checksum, destination) in conf/base/parameters_ingestion.yml.
@@ -12,14 +17,18 @@ This module imports nothing but the standard library, so hooks and `kedro --help
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
-SourceFormat = Literal["cifar_binary", "mnist_idx", "tiny_imagenet_zip", "fer2013_ferplus_csv", "parser"]
+SourceFormat = Literal[
+    "cifar_binary", "mnist_idx", "tiny_imagenet_zip", "fer2013_ferplus_csv", "image_folder", "parser"
+]
 """The raw formats an ingestion template exists for (`convbench.pipelines.ingestion.pipeline.TEMPLATES`).
 
+`image_folder` reads a folder of images declared in the parameters (`convbench.data.image_folder`).
 `parser` is the generic one: download `ingestion.<name>.source` (one file, or several by name), then
 call the spec's `parser` function on the local path(s) with `ingestion.<name>.options`.
 """
@@ -47,8 +56,8 @@ class DatasetSpec:
         class_names_from: Where its class names come from, as the dataset card states it.
         smoke_subset: Images per split (`train`, `val`, `test`) in the smoke env. Required: a
             dataset without one would run at full size there.
-        val_size: Images carved from the official training set for validation; None when the
-            dataset has predefined splits (FERPlus' `Usage`).
+        val_size: Images carved from the official training set for validation (or a share of it,
+            below 1); None when the dataset has predefined splits (FERPlus' `Usage`).
         crowd_labelled: Whether it keeps crowd votes, labelled in preprocessing by
             `preprocessing.<name>.label_mode` (FERPlus), instead of one class per image.
         coarse_labels: Whether it also has coarse labels (CIFAR-100's 20 superclasses).
@@ -64,7 +73,7 @@ class DatasetSpec:
     source_format: SourceFormat
     class_names_from: str
     smoke_subset: Mapping[str, int]
-    val_size: int | None
+    val_size: int | float | None
     crowd_labelled: bool = False
     coarse_labels: bool = False
     recipe_overrides: Mapping[str, Any] = field(default_factory=dict)
@@ -150,7 +159,59 @@ DATASETS: dict[str, DatasetSpec] = {
         ),
     )
 }
-"""Every dataset, in the order pipelines, docs and `kedro registry list` show them."""
+"""Every dataset, in the order pipelines, docs and `kedro registry list` show them: the built-in ones,
+then the image folders the project's parameters declare (`declare_image_folder`)."""
+
+
+IMAGE_FOLDER = "image_folder"
+"""`ingestion.<name>.format` of a folder of the user's own images."""
+
+IMAGE_FOLDER_DEFAULTS: Mapping[str, Any] = MappingProxyType(
+    {"image_size": 32, "channels": 3, "test_size": 0.2, "seed": DEFAULT_SEED, "max_corrupt": 0}
+)
+"""`ingestion.<name>` of an image-folder dataset under the user's declaration: the size every image
+is resized to (a number or [height, width]), 3 (RGB) or 1 (grey) channels, the share (or count) of
+train/ carved out as the test split when there is no test/ (seeded), and how many undecodable files
+may be skipped."""
+
+IMAGE_FOLDER_VAL_SHARE = 0.1
+"""The share of an image folder's training images carved out for validation (`preprocessing.<name>.val_size`)."""
+
+DATASET_NAME = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*")
+"""What a declared dataset may be called: it names pipelines, a namespace and an MLflow experiment."""
+
+
+def image_folder_spec(name: str) -> DatasetSpec:
+    """The spec of a folder of images declared as `ingestion.<name>: {format: image_folder, path: ...}`."""
+    if not DATASET_NAME.fullmatch(name):
+        raise ValueError(
+            f"An image-folder dataset needs a name of lower-case letters, digits and single underscores "
+            f"(it names pipelines such as <name>_resnet). Received: ingestion.{name}"
+        )
+    return DatasetSpec(
+        name=name,
+        source_format=IMAGE_FOLDER,
+        class_names_from="the class folders under train/, sorted",
+        smoke_subset=SMOKE_SUBSET,  # at most: a smaller folder is kept whole
+        val_size=IMAGE_FOLDER_VAL_SHARE,
+    )
+
+
+def declare_image_folder(name: str) -> DatasetSpec:
+    """Adds (or keeps) the image-folder dataset `name` to `DATASETS`, where every pipeline, hook and
+    the configuration loader find it.
+
+    Raises:
+        ValueError: `name` is a built-in dataset's, or not a valid dataset name.
+    """
+    existing = DATASETS.get(name)
+    if existing is not None and existing.source_format != IMAGE_FOLDER:
+        raise ValueError(
+            f"ingestion.{name} declares an image folder, but {name!r} is a built-in dataset: pick another name"
+        )
+    spec = image_folder_spec(name)
+    DATASETS[name] = spec
+    return spec
 
 
 def get_dataset(name: str) -> DatasetSpec:

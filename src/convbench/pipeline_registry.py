@@ -2,14 +2,19 @@
 `{dataset}_data` (both), `{dataset}_{architecture}` for every architecture, `{dataset}_{architecture}_search`
 (an Optuna search of its recipe on the prepared data), `{dataset}` (every architecture, then the
 leaderboard) and `{dataset}_leaderboard` (the leaderboard from earlier MLflow runs alone), and
-`predict` (a folder of image files classified by a logged model)."""
+`predict` (a folder of image files classified by a logged model). A folder of the user's own images
+declared in conf/ (`ingestion.<name>: {format: image_folder, ...}`) gets the same pipelines."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
+from kedro.framework.project import settings
 from kedro.pipeline import Pipeline
+from kedro.utils import find_kedro_project
 
+from convbench.config import declared_image_folders
 from convbench.dataset_specs import DATASETS, DEFAULT_PIPELINE
 from convbench.models.registry import ARCHITECTURES
 from convbench.pipelines import ingestion, leaderboard, predict, preprocessing, reporting, search, training
@@ -24,7 +29,11 @@ def experiment_pipeline(dataset: str, architectures: Iterable[str]) -> Pipeline:
 
 
 def register_pipelines() -> dict[str, Pipeline]:
-    """Every pipeline by name; `__default__` is `cifar10_resnet`."""
+    """Every pipeline by name, for the built-in datasets and the image folders `conf/` declares;
+    `__default__` is `cifar10_resnet`."""
+    project = find_kedro_project(Path.cwd())
+    if project is not None:
+        declared_image_folders(project / settings.CONF_SOURCE)
     pipelines: dict[str, Pipeline] = {}
     for dataset in DATASETS:
         pipelines[f"{dataset}_ingestion"] = ingestion.create_pipeline(dataset)

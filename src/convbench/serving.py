@@ -225,11 +225,17 @@ def _as_image(item: Any, name: str, shape: tuple[int, int, int]) -> np.ndarray:
     return array.astype(np.uint8)
 
 
-def decode_image(data: bytes, channels: int, name: str, expected_shape: Sequence[int] | None = None) -> np.ndarray:
+def decode_image(
+    data: bytes,
+    channels: int,
+    name: str,
+    expected_shape: Sequence[int] | None = None,
+    max_pixels: int = MAX_DECODED_PIXELS,
+) -> np.ndarray:
     """A PNG/JPEG file's pixels as uint8 [H, W, channels] (RGB or grey), whatever its own colour type.
 
     The header is read first: a file that is not PNG, JPEG or BMP, or that declares more than
-    `MAX_DECODED_PIXELS` pixels (a decompression bomb), is refused before any pixel is decoded.
+    `max_pixels` pixels (a decompression bomb), is refused before any pixel is decoded.
 
     Raises:
         ImageInputError: `data` is not a PNG/JPEG/BMP file, is too large, or OpenCV cannot decode
@@ -242,9 +248,9 @@ def decode_image(data: bytes, channels: int, name: str, expected_shape: Sequence
     if size is None:
         raise ImageInputError(f"{name}: could not decode {len(data):,} bytes as a PNG, JPEG or BMP image{wanted}")
     width, height = size
-    if width * height > MAX_DECODED_PIXELS:
+    if width * height > max_pixels:
         raise ImageInputError(
-            f"{name}: the file declares {width:,} x {height:,} pixels; at most {MAX_DECODED_PIXELS:,} "
+            f"{name}: the file declares {width:,} x {height:,} pixels; at most {max_pixels:,} "
             "pixels are decoded (a smaller image, or resize it before sending)"
         )
     decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
@@ -346,3 +352,27 @@ def serve_command(
         "local",
     ]
     return command, {**os.environ, "PATH": os.pathsep.join([bin_folder, os.environ.get("PATH", "")])}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m convbench.serving <model_uri> [--port 5001] [--host 127.0.0.1] [--workers 1]`: serves a
+    logged classifier with `mlflow models serve` (`serve_command`), from any shell; `make serve` runs it."""
+    import argparse
+    import os
+
+    parser = argparse.ArgumentParser(prog="python -m convbench.serving", description=main.__doc__)
+    parser.add_argument("model_uri", help="e.g. runs:/<run_id>/cifar10_resnet_classifier")
+    parser.add_argument("--port", type=int, default=5001)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args(argv)
+    command, env = serve_command(args.model_uri, args.port, args.host, args.workers)
+    print(
+        f"Serving {args.model_uri} at http://{args.host}:{args.port}/invocations (tracking store {env.get('MLFLOW_TRACKING_URI', 'MLflow default')})",
+        flush=True,
+    )
+    os.execve(command[0], command, env)
+
+
+if __name__ == "__main__":
+    main()

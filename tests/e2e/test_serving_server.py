@@ -50,8 +50,12 @@ def test_a_png_gets_class_probabilities(server):
         ([image()] * (MAX_BATCH_IMAGES + 1), f"{MAX_BATCH_IMAGES + 1:,} images in one call"),
         ([base64.b64encode(b"this is not an image").decode()], "could not decode 20 bytes as a PNG, JPEG or BMP"),
         (["!!! not base64 !!!"], "text that is not base64"),
+        (
+            [png_base64(np.zeros((40, 24, 3), np.uint8))],
+            "expected shape [32, 32, 3], found [40, 24, 3]; pass the parameter resize=true",
+        ),
     ],
-    ids=["decompression_bomb", "oversized_batch", "not_an_image", "invalid_base64"],
+    ids=["decompression_bomb", "oversized_batch", "not_an_image", "invalid_base64", "wrong_size"],
 )
 def test_bad_requests_get_a_400_with_the_reason_and_the_server_keeps_serving(server, inputs, message):
     status, body = server.post({"inputs": inputs})
@@ -67,3 +71,12 @@ def test_malformed_json_gets_a_400(server):
 def test_a_bounded_concurrent_load_gets_no_error(server):
     figures = run_load(server, requests=160, concurrency=16)
     assert figures["errors"] == 0 and figures["requests_per_s"] > 0
+
+
+def test_make_serve_works_from_a_shell_without_the_venv_and_answers_a_png(tmp_path):
+    """`make serve MODEL=...` with only the system's PATH: MLflow's `uvicorn` is found all the same."""
+    uri = log_small_classifier(tmp_path)
+    with Server(uri, tmp_path, via_make=True) as running:
+        status, body = running.post({"inputs": [image(3)]})
+        assert status == 200 and body["predictions"][0]["class"] in {"cat", "dog", "frog"}
+        assert f"Serving {uri} at http://127.0.0.1:{running.port}/invocations" in running.output()

@@ -182,8 +182,8 @@ def test_predefined_split_follows_usage_and_leaves_dropped_images_out():
         annotations, train_labels, test_labels, {"seed": 0, "subset": {"train": 3, "test": 2}}
     )
     assert len(small_train) == 3 and set(small_train) <= set(train) and len(small_test) == 2
-    with pytest.raises(ValueError, match=r"subset.val=5 is larger than the val split \(2 images\)"):
-        predefined_split(annotations, train_labels, test_labels, {"seed": 0, "subset": {"val": 5}})
+    _, whole_val, _ = predefined_split(annotations, train_labels, test_labels, {"seed": 0, "subset": {"val": 5}})
+    np.testing.assert_array_equal(whole_val, val)  # a subset larger than the split keeps it whole
 
 
 @pytest.fixture

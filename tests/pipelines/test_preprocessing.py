@@ -58,12 +58,27 @@ def test_uneven_classes_keep_their_shares_and_the_exact_size():
     assert list(np.bincount(labels[chosen])) in ([8, 2, 1], [7, 3, 1], [7, 2, 2])
 
 
-def test_too_large_subset_or_validation_is_a_clear_error(labels):
+def test_a_subset_larger_than_its_split_keeps_the_split_whole_and_says_so(labels, caplog):
     train_labels, test_labels = labels
-    with pytest.raises(ValueError, match=r"subset.val=600 is larger than the val split \(500 images\)"):
-        split_dataset(train_labels, test_labels, {"val_size": 500, "seed": 0, "subset": {"val": 600}})
+    whole = split_dataset(train_labels, test_labels, {"val_size": 500, "seed": 0})
+    with caplog.at_level("INFO"):
+        capped = split_dataset(train_labels, test_labels, {"val_size": 500, "seed": 0, "subset": {"val": 600}})
+    np.testing.assert_array_equal(capped[1], whole[1])
+    assert "subset.val=600: the val split has 500 images, all kept" in caplog.text
+
+
+def test_a_validation_share_is_a_stratified_fraction_of_the_training_set(labels):
+    train_labels, test_labels = labels
+    _, val, _ = split_dataset(train_labels, test_labels, {"val_size": 0.1, "seed": 0})
+    assert len(val) == round(0.1 * len(train_labels))
+
+
+def test_too_large_validation_is_a_clear_error(labels):
+    train_labels, test_labels = labels
     with pytest.raises(ValueError, match="val_size=5000 leaves no training images"):
         split_dataset(train_labels, test_labels, {"val_size": 5000, "seed": 0})
+    with pytest.raises(ValueError, match="val_size must be a share"):
+        split_dataset(train_labels, test_labels, {"val_size": 1.5, "seed": 0})
 
 
 def test_channel_statistics_use_the_training_split_only_and_are_exact():

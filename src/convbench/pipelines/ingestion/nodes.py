@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,13 @@ from convbench.data.cifar import FORMATS, read_cifar_archive
 from convbench.data.download import fetch
 from convbench.data.fer2013 import SPLITS, check_counts, load_fer2013, locate_fer2013
 from convbench.data.ferplus import FERPLUS_CLASS_NAMES, annotation_table, check_same_rows, load_ferplus
+from convbench.data.image_folder import read_image_folder
 from convbench.data.images import resize_images, to_rgb
 from convbench.data.mnist import read_mnist
 from convbench.data.tiny_imagenet import read_tiny_imagenet
+from convbench.pipelines.preprocessing.nodes import resolve_size, stratified_sample
+
+logger = logging.getLogger(__name__)
 
 PARSED_ARRAYS = ("train_images", "train_labels", "test_images", "test_labels", "class_names")
 """What every parser returns: uint8 NHWC images, integer labels, one name per class."""
@@ -161,3 +166,50 @@ def _fer_images(images: np.ndarray, options: dict[str, Any]) -> np.ndarray:
         raise ValueError(f"ingestion option channels must be 1 or 3. Received: channels={channels}")
     images = resize_images(images, size) if size != images.shape[1] else images
     return to_rgb(images) if channels == 3 else images
+
+
+def parse_image_folder(
+    path: str,
+    image_size: int | list[int],
+    channels: int,
+    test_size: float | int,
+    seed: int,
+    max_corrupt: int,
+) -> dict[str, Any]:
+    """Images (uint8, resized to `image_size` with `cv2.INTER_AREA`), labels and class names of a folder
+    with one subfolder per class (`convbench.data.image_folder`), and the manifest of every file found.
+
+    Without a `test/` folder, `test_size` (a share below 1, or a count) of the `train/` images
+    becomes the test split: drawn per class with `seed` (`carve_test_split`); the manifest marks them.
+
+    Returns:
+        `train_images`, `train_labels`, `test_images`, `test_labels`, `class_names`, and
+        `image_folder_manifest` (file, split, class, status `used`/`corrupt`/`not_an_image`, reason).
+    """
+    parsed = read_image_folder(path, image_size, channels, max_corrupt)
+    manifest = parsed["manifest"]
+    if not parsed["has_test_folder"]:
+        labels, images = parsed["train_labels"], parsed["train_images"]
+        train_rows, test_rows = carve_test_split(labels, test_size, seed)
+        carved = manifest.index[(manifest["status"] == "used") & (manifest["split"] == "train")][test_rows]
+        manifest.loc[carved, ["split", "reason"]] = ["test", f"carved from train/ (test_size {test_size}, seed {seed})"]
+        logger.info(
+            "%s has no test/ folder: %d of %d images carved out as the test split", path, len(test_rows), len(labels)
+        )
+        parsed |= {
+            "train_images": images[train_rows],
+            "train_labels": labels[train_rows],
+            "test_images": images[test_rows],
+            "test_labels": labels[test_rows],
+        }
+    return {**{name: parsed[name] for name in PARSED_ARRAYS}, "image_folder_manifest": manifest}
+
+
+def carve_test_split(labels: np.ndarray, test_size: float | int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Train and test rows of `labels`: `test_size` (a share below 1, or a count) drawn per class with
+    `seed`, as the validation split is (`stratified_sample`). A class with one image keeps it for training.
+    """
+    eligible = np.flatnonzero(np.bincount(labels)[labels] >= 2)
+    size = min(resolve_size(test_size, len(labels), "test_size"), len(eligible))
+    test = np.sort(eligible[stratified_sample(labels[eligible], size, np.random.default_rng(int(seed)))])
+    return np.setdiff1d(np.arange(len(labels)), test), test

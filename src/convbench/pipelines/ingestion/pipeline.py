@@ -1,7 +1,7 @@
 """`{dataset}_ingestion`: download the official files, parse them, store arrays in 02_intermediate.
 
 One template per raw format (CIFAR binary archive, MNIST idx files, Tiny ImageNet zip, FER2013 +
-FERPlus CSV files); each dataset's spec (`convbench.dataset_specs`) names its format.
+FERPlus CSV files, a folder of images with one subfolder per class); each dataset's spec (`convbench.dataset_specs`) names its format.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from convbench.pipelines.ingestion.nodes import (
     locate_fer2013_file,
     parse_cifar_archive,
     parse_ferplus_files,
+    parse_image_folder,
     parse_mnist_files,
     parse_tiny_imagenet_archive,
     parse_with,
@@ -32,11 +33,19 @@ COARSE_OUTPUTS = ("train_coarse_labels", "test_coarse_labels", "coarse_class_nam
 
 CROWD_OUTPUTS = ("train_images", "test_images", "train_annotations", "test_annotations", "class_names")
 
+IMAGE_FOLDER_OUTPUTS = ("image_folder_manifest",)
+"""Besides the arrays, an image folder's ingestion writes the manifest of every file it found."""
+
+IMAGE_FOLDER_PARAMETERS = ("path", "image_size", "channels", "test_size", "seed", "max_corrupt")
+"""`ingestion.<name>.<parameter>` of an image folder, in `parse_image_folder`'s order."""
+
 
 def parsed_outputs(spec: DatasetSpec) -> tuple[str, ...]:
     """Names of the datasets the ingestion of `spec` writes (without the namespace)."""
     if spec.crowd_labelled:
         return CROWD_OUTPUTS
+    if spec.source_format == "image_folder":
+        return CORE_OUTPUTS + IMAGE_FOLDER_OUTPUTS
     return CORE_OUTPUTS + (COARSE_OUTPUTS if spec.coarse_labels else ())
 
 
@@ -107,6 +116,7 @@ def ferplus_ingestion(spec: DatasetSpec) -> Pipeline:
             Node(download_archive, inputs="params:source", outputs="ferplus_path", name="download_ferplus_votes"),
             Node(
                 parse_ferplus_files,
+                parse_image_folder,
                 inputs=["fer2013_path", "ferplus_path", "params:expected_counts", "params:options"],
                 outputs=_outputs(spec),
                 name="parse_files",
@@ -130,11 +140,26 @@ def parser_ingestion(spec: DatasetSpec) -> Pipeline:
     )
 
 
+def image_folder_ingestion(spec: DatasetSpec) -> Pipeline:
+    """A folder of the user's images, one subfolder per class: decode, resize, carve a test split if needed."""
+    return Pipeline(
+        [
+            Node(
+                parse_image_folder,
+                inputs=[f"params:{name}" for name in IMAGE_FOLDER_PARAMETERS],
+                outputs=_outputs(spec),
+                name="read_image_folder",
+            )
+        ]
+    )
+
+
 TEMPLATES: dict[SourceFormat, Callable[[DatasetSpec], Pipeline]] = {
     "cifar_binary": cifar_ingestion,
     "mnist_idx": mnist_ingestion,
     "tiny_imagenet_zip": tiny_imagenet_ingestion,
     "fer2013_ferplus_csv": ferplus_ingestion,
+    "image_folder": image_folder_ingestion,
     "parser": parser_ingestion,
 }
 """The ingestion template of every raw format a `DatasetSpec` may name."""

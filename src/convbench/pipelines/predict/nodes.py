@@ -12,14 +12,13 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from convbench.data.image_folder import IMAGE_SUFFIXES
 from convbench.metrics import RANKING_METRIC, metrics_by_architecture
 from convbench.serving import RESULT_COLUMNS, decode_image, to_image_batch
 from convbench.tracking import active_run_env, finished_runs
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-"""Files of the input folder that are classified (case-insensitive); others are ignored."""
 
 SHEET_COLUMNS = 6  # images per row of the contact sheet
 
@@ -83,10 +82,10 @@ def ranked_classifiers(dataset: str, env: str | None) -> pd.DataFrame:
 
 
 def read_image_files(input_dir: str) -> dict[str, bytes]:
-    """The bytes of every PNG/JPEG file in `input_dir` (not its subfolders), by file name, sorted.
+    """The bytes of every PNG/JPEG/BMP file in `input_dir` (not its subfolders), by file name, sorted.
 
     Raises:
-        FileNotFoundError: The folder does not exist or holds no PNG/JPEG file.
+        FileNotFoundError: The folder does not exist or holds no PNG/JPEG/BMP file.
     """
     folder = Path(input_dir)
     if not folder.is_dir():
@@ -97,7 +96,7 @@ def read_image_files(input_dir: str) -> dict[str, bytes]:
         if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
     }
     if not files:
-        raise FileNotFoundError(f"No {'/'.join(IMAGE_SUFFIXES)} file in {folder.resolve()}")
+        raise FileNotFoundError(f"No {'/'.join(sorted(IMAGE_SUFFIXES))} file in {folder.resolve()}")
     return files
 
 
@@ -106,7 +105,7 @@ def classify_images(model_uri: str, files: dict[str, bytes], predict: dict[str, 
 
     Args:
         model_uri: An MLflow model logged by a training run (`..._classifier`).
-        files: File name -> PNG/JPEG bytes.
+        files: File name -> PNG/JPEG/BMP bytes.
         predict: `top_k`, and `resize` (resize images of another size instead of refusing them).
 
     Returns:

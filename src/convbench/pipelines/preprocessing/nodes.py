@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,8 @@ import pooch
 
 from convbench.data import fer2013, ferplus
 from convbench.normalization import statistics_checksum
+
+logger = logging.getLogger(__name__)
 
 STATS_CHUNK = 4096  # images per chunk when summing pixels, bounds the int64 temporaries
 
@@ -39,6 +42,21 @@ def stratified_sample(labels: np.ndarray, size: int, rng: np.random.Generator) -
     return np.sort(np.concatenate(chosen)) if chosen else np.empty(0, dtype=np.int64)
 
 
+def resolve_size(size: float | int, total: int, name: str) -> int:
+    """An image count from `size`: a share of `total` (0 < size < 1, rounded) or a count itself.
+
+    Raises:
+        ValueError: `size` is neither a share below 1 nor a whole count from 0 to `total`.
+    """
+    if isinstance(size, float) and 0 < size < 1:
+        return round(size * total)
+    if float(size) != int(size) or not 0 <= int(size) <= total:
+        raise ValueError(
+            f"{name} must be a share (0 < {name} < 1) or a count of at most {total:,} images. Received: {size!r}"
+        )
+    return int(size)
+
+
 def split_dataset(
     train_labels: np.ndarray, test_labels: np.ndarray, split: dict[str, Any]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -47,17 +65,19 @@ def split_dataset(
     Args:
         train_labels: Labels of the official training set.
         test_labels: Labels of the official test set (kept whole unless `subset.test` is set).
-        split: `val_size` (images), `seed`, and optional `subset: {train, val, test}` sizes
-            for small, still stratified, runs (the smoke env).
+        split: `val_size` (images, or a share of the training set below 1), `seed`, and optional
+            `subset: {train, val, test}`: at most that many images per split, for small, still
+            stratified, runs (the smoke env).
 
     Returns:
         train_indices, val_indices (into the official train set), test_indices (into the test set).
     """
     rng = np.random.default_rng(int(split["seed"]))
-    val_indices = stratified_sample(train_labels, int(split["val_size"]), rng)
+    val_size = resolve_size(split["val_size"], len(train_labels), "val_size")
+    val_indices = stratified_sample(train_labels, val_size, rng)
     train_indices = np.setdiff1d(np.arange(len(train_labels)), val_indices)
     test_indices = np.arange(len(test_labels))
-    if int(split["val_size"]) >= len(train_labels):
+    if val_size >= len(train_labels):
         raise ValueError(
             f"val_size={split['val_size']} leaves no training images: the official training set has {len(train_labels)}"
         )
@@ -72,7 +92,11 @@ def split_dataset(
 def _subsets(
     splits: dict[str, tuple[np.ndarray, np.ndarray]], subset: dict[str, int | None], rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Train, val and test indices, each cut to its `subset` size by a stratified draw (if given)."""
+    """Train, val and test indices, each cut to at most its `subset` size by a stratified draw (if given).
+
+    A split smaller than its subset size is kept whole, and the log says so: the smoke env's sizes
+    then also fit a user's small image folder.
+    """
     splits = dict(splits)
     for name, size in subset.items():
         if not size:
@@ -80,8 +104,9 @@ def _subsets(
         if name not in splits:
             raise ValueError(f"Unknown split {name!r} in subset {subset}; known: train, val, test")
         indices, labels = splits[name]
-        if size > len(indices):
-            raise ValueError(f"subset.{name}={size} is larger than the {name} split ({len(indices)} images)")
+        if size >= len(indices):
+            logger.info("subset.%s=%s: the %s split has %d images, all kept", name, size, name, len(indices))
+            continue
         splits[name] = (indices[stratified_sample(labels[indices], int(size), rng)], labels)
     (train_indices, _), (val_indices, _), (test_indices, _) = (splits[name] for name in ("train", "val", "test"))
     return train_indices.astype(np.int64), val_indices.astype(np.int64), test_indices.astype(np.int64)
@@ -256,6 +281,14 @@ def build_dataset_card(
 
 def _describe_file(name: str, source: dict[str, Any]) -> dict[str, Any]:
     path = Path(source["destination"])
+    if path.is_dir():  # an image folder: its files' total size, no checksum
+        return {
+            "name": name,
+            "url": source["url"],
+            "file": f"{path.name}/",
+            "bytes": sum(file.stat().st_size for file in path.rglob("*") if file.is_file()),
+            "checksum": None,
+        }
     return {
         "name": name,
         "url": source["url"],
@@ -298,7 +331,8 @@ def render_dataset_card(card: dict[str, Any]) -> str:
     lines = [f"# Dataset card: {', '.join(source['file'] for source in card['sources'])}", ""]
     for source in card["sources"]:
         size = f" ({source['bytes']:,} bytes)" if source["bytes"] is not None else ""
-        lines.append(f"- Source: {source['url']}: `{source['file']}`{size}, checksum `{source['checksum']}`")
+        checksum = f", checksum `{source['checksum']}`" if source["checksum"] else ""
+        lines.append(f"- Source: {source['url']}: `{source['file']}`{size}{checksum}")
     lines += [
         f"- Image shape: {tuple(card['image_shape'])}, {card['dtype']}",
         "- Split sizes: " + ", ".join(f"{name} {size:,}" for name, size in card["split_sizes"].items()),
