@@ -76,3 +76,24 @@ def screenshot(page, name: str) -> Path:
     path = SCREENSHOTS / name
     page.screenshot(path=str(path))
     return path
+
+
+def mlflow_model_training_view(page, base: str) -> None:
+    """Switches the MLflow UI at `base` to its "Model training" view (MLflow 3 opens on GenAI); the UI
+    keeps the choice while the page lives."""
+    page.goto(base)
+    page.get_by_text("Model training", exact=True).first.click()
+    page.wait_for_timeout(1000)
+
+
+def close_mlflow_assistant(page) -> None:
+    """Closes the MLflow Assistant's side panel, which would hide half of a run's page."""
+    dismiss(page, "button[aria-label='Close']")
+
+
+def mlflow_metric_charts(page, search: str, chart: str) -> None:
+    """On a run's page: its "Model metrics" tab, the charts whose names hold `search`, once `chart` shows."""
+    page.get_by_role("tab", name="Model metrics").first.click()
+    page.get_by_placeholder("Search metric charts").fill(search)
+    page.get_by_text(chart, exact=True).first.wait_for()
+    page.wait_for_timeout(3000)  # the charts draw after their data arrive

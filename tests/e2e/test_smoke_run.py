@@ -261,10 +261,23 @@ def test_mlflow_ui_serves_the_run_from_the_sqlite_store(smoke_run):
         with browser.open_page(f"{runs_page}/{runs[0]['info']['run_id']}", size=(1400, 1100)) as page:
             page.get_by_text("resnet.test_accuracy").first.wait_for()
             assert "cifar10_resnet" in page.content() and "Finished" in page.inner_text("body")
-            browser.dismiss(page, "[aria-label*='Close' i]:near(:text('MLflow Assistant'))")
+            browser.close_mlflow_assistant(page)
             page.get_by_text("resnet.test_accuracy").first.scroll_into_view_if_needed()
             png = browser.screenshot(page, "mlflow_run_cifar10_resnet.png")
         assert png.stat().st_size > 20_000
+
+        # The model-training view's learning curves (docs/make_screenshots.py takes the README's from a real run).
+        with browser.open_page(base, size=(1400, 700)) as page:
+            browser.mlflow_model_training_view(page, base)
+            page.goto(f"{runs_page}/{runs[0]['info']['run_id']}")
+            page.get_by_text("cifar10_resnet").first.wait_for()
+            browser.close_mlflow_assistant(page)
+            browser.mlflow_metric_charts(page, "loss", "resnet.val_loss")
+            charts = page.inner_text("body")
+            assert "resnet.loss" in charts and "resnet.test_loss" in charts and "resnet.val_accuracy" not in charts
+            assert "MLflow Assistant" not in charts
+            curves = browser.screenshot(page, "mlflow_loss_curves_cifar10_resnet.png")
+        assert curves.stat().st_size > 20_000
 
 
 def first_resnet_run(tracking):
