@@ -24,6 +24,7 @@ from omegaconf import OmegaConf
 
 from convbench.dataset_specs import DATASETS, dataset_of
 from convbench.locking import LOCK_WAIT_ENV, DatasetLocks
+from convbench.metrics import METRICS_TABLE
 from convbench.tracking import ENV_TAG, KILLED_TAG, PROCESS_TAG, mark_orphaned_runs_killed, this_process
 
 logger = logging.getLogger(__name__)
@@ -360,3 +361,38 @@ class CheckpointCleanupHook:
         for name in sorted(pipeline.datasets()):
             if name.endswith(CHECKPOINT_SUFFIX):
                 shutil.rmtree(catalog.load(name), ignore_errors=True)
+
+
+class ResultSummaryHook:
+    """Ends a successful run's log with its results: the test accuracy of every architecture it trained,
+    and where its metrics table is, so `make run` finishes on the number it was run for."""
+
+    def __init__(self) -> None:
+        self._tables: dict[str, Any] = {}
+
+    @hook_impl
+    def before_pipeline_run(self) -> None:
+        self._tables = {}
+
+    @hook_impl
+    def after_node_run(self, node: Node, outputs: dict[str, Any]) -> None:
+        for name, value in outputs.items():
+            if name.endswith(f".{METRICS_TABLE}"):
+                self._tables[name.removesuffix(f".{METRICS_TABLE}")] = value
+
+    @hook_impl(trylast=True)
+    def after_pipeline_run(self) -> None:
+        for namespace, table in sorted(self._tables.items()):
+            row = table.iloc[0]
+            dataset, architecture = namespace.split(".", 1)
+            logger.info(
+                "Result: %s on %s: test accuracy %.2f%% (%d epochs, %.1f min of training); the metrics "
+                "table is 08_reporting/%s/%s/metrics.md",
+                architecture,
+                dataset,
+                100 * float(row["test_accuracy"]),
+                int(row["epochs"]),
+                float(row["wall_time_s"]) / 60,
+                dataset,
+                architecture,
+            )

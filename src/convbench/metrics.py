@@ -23,6 +23,9 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 
+METRICS_TABLE = "metrics_table"
+"""The reporting pipeline's table of one trained architecture (`<dataset>.<architecture>.metrics_table`)."""
+
 KEY_SEPARATOR = "."
 """Between the architecture and the metric in an MLflow key; neither name may hold one."""
 

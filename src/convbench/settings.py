@@ -9,6 +9,7 @@ from convbench.hooks import (
     MlflowRunLifecycleHook,
     PreflightHook,
     ProjectPathResolverHook,
+    ResultSummaryHook,
 )
 from convbench.requirements import pip_requirements
 
@@ -20,6 +21,7 @@ HOOKS = (
     MlflowNodeTrackingHook(),
     MlflowRunLifecycleHook(),
     CheckpointCleanupHook(),
+    ResultSummaryHook(),
 )
 
 # OmegaConfigLoader whose parameters also hold the dataset specs' layers (convbench.config).

@@ -30,6 +30,9 @@ ingestion:
     max_corrupt: 1
 """
 
+WIDE_LOG = {"COLUMNS": "400"}
+"""Rich's log lines unwrapped, so a test finds a message whole."""
+
 
 @pytest.fixture(scope="module")
 def pets_run(tmp_path_factory):
@@ -37,7 +40,7 @@ def pets_run(tmp_path_factory):
     counts = make_user_folder(project / "data/01_raw/pets", per_class=40)
     (project / "data/01_raw/pets/train/dog/broken.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")
     (project / "conf/base/parameters_pets.yml").write_text(DECLARATION)
-    result = assert_ran(run_kedro(project, "--pipelines=pets_simple_cnn,pets_mlp", []))
+    result = assert_ran(run_kedro(project, "--pipelines=pets_simple_cnn,pets_mlp", [], env=WIDE_LOG))
     return project, counts, result
 
 
@@ -90,10 +93,15 @@ def test_the_card_lists_every_class_with_its_count_and_the_manifest_every_file(p
     assert (manifest["status"] == "used").sum() == 81
 
 
-def test_the_skipped_file_is_named_in_the_log(pets_run):
-    _, _, result = pets_run
+def test_the_log_names_the_skipped_file_and_ends_with_the_results(pets_run):
+    project, _, result = pets_run
     log = result.stdout + result.stderr
     assert "train/dog/broken.png" in log and "could not be read as an image" in log
+    for architecture in ("mlp", "simple_cnn"):
+        accuracy = pd.read_csv(project / f"data/smoke/08_reporting/pets/{architecture}/metrics.csv").loc[
+            0, "test_accuracy"
+        ]
+        assert f"Result: {architecture} on pets: test accuracy {100 * accuracy:.2f}%" in " ".join(log.split())
 
 
 def test_both_architectures_train_report_and_reach_mlflow(pets_run, tracking):
@@ -136,7 +144,7 @@ def test_a_link_out_of_the_folder_stops_the_run_and_names_it(tmp_path_factory):
     link = project / "data/01_raw/pets/train/cat/secret.png"
     os.symlink(outside / "secret.png", link)
     (project / "conf/base/parameters_pets.yml").write_text(DECLARATION)
-    result = run_kedro(project, "--pipelines=pets_ingestion", [])
+    result = run_kedro(project, "--pipelines=pets_ingestion", [], env=WIDE_LOG)
     assert result.returncode != 0
     assert "outside the dataset folder" in result.stdout + result.stderr
     assert not (project / "data/smoke/02_intermediate/pets/train_images.npy").exists()

@@ -116,7 +116,6 @@ def ferplus_ingestion(spec: DatasetSpec) -> Pipeline:
             Node(download_archive, inputs="params:source", outputs="ferplus_path", name="download_ferplus_votes"),
             Node(
                 parse_ferplus_files,
-                parse_image_folder,
                 inputs=["fer2013_path", "ferplus_path", "params:expected_counts", "params:options"],
                 outputs=_outputs(spec),
                 name="parse_files",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from kedro.pipeline import Node, Pipeline
 
+from convbench.metrics import METRICS_TABLE
 from convbench.pipelines.binding import bind
 from convbench.pipelines.reporting.nodes import (
     metrics_table,
@@ -22,8 +23,8 @@ def create_pipeline(dataset: str = "cifar10", architecture: str = "resnet", **kw
             Node(
                 bind(metrics_table, run=run),
                 inputs=["history", "training_summary", "evaluation"],
-                outputs=["metrics_table", "metrics_table_markdown", "summary_metrics"],
-                name="metrics_table",
+                outputs=[METRICS_TABLE, f"{METRICS_TABLE}_markdown", "summary_metrics"],
+                name=METRICS_TABLE,
             ),
             Node(per_class_table, inputs="evaluation", outputs="per_class_accuracy", name="per_class_table"),
             Node(
