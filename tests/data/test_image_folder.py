@@ -184,3 +184,10 @@ def test_an_image_declaring_too_many_pixels_is_corrupt_without_being_decoded(tmp
     parsed = read_image_folder(tmp_path, max_corrupt=1)
     reason = parsed["manifest"].set_index("file").loc["train/cat/bomb.png", "reason"]
     assert "declares 20,000 x 20,000 pixels" in reason
+
+
+def test_a_link_back_to_a_folder_already_read_is_not_followed_again(tmp_path):
+    make_user_folder(tmp_path, per_class=8)
+    os.symlink(tmp_path / "train" / "cat", tmp_path / "train" / "cat" / "nested" / "loop")
+    parsed = read_image_folder(tmp_path)
+    assert list(np.bincount(parsed["train_labels"])) == [8, 8, 1]

@@ -183,13 +183,17 @@ def _class_folders(split_root: Path, root: Path) -> list[str]:
 
 
 def _files(folder: Path, root: Path) -> Iterator[Path]:
-    """Every visible file under `folder`, sorted by path, following links that stay inside `root`."""
+    """Every visible file under `folder`, sorted by path, following links that stay inside `root`
+    (each folder once: a link back to a folder already read is not followed again)."""
     _refuse_outside(folder, root)
+    seen = {folder.resolve()}
     for directory, subfolders, files in os.walk(folder, followlinks=True):
         base = Path(directory)
         subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
         for name in subfolders:
             _refuse_outside(base / name, root)
+        subfolders[:] = [name for name in subfolders if (base / name).resolve() not in seen]
+        seen.update((base / name).resolve() for name in subfolders)
         for name in sorted(files):
             if name.startswith("."):
                 continue
