@@ -60,15 +60,16 @@ def test_without_a_model_uri_the_best_classifier_of_the_dataset_in_this_env_is_c
         mlflow.set_tracking_uri(None)
 
 
-def test_only_png_and_jpeg_files_of_the_folder_are_read_in_name_order(tmp_path):
+def test_only_png_jpeg_and_bmp_files_of_the_folder_are_read_in_name_order(tmp_path):
     (tmp_path / "b.JPEG").write_bytes(b"jpeg")
     (tmp_path / "a.png").write_bytes(b"png")
+    (tmp_path / "e.bmp").write_bytes(b"bmp")
     (tmp_path / "c.txt").write_text("notes")
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "d.png").write_bytes(b"nested")
-    assert read_image_files(str(tmp_path)) == {"a.png": b"png", "b.JPEG": b"jpeg"}
+    assert read_image_files(str(tmp_path)) == {"a.png": b"png", "b.JPEG": b"jpeg", "e.bmp": b"bmp"}
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match=re.escape("No .png/.jpg/.jpeg file in")):
+    with pytest.raises(FileNotFoundError, match=re.escape("No .bmp/.jpeg/.jpg/.png file in")):
         read_image_files(str(tmp_path / "empty"))
     with pytest.raises(FileNotFoundError, match=re.escape("predict.input_dir='missing' is not a folder")):
         read_image_files("missing")
