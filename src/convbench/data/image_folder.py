@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from convbench.data.images import resize_image
+from convbench.dataset_specs import IMAGE_FOLDER_DEFAULTS
 from convbench.serving import decode_image
 
 logger = logging.getLogger(__name__)
@@ -44,10 +45,6 @@ a decompression bomb does not."""
 MANIFEST_COLUMNS = ["file", "split", "class", "status", "reason"]
 """One row per file found: its path under the folder, split, class, and `used`, `corrupt` or `not_an_image`."""
 
-DEFAULTS: dict[str, Any] = {"image_size": 32, "channels": 3, "test_size": 0.2, "seed": 42, "max_corrupt": 0}
-"""`ingestion.<name>` of an image-folder dataset, before the user's own declaration (`test_size` and
-`seed`: the test split carved from train/ when there is no test/)."""
-
 
 class ImageFolderError(ValueError):
     """The folder cannot be read as an image-folder dataset; the message names the file and the fix."""
@@ -62,7 +59,10 @@ class FoundFile:
 
 
 def read_image_folder(
-    path: str | Path, image_size: int | list[int] = 32, channels: int = 3, max_corrupt: int = 0
+    path: str | Path,
+    image_size: int | list[int] = IMAGE_FOLDER_DEFAULTS["image_size"],
+    channels: int = IMAGE_FOLDER_DEFAULTS["channels"],
+    max_corrupt: int = IMAGE_FOLDER_DEFAULTS["max_corrupt"],
 ) -> dict[str, Any]:
     """The images of `path` (see the module docstring) as the arrays every ingestion stores.
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from convbench.atomic import disk_full, is_disk_full, partial_path, replace_into_place, write_atomically
 from convbench.keras_objects import import_custom_objects
-from convbench.metrics import HISTORY_METRICS, metric_key
+from convbench.metrics import HISTORY_METRICS, OBJECTIVE_METRIC, PENALTY_METRIC, metric_key
 from convbench.training.losses import DATA_LOSS
 
 logger = logging.getLogger(__name__)
@@ -60,11 +60,11 @@ class DataLossLogs(keras.callbacks.Callback):
         if logs is None:
             return
         if DATA_LOSS in logs:
-            logs["objective"] = logs["loss"]
+            logs[OBJECTIVE_METRIC] = logs["loss"]
             logs["loss"] = logs.pop(DATA_LOSS)
         if f"val_{DATA_LOSS}" in logs:
             logs["val_loss"] = logs.pop(f"val_{DATA_LOSS}")
-        logs["l2_penalty"] = weight_penalty(self.model)
+        logs[PENALTY_METRIC] = weight_penalty(self.model)
 
 
 def weight_penalty(model: keras.Model) -> float:

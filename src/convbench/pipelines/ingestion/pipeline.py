@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from kedro.pipeline import Node, Pipeline
 
-from convbench.dataset_specs import DatasetSpec, SourceFormat, get_dataset
+from convbench.dataset_specs import IMAGE_FOLDER, DatasetSpec, SourceFormat, get_dataset
 from convbench.hooks import PREFLIGHT_TAG
 from convbench.pipelines.binding import bind
 from convbench.pipelines.ingestion.nodes import (
@@ -44,7 +44,7 @@ def parsed_outputs(spec: DatasetSpec) -> tuple[str, ...]:
     """Names of the datasets the ingestion of `spec` writes (without the namespace)."""
     if spec.crowd_labelled:
         return CROWD_OUTPUTS
-    if spec.source_format == "image_folder":
+    if spec.source_format == IMAGE_FOLDER:
         return CORE_OUTPUTS + IMAGE_FOLDER_OUTPUTS
     return CORE_OUTPUTS + (COARSE_OUTPUTS if spec.coarse_labels else ())
 
@@ -158,7 +158,7 @@ TEMPLATES: dict[SourceFormat, Callable[[DatasetSpec], Pipeline]] = {
     "mnist_idx": mnist_ingestion,
     "tiny_imagenet_zip": tiny_imagenet_ingestion,
     "fer2013_ferplus_csv": ferplus_ingestion,
-    "image_folder": image_folder_ingestion,
+    IMAGE_FOLDER: image_folder_ingestion,
     "parser": parser_ingestion,
 }
 """The ingestion template of every raw format a `DatasetSpec` may name."""
