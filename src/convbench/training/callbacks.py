@@ -97,6 +97,9 @@ class Lookahead(keras.callbacks.Callback):
     with `alpha = decay * (t / T) ** power`: almost no averaging early, more and more towards the
     end. When training ends the weights are set to the average. Batch-norm statistics are averaged
     too (every float weight of the model).
+
+    The average lives in variables beside the weights, on their device, and one compiled call
+    updates all of them: nothing is copied to the host (tests/training/test_pipeline_overhead.py).
     """
 
     def __init__(self, total_steps: int, every: int = 5, decay: float = 0.95**5, power: float = 3.0) -> None:
@@ -108,11 +111,19 @@ class Lookahead(keras.callbacks.Callback):
             )
         self.total_steps, self.every, self.decay, self.power = int(total_steps), int(every), float(decay), float(power)
 
-    def _float_weights(self) -> list:
-        return [weight for weight in self.model.weights if "float" in str(weight.dtype)]
-
     def on_train_begin(self, logs: dict | None = None) -> None:
-        self._average = [keras.ops.convert_to_numpy(weight) for weight in self._float_weights()]
+        self._weights = [weight for weight in self.model.weights if "float" in str(weight.dtype)]
+        self._average = [
+            keras.Variable(keras.ops.copy(weight.value), dtype=weight.dtype, trainable=False, name="lookahead_average")
+            for weight in self._weights
+        ]
+        self._pull = compiled(self._pull_to_average)
+
+    def _pull_to_average(self, alpha) -> None:
+        for weight, average in zip(self._weights, self._average, strict=True):
+            mixed = keras.ops.cast(alpha, average.dtype)
+            average.assign(mixed * average + (1 - mixed) * weight)
+            weight.assign(average)
 
     def alpha(self, step: int) -> float:
         """The averaging weight at `step`."""
@@ -122,14 +133,20 @@ class Lookahead(keras.callbacks.Callback):
         step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
         if step % self.every:
             return
-        alpha = self.alpha(step)
-        for index, weight in enumerate(self._float_weights()):
-            self._average[index] = alpha * self._average[index] + (1 - alpha) * keras.ops.convert_to_numpy(weight)
-            weight.assign(self._average[index])
+        self._pull(keras.ops.convert_to_tensor(self.alpha(step), "float32"))
 
     def on_train_end(self, logs: dict | None = None) -> None:
-        for weight, average in zip(self._float_weights(), self._average, strict=True):
+        for weight, average in zip(self._weights, self._average, strict=True):
             weight.assign(average)
+
+
+def compiled(function):
+    """`function` as one graph call under the TensorFlow backend (a `tf.function`), as it is under the others."""
+    if keras.backend.backend() != "tensorflow":
+        return function
+    import tensorflow as tf
+
+    return tf.function(function)
 
 
 def lookahead(settings: dict[str, Any] | None, total_steps: int) -> list[keras.callbacks.Callback]:

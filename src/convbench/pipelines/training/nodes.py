@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,7 @@ def train_model(
     recipe: dict[str, Any],
     checkpoint_dir: Path,
     architecture: str,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> tuple[keras.Model, dict[str, list[float]], dict[str, Any]]:
     """Fits `model` with the recipe; per-epoch curves go to MLflow as `<architecture>.<metric>` as they happen.
 
@@ -125,6 +127,8 @@ def train_model(
     Args:
         train_labels: Class of every image, or, for crowd-labelled datasets, its target
             distribution [N, classes] (`train_targets`; validation rows hold one-hot majority labels).
+        callbacks: Extra callbacks for `convbench.training.fit.fit` (none in a Kedro run; the
+            time-to-accuracy benchmark adds its per-epoch test evaluation, so it trains through this node).
 
     Returns:
         The trained model, its per-epoch history and a training summary.
@@ -137,6 +141,7 @@ def train_model(
         recipe=recipe,
         checkpoint_dir=Path(checkpoint_dir),
         metric_prefix=architecture,
+        callbacks=list(callbacks),
     )
 
 
