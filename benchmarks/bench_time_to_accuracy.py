@@ -221,7 +221,7 @@ def main() -> None:
             f", budget {args.budget_minutes:g} min: {summary['planned_epochs']} epochs of "
             f"{summary['predicted_epoch_s']:.0f} s predicted"
         )
-    command = " ".join(["python benchmarks/bench_time_to_accuracy.py", *sys.argv[1:]])
+    command = " ".join(["python benchmarks/bench_time_to_accuracy.py", *without_json(sys.argv[1:])])
     load_before, load_after = result["load_average"]
     row = (
         f"| {dt.date.today().isoformat()} | {result['machine']} (load avg {load_before}–{load_after}) | `{command}` "
@@ -234,6 +234,17 @@ def main() -> None:
         args.json.write_text(json.dumps({**result, "command": command}, indent=1, default=str))
     if not args.no_append:
         append_row(README, SECTION, row)
+
+
+def without_json(arguments: list[str]) -> list[str]:
+    """The command-line arguments less `--json FILE` (a scratch file says nothing about the measurement)."""
+    shown, rest = [], iter(arguments)
+    for argument in rest:
+        if argument == "--json":
+            next(rest, None)
+        elif not argument.startswith("--json="):
+            shown.append(argument)
+    return shown
 
 
 def append_row(readme: Path, section: str, row: str) -> None:
