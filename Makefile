@@ -98,6 +98,7 @@ benchmarks: install
 	$(BIN)/python benchmarks/bench_parse_fer.py
 	$(BIN)/python benchmarks/bench_training_throughput.py
 	$(BIN)/python benchmarks/bench_architectures.py
+	$(BIN)/python benchmarks/bench_lookahead.py
 
 clean-venv:
 	rm -rf $(VENV)
