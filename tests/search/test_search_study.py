@@ -15,6 +15,7 @@ from convbench.search.study import (
     claim_trial,
     fail_orphaned_trials,
     make_pruner,
+    make_sampler,
     open_study,
     redacted,
     storage_url,
@@ -135,3 +136,28 @@ def test_two_worker_processes_share_a_sqlite_study_and_run_exactly_n_trials(tmp_
     assert sorted(ran[0] + ran[1]) == list(range(10))  # no number twice, none missing
     trials = optuna.load_study(study_name="shared", storage=url).get_trials()
     assert len(trials) == 10 and all(trial.state == TrialState.COMPLETE for trial in trials)
+
+
+def test_workers_starting_together_on_a_new_postgresql_database_all_open_the_study(postgres_server):
+    """Four workers open one study on a fresh database at the same moment, five times: without the
+    study's lock around it, two of them create Optuna's tables at once and PostgreSQL refuses one."""
+    import threading
+
+    for attempt in range(5):
+        url = postgres_server.create_database(f"optuna_together_{attempt}")
+        start, errors, studies = threading.Barrier(4), [], []
+
+        def worker(url=url, start=start, errors=errors, studies=studies):
+            start.wait()
+            try:
+                studies.append(open_study(url, "together", make_sampler({"seed": 0}), make_pruner(None, 1)))
+            except Exception as error:  # the failure this test is about, reported with its attempt
+                errors.append(error)
+
+        threads = [threading.Thread(target=worker) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        assert not errors, f"attempt {attempt}: {errors[0]!r}"
+        assert len(studies) == 4 and optuna.get_all_study_names(url) == ["together"]

@@ -86,17 +86,23 @@ def make_pruner(config: dict[str, Any] | None, max_epochs: int) -> optuna.pruner
 def open_study(
     url: str, study_name: str, sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner
 ) -> optuna.Study:
-    """The study `study_name` in `url`, created on first use (maximising validation accuracy)."""
+    """The study `study_name` in `url`, created on first use (maximising validation accuracy).
+
+    Opened under the study's lock: the first workers on a new database would otherwise create
+    Optuna's tables at the same moment, and PostgreSQL refuses the second `CREATE TABLE` of a
+    table being created (a unique violation in `pg_type`).
+    """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
-    return optuna.create_study(
-        storage=storage,
-        study_name=study_name,
-        sampler=sampler,
-        pruner=pruner,
-        direction="maximize",
-        load_if_exists=True,
-    )
+    with study_lock(url, study_name):
+        storage = optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+        return optuna.create_study(
+            storage=storage,
+            study_name=study_name,
+            sampler=sampler,
+            pruner=pruner,
+            direction="maximize",
+            load_if_exists=True,
+        )
 
 
 def _engine_kwargs(url: str) -> dict[str, Any]:
