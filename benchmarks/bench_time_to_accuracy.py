@@ -106,9 +106,7 @@ def run_parameters(
     return loader["parameters"]
 
 
-def measure(
-    archive: Path, architecture: str, parameters: dict[str, Any], evaluate_every_epoch: bool = True
-) -> dict[str, Any]:
+def measure(archive: Path, architecture: str, parameters: dict[str, Any]) -> dict[str, Any]:
     """Trains `architecture` as the pipeline does and returns the per-epoch rows and final figures."""
     recipe = resolve_recipe(
         parameters["training"][architecture],
@@ -142,7 +140,7 @@ def measure(
                 recipe,
                 Path(scratch) / "checkpoint",
                 architecture,
-                callbacks=[evaluation] if evaluate_every_epoch else [],
+                callbacks=[evaluation],
             )
         training_s = time.perf_counter() - started - evaluation.evaluation_s
     load_after = load_average()
@@ -160,7 +158,6 @@ def measure(
         "build_s": build_s,
         "training_s": training_s,
         "epoch_time_s": history.get("epoch_time_s", []),
-        "val_accuracy": history.get("val_accuracy", []),
         "rows": evaluation.rows,
         "summary": summary,
         "test_accuracy": final_plain,
