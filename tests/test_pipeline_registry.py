@@ -157,7 +157,11 @@ def test_only_pipelines_that_need_a_file_no_run_can_fetch_have_preflight_nodes(p
     }  # weights: imagenet by --params
     assert "cifar10.mobilenet_v2_imagenet.check_model_files" in preflight["cifar10"]
     assert "__default__" not in preflight and "cifar10_resnet" not in preflight and "mnist_mlp" not in preflight
-    assert all(name.startswith("ferplus") or "mobilenet" in name or name in DATASETS for name in preflight)
+    assert preflight["reproduce"] >= {"ferplus.locate_fer2013"} and "reproduce_mnist_mlp" not in preflight
+    assert preflight["reproduce_ferplus_vgg13_majority"] == {"ferplus.locate_fer2013"}
+    assert all(
+        name.startswith(("ferplus", "reproduce")) or "mobilenet" in name or name in DATASETS for name in preflight
+    )
 
 
 def test_every_architecture_has_a_search_on_the_prepared_data_and_a_space_to_search(pipelines):

@@ -125,9 +125,17 @@ def check_prepared_data(pipeline, catalog, env: str | None = None) -> None:
         )
 
 
+def experiment_of(pipeline_name: str) -> str:
+    """The MLflow experiment of a pipeline: its dataset's (`cifar10_resnet` -> `cifar10`), `reproduce` for
+    `reproduce` and `reproduce_<claim>`, or its own name (`predict`)."""
+    if pipeline_name == "reproduce" or pipeline_name.startswith("reproduce_"):
+        return "reproduce"
+    return dataset_of(pipeline_name) or pipeline_name
+
+
 class MlflowExperimentHook:
-    """Puts each run in the experiment of its dataset (`cifar10_resnet` -> experiment `cifar10`), or of its
-    pipeline when it has no dataset (`predict`).
+    """Puts each run in the experiment of its dataset (`cifar10_resnet` -> experiment `cifar10`), of
+    `reproduce` for the claims, or of its pipeline when it has no dataset (`predict`).
 
     Runs before kedro-mlflow's own `before_pipeline_run`, which starts the MLflow run in the
     experiment its configuration names: it renames the experiment there and sets the
@@ -146,7 +154,7 @@ class MlflowExperimentHook:
     def before_pipeline_run(self, run_params: dict[str, Any]) -> None:
         mlflow_config = getattr(self._context, "mlflow", None)
         names = run_params.get("pipeline_names") or ["__default__"]
-        experiments = {dataset_of(name) or name for name in names}
+        experiments = {experiment_of(name) for name in names}
         if mlflow_config is None or len(experiments) != 1:
             return
         mlflow_config.tracking.experiment.name = experiments.pop()

@@ -50,9 +50,10 @@ SPEED_METRICS = ("wall_time_s", "train_images_per_s")
 SUMMARY_METRICS = SIZE_METRICS + SPEED_METRICS
 """The training summary's metrics that the reporting logs to MLflow, for the leaderboard to read back."""
 
-BUDGET_METRICS = ("budget_minutes", "budget_epochs", "budget_overrun_s")
-"""A budgeted training's budget (in minutes or in epochs) and by how many seconds it overran; only
-budgeted trainings log them (NaN in tables otherwise)."""
+BUDGET_METRICS = ("budget_minutes", "budget_epochs", "budget_overrun_s", "epoch_fraction")
+"""A budgeted training's budget (in minutes or in epochs), by how many seconds it overran, and the
+fraction of one epoch it trained when not one epoch fitted; only budgeted trainings log them (NaN in
+tables otherwise, and `epoch_fraction` only when it trained less than an epoch)."""
 
 NO_BUDGET = "recipe"
 """The leaderboard's budget of a training without one: the recipe's own epochs."""

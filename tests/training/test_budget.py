@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from tiny_training import RECIPE, new_model, tiny_data
 
+from convbench.training import fit as fit_module
 from convbench.training.budget import (
     Calibration,
     budgeted_recipe,
@@ -14,6 +15,7 @@ from convbench.training.budget import (
     check_budget,
     epochs_within,
     overrun_s,
+    steps_within,
 )
 from convbench.training.fit import BUDGET_PLAN, fit, plan_budget
 from convbench.training.optimizers import learning_rate_schedule
@@ -158,3 +160,35 @@ def test_a_two_phase_recipe_refuses_a_budget_rather_than_ignoring_it(tmp_path):
     recipe = {**RECIPE, "fine_tuning": {"epochs": 1}, "budget": {"epochs": 2}}
     with pytest.raises(ValueError, match="cannot rescale a two-phase recipe"):
         fit(new_model(), tiny_data(32, 0), tiny_data(16, 1), 3, recipe, tmp_path / "ckpt", "resnet")
+
+
+def test_when_not_one_epoch_fits_the_steps_that_fit_are_trained_and_at_least_one():
+    calibration = Calibration(train_step_s=2.0, eval_step_s=1.0, overhead_s=10.0)
+    # 60 s - 10 s overhead - 5 validation steps of 1 s = 45 s: 22 steps of 2 s, of the epoch's 100
+    assert steps_within(1, calibration, train_steps=100, eval_steps=5) == 22
+    assert steps_within(100, calibration, train_steps=100, eval_steps=5) == 100  # a whole epoch fits: all of it
+    assert steps_within(0.1, calibration, train_steps=100, eval_steps=5) == 1  # nothing fits: one step, an overrun
+
+
+def test_a_budget_smaller_than_one_epoch_trains_that_fraction_of_an_epoch_and_reports_it(tmp_path, monkeypatch):
+    # Each clock read moves 1 s: steps of 1 s and 21 s of overhead (as above). A budget of 25.5 s
+    # leaves 25.5 - 21 - 2 validation steps = 2.5 s: 2 of the epoch's 4 training steps.
+    monkeypatch.setattr(fit_module, "plan_budget", lambda *args: plan_budget(*args, clock=TickingClock(1.0)))
+    recipe = {**RECIPE, "batch_size": 16, "eval_batch_size": 16, "epochs": 30, "budget": {"minutes": 25.5 / 60}}
+    _, history, summary = fit(new_model(), tiny_data(64, 0), tiny_data(32, 1), 3, recipe, tmp_path / "ckpt", "resnet")
+    assert len(history["loss"]) == 1 and summary["epochs"] == 1 and summary["planned_epochs"] == 1
+    assert summary["epoch_fraction"] == pytest.approx(0.5)
+    # The schedule ends at the last step trained (step 2, rate 0), not half-way through a whole epoch.
+    assert history["lr"][-1] == pytest.approx(0.0, abs=1e-7)
+    assert json.loads((tmp_path / "ckpt" / BUDGET_PLAN).read_text())["steps"] == 2
+
+
+def test_a_fraction_of_an_epoch_takes_only_that_many_batches_of_each_epochs_order():
+    from convbench.training.input_pipeline import training_dataset
+
+    images, labels = tiny_data(64, 0)
+    whole = list(training_dataset(images, labels, 3, 16, seed=1, epochs=range(0, 2)))
+    part = list(training_dataset(images, labels, 3, 16, seed=1, epochs=range(0, 2), steps_per_epoch=2))
+    assert len(whole) == 8 and len(part) == 4
+    for kept, full in zip(part, whole[:2] + whole[4:6], strict=True):  # epoch 1's part starts where epoch 1 does
+        np.testing.assert_array_equal(kept[0].numpy(), full[0].numpy())

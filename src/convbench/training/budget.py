@@ -2,7 +2,9 @@
 
 A budget in minutes is turned into epochs by timing a few training and validation steps on the
 real batches (`calibrate`); the epoch count that fits (`epochs_within`) then replaces the recipe's
-`epochs`, and the recipe's schedule is rescaled to that many epochs (`budgeted_recipe`). By
+`epochs`. When not even one epoch fits (a slow architecture on a short budget), the run trains the
+steps of one epoch that do (`steps_within`), a fraction of an epoch that it reports, rather than
+overrunning the budget; and the recipe's schedule is rescaled to that many epochs (`budgeted_recipe`). By
 default (`schedule: linear`) it becomes the budget-aware schedule of Li, Yumer and Ramanan (2020),
 "Budgeted Training: Rethinking Deep Neural Network Training Under Resource Constraints": the
 recipe's warm-up, as the same fraction of the run, then a linear decay to zero at the last step,
@@ -103,6 +105,13 @@ def epochs_within(minutes: float, calibration: Calibration, train_steps: int, ev
     """The most whole epochs whose predicted time, with the calibration's overhead, fits in `minutes` (at least 1)."""
     available = minutes * 60.0 - calibration.overhead_s
     return max(1, math.floor(available / calibration.epoch_s(train_steps, eval_steps)))
+
+
+def steps_within(minutes: float, calibration: Calibration, train_steps: int, eval_steps: int) -> int:
+    """The training steps of one epoch that fit in `minutes`, with the calibration's overhead and one
+    validation pass: `train_steps` when the whole epoch fits, fewer (at least 1) when it does not."""
+    available = minutes * 60.0 - calibration.overhead_s - eval_steps * calibration.eval_step_s
+    return int(min(train_steps, max(1, math.floor(available / calibration.train_step_s))))
 
 
 def peak_of(schedule: dict[str, Any], epochs: int) -> tuple[float, float, float]:

@@ -28,6 +28,7 @@ from convbench.training.budget import (
     check_budget,
     epochs_within,
     overrun_s,
+    steps_within,
 )
 from convbench.training.callbacks import (
     DataLossLogs,
@@ -211,6 +212,7 @@ def fit(
     epoch_times = history.get("epoch_time_s", [])
     train_times = history.get("train_time_s", [])
     steady = train_times[1:] or train_times
+    images_per_epoch = min(len(train[0]), epoch_steps(len(train[0]), recipe) * int(recipe["batch_size"]))
     summary = {
         "parameters": trainable_parameters(model),  # as papers count them
         "total_parameters": int(model.count_params()),
@@ -219,7 +221,7 @@ def fit(
         "stopped_early": len(epoch_times) < sum(int(phase.recipe["epochs"]) for phase in phases),
         "wall_time_s": float(sum(epoch_times)),
         "this_run_time_s": time.perf_counter() - start,
-        "train_images_per_s": float(len(train[0]) / np.median(steady)) if steady else float("nan"),
+        "train_images_per_s": float(images_per_epoch / np.median(steady)) if steady else float("nan"),
         "replicas": int((recipe.get("distribute") or {}).get("replicas", 1)),
         "global_batch_size": int(recipe["batch_size"]),  # split across the replicas
         "objective": objective_description(recipe, penalised=any(history.get(PENALTY_METRIC) or [])),
@@ -261,7 +263,9 @@ def plan_budget(
     same schedule.
 
     Returns:
-        The recipe and `{budget_minutes | budget_epochs, planned_epochs, predicted_epoch_s}`.
+        The recipe and `{budget_minutes | budget_epochs, planned_epochs, predicted_epoch_s}`, and
+        `epoch_fraction` when not even one epoch fits in the minutes: the recipe then trains that
+        fraction of one epoch (`steps_per_epoch`), its schedule ending at its last step.
     """
     if recipe.get("fine_tuning"):
         raise ValueError(
@@ -271,11 +275,12 @@ def plan_budget(
     batch_size, eval_batch_size = int(recipe["batch_size"]), int(recipe["eval_batch_size"])
     train_steps = -(-len(train[0]) // batch_size)
     eval_steps = -(-len(val[0]) // eval_batch_size)
+    steps = train_steps
     if "epochs" in budget:
         epochs, predicted = int(budget["epochs"]), float("nan")
         reported = {"budget_epochs": epochs}
     else:
-        epochs, predicted = _calibrated_epochs(
+        epochs, predicted, steps = _calibrated_epochs(
             model, train, val, num_classes, recipe, budget["minutes"], train_steps, eval_steps, checkpoint_dir, clock
         )
         reported = {"budget_minutes": float(budget["minutes"])}
@@ -288,6 +293,17 @@ def plan_budget(
         budget["schedule"],
     )
     planned = budgeted_recipe(recipe, epochs, budget["schedule"])
+    if steps < train_steps:
+        logger.warning(
+            "Budget %s: not one epoch of %s fits, so it trains %d of the epoch's %d steps (%.2f of an epoch)",
+            budget,
+            model.name,
+            steps,
+            train_steps,
+            steps / train_steps,
+        )
+        planned["steps_per_epoch"] = steps
+        reported["epoch_fraction"] = steps / train_steps
     return planned, reported | {"planned_epochs": epochs, "predicted_epoch_s": predicted}
 
 
@@ -302,15 +318,16 @@ def _calibrated_epochs(
     eval_steps: int,
     checkpoint_dir: Path,
     clock,
-) -> tuple[int, float]:
-    """Epochs that fit in `minutes` and the predicted seconds per epoch, calibrated once per checkpoint folder."""
+) -> tuple[int, float, int]:
+    """Epochs that fit in `minutes`, the predicted seconds per epoch and the training steps per epoch
+    (fewer than `train_steps` when not one epoch fits), calibrated once per checkpoint folder."""
     key = fingerprint({**recipe, "budget_minutes": minutes}, model, *train, *val)
     plan_file = checkpoint_dir / BUDGET_PLAN
     if plan_file.is_file():
         plan = json.loads(plan_file.read_text())
         if plan.get("fingerprint") == key:
             logger.info("Budget: keeping the %d epochs calibrated before the interruption", plan["epochs"])
-            return int(plan["epochs"]), float(plan["predicted_epoch_s"])
+            return int(plan["epochs"]), float(plan["predicted_epoch_s"]), int(plan.get("steps", train_steps))
     snapshot = [keras.ops.convert_to_numpy(variable) for variable in model.variables]
     training_model = compile_for_training(model, recipe, train_steps)
     train_batches = iter(
@@ -331,9 +348,11 @@ def _calibrated_epochs(
     for variable, value in zip(model.variables, snapshot, strict=True):
         variable.assign(value)
     epochs = epochs_within(minutes, calibration, train_steps, eval_steps)
+    steps = steps_within(minutes, calibration, train_steps, eval_steps) if epochs == 1 else train_steps
     predicted = calibration.epoch_s(train_steps, eval_steps)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    plan_file.write_text(json.dumps({"fingerprint": key, "epochs": epochs, "predicted_epoch_s": predicted}))
+    plan = {"fingerprint": key, "epochs": epochs, "predicted_epoch_s": predicted, "steps": steps}
+    plan_file.write_text(json.dumps(plan))
     logger.info(
         "Budget calibration: %.3f s per training step, %.3f s per validation step, %.1f s overhead -> %d epochs of %.1f s",
         calibration.train_step_s,
@@ -342,7 +361,14 @@ def _calibrated_epochs(
         epochs,
         predicted,
     )
-    return epochs, predicted
+    return epochs, predicted, steps
+
+
+def epoch_steps(images: int, recipe: dict[str, Any]) -> int:
+    """Training steps per epoch: every batch of `images`, or the recipe's `steps_per_epoch` if fewer
+    (a budget that does not fit one epoch sets it, see `plan_budget`)."""
+    every_batch = -(-images // int(recipe["batch_size"]))
+    return min(every_batch, int(recipe.get("steps_per_epoch") or every_batch))
 
 
 def trainable_parameters(model: keras.Model) -> int:
@@ -365,7 +391,7 @@ def _fit_phase(
     train_images, train_labels = train
     val_images, val_labels = val
     batch_size = int(recipe["batch_size"])
-    steps_per_epoch = -(-len(train_images) // batch_size)
+    steps_per_epoch = epoch_steps(len(train_images), recipe)
     if phase.pretrained_base_trainable is not None:
         set_pretrained_base_trainable(model, phase.pretrained_base_trainable)
     run_fingerprint = fingerprint(recipe, model, train_images, train_labels, val_images, val_labels)
@@ -419,6 +445,7 @@ def _fit_phase(
                 sample_targets=draws_targets(recipe),
                 epochs=epochs,
                 skip_steps=skip_steps,
+                steps_per_epoch=steps_per_epoch,
             ),
             steps_per_epoch=steps_per_epoch - skip_steps,
             validation_data=evaluation_dataset(val_images, val_labels, num_classes, int(recipe["eval_batch_size"])),

@@ -50,6 +50,7 @@ def training_dataset(
     sample_targets: bool = False,
     epochs: range | None = None,
     skip_steps: int = 0,
+    steps_per_epoch: int | None = None,
 ) -> tf.data.Dataset:
     """Shuffled (reshuffled every epoch, seeded) batches of (uint8 images, float targets).
 
@@ -57,7 +58,8 @@ def training_dataset(
     (e.g. `range(2, 10)`), one iteration holds those epochs' batches one after the other, and epoch
     e's order depends only on `seed` and e: a run resumed after epoch 2 sees the batches an
     uninterrupted run sees (fit it with `steps_per_epoch`). `skip_steps` leaves out the first
-    batches of the first epoch (those a run interrupted mid-epoch had trained on).
+    batches of the first epoch (those a run interrupted mid-epoch had trained on); `steps_per_epoch`
+    keeps only the first batches of each epoch (a budget's fraction of an epoch).
 
     Args:
         targets: Class of every image (one-hot encoded per batch), or a target distribution per
@@ -74,7 +76,8 @@ def training_dataset(
 
         def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
             order = tf.random.experimental.stateless_shuffle(tf.range(count, dtype=tf.int64), seed=[seed, epoch])
-            return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+            batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+            return batches.take(steps_per_epoch) if steps_per_epoch else batches
 
         indices = tf.data.Dataset.from_tensor_slices(tf.constant(list(epochs), tf.int64)).flat_map(epoch_batches)
         indices = indices.skip(skip_steps)

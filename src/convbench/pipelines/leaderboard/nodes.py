@@ -79,7 +79,7 @@ def rank(current: pd.DataFrame, earlier: pd.DataFrame) -> pd.DataFrame:
 
     Columns: `rank`, `architecture`, `budget`, size, the last epoch's curves, every test metric
     either frame holds (`test_accuracy` first, then by name; one no row has a value of is
-    dropped), time and speed, a budget overrun if any row has one, and where the row comes from
+    dropped), time and speed, the fraction of an epoch and the budget overrun if any row has one, and where the row comes from
     (`RUN_COLUMNS`).
     """
     if not earlier.empty and not current.empty:
@@ -92,7 +92,7 @@ def rank(current: pd.DataFrame, earlier: pd.DataFrame) -> pd.DataFrame:
         budget_label(row.get("budget_minutes"), row.get("budget_epochs")) for row in board.to_dict("records")
     ]
     tests = [c for c in order_test_metrics(board.columns) if c == RANKING_METRIC or board[c].notna().any()]
-    overrun = ["budget_overrun_s"] if "budget_overrun_s" in board and board["budget_overrun_s"].notna().any() else []
+    overrun = [name for name in ("epoch_fraction", "budget_overrun_s") if name in board and board[name].notna().any()]
     columns = [
         "architecture",
         "budget",

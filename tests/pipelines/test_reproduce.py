@@ -1,0 +1,114 @@
+"""The reproduction report from fixture MLflow runs: verdicts, differences, budgets, and runs that never count."""
+
+import math
+
+import mlflow
+import pytest
+
+from convbench.pipelines.reproduce.nodes import (
+    BUDGET_TAG,
+    CLAIM_TAG,
+    MEASURED_METRIC,
+    PARAMETERS,
+    RECIPE_TAG,
+    build_reproduction_report,
+    claim_recipe,
+    recipe_hash,
+)
+from convbench.tracking import ENV_TAG
+
+CLAIMS = {
+    "good": {"dataset": "cifar10", "architecture": "resnet", "metric": "test_accuracy", "published": 0.90,
+             "source": "paper A"},
+    "short": {"dataset": "cifar10", "architecture": "resnet", "metric": "test_accuracy", "published": 0.95,
+              "source": "paper B", "recipe": {"epochs": 7}},
+    "long": {"dataset": "cifar10", "architecture": "resnet", "metric": "test_accuracy", "published": 0.91,
+             "source": "paper C", "recipe": {"epochs": 164}, "hours_here": 4},
+    "transfer": {"dataset": "cifar10", "architecture": "mobilenet_v2_imagenet", "metric": "val_accuracy",
+                 "published": 0.76, "source": "course"},
+    "fresh": {"dataset": "cifar10", "architecture": "resnet", "metric": "test_accuracy", "published": 0.5,
+              "source": "paper D", "recipe": {"epochs": 2}},
+}  # fmt: skip
+RECIPE = {"epochs": 3, "batch_size": 128, "model": {}, "schedule": {"name": "constant", "lr": 0.1}}
+PARAMS = {
+    "claims": CLAIMS,
+    "training": {
+        "resnet": RECIPE,
+        "mobilenet_v2_imagenet": {**RECIPE, "model": {"weights": "imagenet", "weights_file": "/nowhere/weights.h5"}},
+    },
+    "recipe_overrides": {"cifar10": {}},
+    "run_recipe_settings": {},
+    "reproduce": {"ui_url": "http://mlflow.example:5000"},
+    "preprocessing": {"cifar10": {}},
+}
+
+
+def claim_run(claim: str, measured: float, *, status="FINISHED", env="base", budget="recipe", recipe=None) -> str:
+    from convbench.claims import check_claim
+
+    resolved = recipe or claim_recipe(check_claim(claim, CLAIMS[claim]), PARAMS)
+    tags = {CLAIM_TAG: claim, RECIPE_TAG: recipe_hash(resolved), BUDGET_TAG: budget, ENV_TAG: env}
+    with mlflow.start_run(run_name=f"claim_{claim}", nested=True, tags=tags) as run:
+        mlflow.log_metrics({MEASURED_METRIC: measured, "epochs": 3, "training_minutes": 12.5})
+    if status != "FINISHED":
+        mlflow.MlflowClient().set_terminated(run.info.run_id, status=status)
+    return run.info.run_id
+
+
+@pytest.fixture
+def report(mlflow_run):
+    mlflow.set_tag(ENV_TAG, "base")
+    good = claim_run("good", 0.895)  # 0.5 points under, within the default tolerance of 1 point
+    claim_run("good", 0.99, status="KILLED")  # later and better, but killed: never counts
+    claim_run("good", 0.20, env="smoke")  # a smoke run never counts in a real report
+    claim_run("good", 0.99, recipe={**RECIPE, "epochs": 999})  # another recipe: not this claim's
+    claim_run("short", 0.90)
+    claim_run("long", 0.80, budget="60 min")
+    table, markdown, figure = build_reproduction_report(*(PARAMS[name] for name in PARAMETERS))
+    return table.set_index(["claim", "budget"]), markdown, figure, good
+
+
+def test_a_finished_run_within_tolerance_reproduces_and_links_its_run(report):
+    table, _, _, good = report
+    row = table.loc[("good", "recipe")]
+    assert row["verdict"] == "reproduced" and row["measured"] == pytest.approx(0.895)
+    assert row["difference"] == pytest.approx(-0.005)
+    assert row["run"].startswith("http://mlflow.example:5000/#/experiments/") and row["run"].endswith(good)
+
+
+def test_a_gap_beyond_tolerance_is_not_reproduced_with_the_gap(report):
+    row = report[0].loc[("short", "recipe")]
+    assert row["verdict"] == "not reproduced" and row["difference"] == pytest.approx(-0.05)
+
+
+def test_a_budgeted_run_gets_its_own_row_and_the_long_full_recipe_says_what_it_needs(report):
+    table = report[0]
+    assert table.loc[("long", "60 min"), "verdict"] == "not reproduced"
+    full = table.loc[("long", "recipe")]
+    assert full["verdict"] == "not run" and math.isnan(full["measured"])
+    assert "needs about 4 h" in full["why"] and full["command"] == "kedro run --pipelines=reproduce_long"
+
+
+def test_claims_that_cannot_run_or_have_not_say_why(report):
+    table = report[0]
+    assert table.loc[("transfer", "recipe"), "verdict"] == "not run"
+    assert "weights" in table.loc[("transfer", "recipe"), "why"]
+    assert table.loc[("fresh", "recipe"), "why"] == "no finished run of this recipe yet"
+    assert len(table) == 6  # five claims, one of them with a budgeted row too
+
+
+def test_the_markdown_counts_the_verdicts_and_the_figure_has_a_bar_per_row(report):
+    _, markdown, figure, _ = report
+    assert markdown.startswith("Claims: 1 reproduced, 2 not reproduced, 3 not run.")
+    assert "| good | test_accuracy | 90.00% | 89.50% | -0.50 | reproduced |" in markdown
+    assert len(figure.axes[0].patches) == 6
+
+
+def test_this_runs_result_wins_over_earlier_runs(mlflow_run):
+    mlflow.set_tag(ENV_TAG, "base")
+    claim_run("short", 0.90)
+    current = {"claim": "short", "status": "measured", "run_id": "abc", "experiment_id": "1", "measured": 0.96,
+               "budget": "recipe", "epochs": 7, "training_minutes": 1.0, "machine": "m"}  # fmt: skip
+    table, _, _ = build_reproduction_report(*(PARAMS[name] for name in PARAMETERS), current)
+    row = table.set_index(["claim", "budget"]).loc[("short", "recipe")]
+    assert row["verdict"] == "reproduced" and row["measured"] == pytest.approx(0.96)
