@@ -17,7 +17,7 @@ export KEDRO_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install browser postgres lint format run run-full serve smoke test test-fast viz mlflow-ui benchmarks clean-venv
+.PHONY: install browser postgres lint format run run-full serve smoke test test-fast viz mlflow-ui benchmarks zoo reproduce clean-venv
 
 install: $(STAMP)
 
@@ -99,6 +99,17 @@ benchmarks: install
 	$(BIN)/python benchmarks/bench_training_throughput.py
 	$(BIN)/python benchmarks/bench_architectures.py
 	$(BIN)/python benchmarks/bench_lookahead.py
+
+# The zoo at an equal training budget (benchmarks/bench_zoo.py): one `kedro run` per CIFAR-10 architecture,
+# then the leaderboard, copied to benchmarks/results/. Resumes: architectures already run at this budget are skipped.
+ZOO_MINUTES ?= 5
+zoo: install
+	$(BIN)/python benchmarks/bench_zoo.py --minutes $(ZOO_MINUTES)
+
+# Every published result of conf/base/parameters_reproduce.yml, trained and checked (README, "Reproducing
+# published results"); needs every claim's dataset in data/01_raw/.
+reproduce: install
+	$(BIN)/kedro run --pipelines=reproduce
 
 clean-venv:
 	rm -rf $(VENV)

@@ -83,6 +83,7 @@ def test_architectures_are_ranked_only_against_others_trained_with_the_same_budg
         pd.concat(
             [
                 table("resnet", 0.80, budget=ten_minutes),
+                table("densenet", 0.40, budget={**ten_minutes, "epoch_fraction": 0.3}),
                 table("mlp", 0.50, budget={"budget_epochs": 3}),
                 table("airbench", 0.93, budget={**ten_minutes, "budget_overrun_s": 42.0}),
                 table("vgg16", 0.95),
@@ -94,10 +95,12 @@ def test_architectures_are_ranked_only_against_others_trained_with_the_same_budg
         ("recipe", 1, "vgg16"),  # the group of the best row first
         ("10 min", 1, "airbench"),
         ("10 min", 2, "resnet"),
+        ("10 min", 3, "densenet"),
         ("3 epochs", 1, "mlp"),
     ]
     assert list(board.columns[:3]) == ["rank", "architecture", "budget"]
     assert board.set_index("architecture").loc["airbench", "budget_overrun_s"] == 42.0  # never silent
+    assert board.set_index("architecture").loc["densenet", "epoch_fraction"] == 0.3  # a fraction of an epoch, shown
 
 
 def test_an_earlier_runs_budget_is_read_back_from_mlflow(experiment):

@@ -61,6 +61,12 @@ def test_a_budgeted_trainings_budget_and_overrun_are_logged_and_an_unbudgeted_on
     assert not {"budget_minutes", "budget_epochs", "budget_overrun_s"} & (set(unbudgeted) | set(plain.columns))
 
 
+def test_a_fraction_of_an_epoch_is_logged_for_the_leaderboard_to_show():
+    fraction = SUMMARY | {"budget_minutes": 5.0, "budget_overrun_s": 0.0, "epoch_fraction": 0.4}
+    table, _, summary = metrics_table(HISTORY, fraction, EVALUATION, RUN)
+    assert summary["epoch_fraction"] == {"value": 0.4, "step": 0} and table.iloc[0]["epoch_fraction"] == 0.4
+
+
 def test_markdown_marks_missing_values():
     assert "n/a" in to_markdown(pd.DataFrame([{"x": float("nan")}]))
 

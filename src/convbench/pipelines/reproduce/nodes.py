@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 
 from convbench.claims import Claim, check_claim, check_claims
 from convbench.config import RUN_RECIPE_SETTINGS, deep_merge
+from convbench.dataset_specs import get_dataset
 from convbench.metrics import budget_label
 from convbench.models.registry import check_files
 from convbench.pipelines.reporting.nodes import to_markdown
@@ -76,7 +77,8 @@ def machine() -> str:
 
 def claim_recipe(claim: Claim, parameters: dict[str, Any]) -> dict[str, Any]:
     """The recipe `claim` trains with: `training.<architecture>` < the dataset's overrides < the claim's
-    recipe < the run env and --params (`run_recipe_settings`) < `reproduce.budget_minutes`, if set."""
+    recipe < the run env and --params (`run_recipe_settings`) < `reproduce.budget_minutes`, if set.
+    A crowd-labelled dataset's claim trains with its `label_mode`, or the run's if it names none."""
     recipe = deep_merge(
         deep_merge(
             parameters["training"][claim.architecture], parameters.get("recipe_overrides", {}).get(claim.dataset) or {}
@@ -84,7 +86,10 @@ def claim_recipe(claim: Claim, parameters: dict[str, Any]) -> dict[str, Any]:
         dict(claim.recipe),
     )
     run_settings = (parameters.get(RUN_RECIPE_SETTINGS) or {}).get(claim.architecture) or {}
-    resolved = resolve_recipe(recipe, None, run_settings, label_mode=claim.label_mode)
+    label_mode = claim.label_mode
+    if label_mode is None and get_dataset(claim.dataset).crowd_labelled:
+        label_mode = ((parameters.get("preprocessing") or {}).get(claim.dataset) or {}).get("label_mode")
+    resolved = resolve_recipe(recipe, None, run_settings, label_mode=label_mode)
     minutes = (parameters.get("reproduce") or {}).get("budget_minutes")
     if minutes:
         resolved["budget"] = {"minutes": float(minutes), "schedule": "linear"}
