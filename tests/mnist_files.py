@@ -94,3 +94,17 @@ def make_mnist_files(
 def gzip_bytes(data: bytes) -> bytes:
     """Return `data` gzip-compressed with a fixed header (no name, mtime 0), like a reproducible download."""
     return gzip.compress(data, compresslevel=6, mtime=0)
+
+
+def mirror_params(paths: dict[str, Path], train: int, test: int) -> list[str]:
+    """`--params` that make a run fetch `paths` (from `make_mnist_files`) as file:// URLs with their md5s,
+    and expect `train` and `test` images."""
+    import hashlib
+
+    params = []
+    for key, path in paths.items():
+        params += [
+            f"ingestion.mnist.source.{key}.url={path.as_uri()}",
+            f"ingestion.mnist.source.{key}.known_hash=md5:{hashlib.md5(path.read_bytes()).hexdigest()}",
+        ]
+    return [*params, f"ingestion.mnist.expected_counts.train={train}", f"ingestion.mnist.expected_counts.test={test}"]

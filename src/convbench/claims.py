@@ -19,15 +19,13 @@ pipeline registry builds `reproduce_<id>` for every claim any env declares (`dec
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
+from convbench.config import every_env_parameters
 from convbench.dataset_specs import DATASETS, get_dataset
 
 CLAIMS_KEY = "claims"
@@ -140,9 +138,7 @@ def check_claims(claims: Mapping[str, Any] | None) -> dict[str, Claim]:
     return {claim_id: check_claim(claim_id, entry) for claim_id, entry in (claims or {}).items()}
 
 
-def declared_claims(
-    conf_source: str | Path, patterns: tuple[str, ...] = ("parameters*", "**/parameters*")
-) -> dict[str, str]:
+def declared_claims(conf_source: str | Path) -> dict[str, str]:
     """The claims any env's parameter files under `conf_source` declare, id -> dataset, in file order
     (those naming a known dataset; `check_claims` reports the others when the run reads them).
 
@@ -150,18 +146,9 @@ def declared_claims(
     folders, `convbench.config.declared_image_folders`); the run's own parameters decide the rest.
     """
     ids: dict[str, str] = {}
-    root = Path(conf_source)
-    if not root.is_dir():
-        return ids
-    for path in sorted(root.rglob("*")):
-        relative = path.relative_to(root)
-        if path.suffix not in {".yml", ".yaml", ".json"} or len(relative.parts) < 2:
-            continue
-        if not any(fnmatch.fnmatch(str(Path(*relative.parts[1:])), pattern) for pattern in patterns):
-            continue
-        loaded = OmegaConf.to_container(OmegaConf.load(path), resolve=False) or {}
-        claims = loaded.get(CLAIMS_KEY) if isinstance(loaded, dict) else None
-        for claim_id, entry in (claims or {}).items() if isinstance(claims, dict) else ():
+    for loaded in every_env_parameters(conf_source):
+        claims = loaded.get(CLAIMS_KEY)
+        for claim_id, entry in claims.items() if isinstance(claims, dict) else ():
             dataset = entry.get("dataset") if isinstance(entry, dict) else None
             if CLAIM_ID.match(str(claim_id)) and dataset in DATASETS:
                 ids[str(claim_id)] = dataset

@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import fnmatch
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -172,17 +173,14 @@ PARAMETER_PATTERNS = ("parameters*", "parameters*/**", "**/parameters*")
 """Kedro's default patterns of parameter files, under each env folder of conf/."""
 
 
-def declared_image_folders(conf_source: str | Path, patterns: tuple[str, ...] = PARAMETER_PATTERNS) -> list[str]:
-    """Declares (`convbench.dataset_specs.declare_image_folder`) every image folder the parameter files of
-    any env under `conf_source` declare as `ingestion.<name>: {format: image_folder, ...}`; their names.
-
-    Every env is read, so `<name>_*` pipelines exist whichever `--env` a run picks; the run's own
-    parameters still decide what it reads (an env without the declaration fails at its first node).
-    """
-    names: list[str] = []
+def every_env_parameters(
+    conf_source: str | Path, patterns: tuple[str, ...] = PARAMETER_PATTERNS
+) -> Iterator[dict[str, Any]]:
+    """The contents of every parameter file of every env folder under `conf_source`, in path order,
+    unresolved (for what must be known before a run picks its env: pipelines to register)."""
     root = Path(conf_source)
     if not root.is_dir():
-        return names
+        return
     for path in sorted(root.rglob("*")):
         relative = path.relative_to(root)
         if path.suffix not in {".yml", ".yaml", ".json"} or len(relative.parts) < 2:
@@ -191,7 +189,20 @@ def declared_image_folders(conf_source: str | Path, patterns: tuple[str, ...] = 
         if not any(fnmatch.fnmatch(inside_env, pattern) for pattern in patterns):
             continue
         loaded = OmegaConf.to_container(OmegaConf.load(path), resolve=False) or {}
-        for name, block in (loaded.get("ingestion") or {}).items() if isinstance(loaded, dict) else ():
+        if isinstance(loaded, dict):
+            yield loaded
+
+
+def declared_image_folders(conf_source: str | Path, patterns: tuple[str, ...] = PARAMETER_PATTERNS) -> list[str]:
+    """Declares (`convbench.dataset_specs.declare_image_folder`) every image folder the parameter files of
+    any env under `conf_source` declare as `ingestion.<name>: {format: image_folder, ...}`; their names.
+
+    Every env is read, so `<name>_*` pipelines exist whichever `--env` a run picks; the run's own
+    parameters still decide what it reads (an env without the declaration fails at its first node).
+    """
+    names: list[str] = []
+    for loaded in every_env_parameters(conf_source, patterns):
+        for name, block in (loaded.get("ingestion") or {}).items():
             if isinstance(block, dict) and block.get("format") == IMAGE_FOLDER and name not in names:
                 declare_image_folder(name)
                 names.append(name)

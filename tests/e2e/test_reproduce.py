@@ -5,7 +5,6 @@ from __future__ import annotations
 import mlflow
 import mnist_files
 import pandas as pd
-import pooch
 import pytest
 import yaml
 from kedro_project import PNG_SIGNATURE, assert_ran, new_project, run_kedro
@@ -34,14 +33,7 @@ def claim_runs(project) -> list:
 def reproduced(tmp_path_factory):
     mirror = tmp_path_factory.mktemp("mnist_mirror")
     paths, _ = mnist_files.make_mnist_files(mirror, train=1200, test=300)
-    params = []
-    for key, path in paths.items():
-        params += [
-            f"ingestion.mnist.source.{key}.url={path.as_uri()}",
-            f"ingestion.mnist.source.{key}.known_hash=md5:{pooch.file_hash(str(path), alg='md5')}",
-        ]
-    params += ["ingestion.mnist.expected_counts.train=1200", "ingestion.mnist.expected_counts.test=300"]
-    params += ["preprocessing.mnist.val_size=300"]
+    params = [*mnist_files.mirror_params(paths, train=1200, test=300), "preprocessing.mnist.val_size=300"]
     project = new_project(tmp_path_factory)
     (project / "conf/base/parameters_reproduce.yml").write_text(
         yaml.safe_dump({"reproduce": {"budget_minutes": None, "ui_url": "http://127.0.0.1:5000"}, "claims": CLAIMS})

@@ -29,14 +29,7 @@ def md5(path: Path) -> str:
 def mnist_run(tmp_path_factory):
     mirror = tmp_path_factory.mktemp("mnist_mirror")
     paths, expected = mnist_files.make_mnist_files(mirror, train=1200, test=300)
-    params = []
-    for key, path in paths.items():
-        params += [
-            f"ingestion.mnist.source.{key}.url={path.as_uri()}",
-            f"ingestion.mnist.source.{key}.known_hash={md5(path)}",
-        ]
-    params += ["ingestion.mnist.expected_counts.train=1200", "ingestion.mnist.expected_counts.test=300"]
-    params += ["preprocessing.mnist.val_size=300"]
+    params = [*mnist_files.mirror_params(paths, train=1200, test=300), "preprocessing.mnist.val_size=300"]
     params += ["training.mlp.augmentation.horizontal_flip=true"]  # --params beats MNIST's no-flip override
     project = new_project(tmp_path_factory)
     kedro_run(project, "mnist_mlp", params)

@@ -141,6 +141,11 @@ PARAMETERS = ("claims", "training", "recipe_overrides", RUN_RECIPE_SETTINGS, "re
 """The parameters the nodes read (`params:<name>`), passed first and in this order."""
 
 
+def _by_name(*values: Any) -> dict[str, Any]:
+    """The `PARAMETERS` a node received, by name."""
+    return dict(zip(PARAMETERS, values, strict=True))
+
+
 def reproduce_claim(
     claims: dict[str, Any],
     training: dict[str, Any],
