@@ -20,6 +20,7 @@ import mlflow
 import numpy as np
 import optuna
 import pytest
+import sqlalchemy
 import yaml
 from kedro_project import KEDRO, PNG_SIGNATURE, assert_ran, mlflow_ui, new_project, run_kedro
 from optuna.trial import TrialState
@@ -213,14 +214,28 @@ def test_a_worker_killed_mid_trial_is_resumed_by_rerunning_with_no_trial_counted
     def mid_trial() -> bool:
         try:
             found = study_of(url, name).get_trials()
-        except KeyError:  # the study is not created yet
+        except (KeyError, sqlalchemy.exc.OperationalError):  # not created yet, or locked by a stopped worker
             return False
         finished = [trial for trial in found if trial.state.is_finished()]
         running = [trial for trial in found if trial.state == TrialState.RUNNING and trial.intermediate_values]
         return len(finished) >= 2 and bool(running)
 
+    def frozen_mid_trial() -> bool:
+        """Stop the worker where it is, and keep it stopped only if it is mid-trial.
+
+        Checking a running worker races with it: a trial seen running can be pruned or
+        completed before the kill lands. A stopped worker cannot move on.
+        """
+        if not mid_trial():
+            return False
+        os.killpg(worker.pid, signal.SIGSTOP)
+        if mid_trial():
+            return True
+        os.killpg(worker.pid, signal.SIGCONT)
+        return False
+
     deadline = time.monotonic() + 600
-    while not mid_trial():
+    while not frozen_mid_trial():
         assert worker.poll() is None, worker.stdout.read()[-5000:]
         assert time.monotonic() < deadline, "no trial was mid-way within 10 minutes"
         time.sleep(0.1)
