@@ -15,10 +15,10 @@ from convbench.config import (
     RUN_RECIPE_SETTINGS,
     ConvbenchConfigLoader,
     DeprecatedParameterWarning,
-    deep_merge,
     recipes,
 )
 from convbench.dataset_specs import DATASETS, DatasetSpec, dataset_of
+from convbench.merging import deep_merge
 from convbench.models.registry import ARCHITECTURES, get_builder
 from convbench.pipelines.training.nodes import resolve_recipe
 from convbench.settings import CONFIG_LOADER_ARGS

@@ -4,7 +4,7 @@ import optuna
 import pytest
 import yaml
 
-from convbench.config import deep_merge
+from convbench.merging import deep_merge
 from convbench.search.space import (
     Dimension,
     as_overrides,

@@ -17,7 +17,8 @@ import pytest
 import yaml
 from tiny_training import RECIPE, new_model, tiny_data
 
-from convbench.config import deep_merge, recipes
+from convbench.config import recipes
+from convbench.merging import deep_merge
 from convbench.pipelines.training.nodes import build_model, resolve_recipe
 from convbench.training import distribute
 from convbench.training.fit import fit

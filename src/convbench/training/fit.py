@@ -16,7 +16,7 @@ import keras
 import mlflow
 import numpy as np
 
-from convbench.config import deep_merge
+from convbench.merging import deep_merge
 from convbench.metrics import PENALTY_METRIC
 from convbench.models.layers import PRETRAINED_BASE
 from convbench.models.precision import with_loss_scaling
@@ -112,7 +112,7 @@ def training_phases(recipe: dict[str, Any]) -> list[Phase]:
 
     With `fine_tuning`, the recipe's own `epochs`, `optimizer` and `schedule` train the new head
     on a frozen pretrained base; then the recipe with `fine_tuning` merged in key by key (`epochs`,
-    and any `optimizer`/`schedule` values, see `convbench.config.deep_merge`) trains the whole
+    and any `optimizer`/`schedule` values, see `convbench.merging.deep_merge`) trains the whole
     network, usually at a lower learning rate.
     """
     fine_tuning = recipe.get("fine_tuning")

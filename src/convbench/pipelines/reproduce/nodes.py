@@ -23,8 +23,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from convbench.claims import Claim, check_claim, check_claims
-from convbench.config import RUN_RECIPE_SETTINGS, deep_merge
+from convbench.config import RUN_RECIPE_SETTINGS
 from convbench.dataset_specs import get_dataset
+from convbench.merging import deep_merge
 from convbench.metrics import budget_label
 from convbench.models.registry import check_files
 from convbench.pipelines.reporting.nodes import to_markdown

@@ -9,7 +9,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from convbench.config import deep_merge
+from convbench.merging import deep_merge
 from convbench.metrics import to_mlflow_metrics
 from convbench.models.precision import building_with
 from convbench.models.preprocessing import with_normalization
