@@ -59,7 +59,7 @@ def test_claims_of_every_env_become_pipelines_and_a_users_own_claim_joins_them(t
 
 
 def test_every_claim_pipeline_logs_to_the_reproduce_experiment():
-    from convbench.hooks import experiment_of
+    from convbench.hooks.mlflow_runs import experiment_of
 
     assert experiment_of("reproduce") == experiment_of("reproduce_mnist_mlp") == "reproduce"
     assert experiment_of("cifar10_resnet") == "cifar10" and experiment_of("predict") == "predict"

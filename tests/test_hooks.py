@@ -1,4 +1,4 @@
-"""Every Kedro hook of `convbench.hooks`, called as Kedro calls them, with real MLflow stores and catalogs."""
+"""Every Kedro hook of the `convbench.hooks` modules, called as Kedro calls them, with real MLflow stores and catalogs."""
 
 import json
 import re
@@ -6,21 +6,19 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import mlflow
+import numpy as np
 import pytest
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.pipeline import Node, Pipeline
 from kedro_mlflow.config.kedro_mlflow_config import KedroMlflowConfig
 from omegaconf import OmegaConf
 
-from convbench import hooks
 from convbench.datasets import PathDataset
-from convbench.hooks import (
-    CheckpointCleanupHook,
-    MlflowExperimentHook,
-    MlflowNodeTrackingHook,
-    PreflightHook,
-    ProjectPathResolverHook,
-)
+from convbench.hooks import mlflow_runs
+from convbench.hooks.checkpoints import CheckpointCleanupHook
+from convbench.hooks.mlflow_runs import MlflowExperimentHook, MlflowNodeTrackingHook
+from convbench.hooks.preflight import PREFLIGHT_TAG, MissingPreparedDataError, PreflightHook
+from convbench.hooks.resolvers import ProjectPathResolverHook
 
 
 def identity(x):
@@ -44,7 +42,7 @@ def test_node_durations_statuses_and_summary_reach_the_mlflow_run(mlflow_run, tm
     unsaved = Node(identity, "c", "d", name="unsaved_node")
     # good starts at 10 and its output is saved at 12.5; bad starts at 20 and fails at 21;
     # unsaved starts at 30, runs, and is marked failed when the pipeline fails at 34.
-    monkeypatch.setattr(hooks.time, "perf_counter", FakeClock(10.0, 12.5, 20.0, 21.0, 30.0, 34.0))
+    monkeypatch.setattr(mlflow_runs.time, "perf_counter", FakeClock(10.0, 12.5, 20.0, 21.0, 30.0, 34.0))
     hook.before_pipeline_run({"pipeline_names": ["cifar10_resnet"], "env": "smoke", "project_path": str(tmp_path)})
     hook.before_node_run(good)
     hook.after_node_run(good)
@@ -98,7 +96,7 @@ def test_preflight_nodes_run_before_the_pipeline_and_their_error_stops_it():
     def download(_):
         raise AssertionError("only preflight nodes run before the pipeline")
 
-    locate = Node(check_folder, "params:folder", "checked", name="locate", tags=[hooks.PREFLIGHT_TAG])
+    locate = Node(check_folder, "params:folder", "checked", name="locate", tags=[PREFLIGHT_TAG])
     fetch = Node(download, "params:folder", "downloaded", name="download")
     catalog = DataCatalog({"params:folder": MemoryDataset("data/01_raw")})
     with pytest.raises(FileNotFoundError, match=re.escape("place fer2013.csv in data/01_raw")):
@@ -106,6 +104,26 @@ def test_preflight_nodes_run_before_the_pipeline_and_their_error_stops_it():
     assert calls == ["data/01_raw"]
     PreflightHook().before_pipeline_run({}, Pipeline([fetch]), catalog)  # nothing to check, nothing runs
     assert calls == ["data/01_raw"]
+
+
+def test_missing_prepared_data_stops_the_run_naming_the_files_from_the_catalog_patterns(tmp_path):
+    catalog = DataCatalog.from_config(
+        {
+            "{dataset}.train_images": {
+                "type": "convbench.datasets.NumpyDataset",
+                "filepath": f"{tmp_path}/{{dataset}}/train.npy",
+            },
+            "cifar10.resnet.model": {"type": "MemoryDataset"},
+        }
+    )
+    train = Node(identity, "cifar10.train_images", "cifar10.resnet.model", name="train")
+    with pytest.raises(MissingPreparedDataError) as stopped:
+        PreflightHook().before_pipeline_run({"env": "smoke"}, Pipeline([train]), catalog)
+    assert f"{tmp_path}/cifar10/train.npy" in str(stopped.value)
+    assert "kedro run --pipelines=cifar10_data --env=smoke" in str(stopped.value)
+    (tmp_path / "cifar10").mkdir()
+    np.save(tmp_path / "cifar10" / "train.npy", np.zeros(3))
+    PreflightHook().before_pipeline_run({"env": "smoke"}, Pipeline([train]), catalog)  # prepared: nothing raised
 
 
 @pytest.fixture

@@ -115,7 +115,7 @@ def test_readers_share_a_dataset_and_a_writer_waits_for_them_and_names_one(tmp_p
 def test_what_a_pipeline_holds_alone_and_what_it_shares():
     from kedro.framework.startup import bootstrap_project
 
-    from convbench.hooks import locked_names
+    from convbench.hooks.locks import locked_names
 
     bootstrap_project(Path(__file__).resolve().parents[1])
     from convbench.pipeline_registry import register_pipelines

@@ -1,5 +1,5 @@
 """Which MLflow tracking store a `kedro run` uses: `MLFLOW_TRACKING_URI` where set, else the embedded
-`<project>/mlflow.db`; a URI in conf/local/mlflow.yml wins over both (conf/base/mlflow.yml, convbench.hooks)."""
+`<project>/mlflow.db`; a URI in conf/local/mlflow.yml wins over both (conf/base/mlflow.yml, convbench.tracking.tracking_uri)."""
 
 import shutil
 from pathlib import Path
@@ -10,7 +10,7 @@ from kedro_mlflow.config.kedro_mlflow_config import KedroMlflowConfig
 from kedro_project import kedro_env
 
 from convbench.config import ConvbenchConfigLoader
-from convbench.hooks import ProjectPathResolverHook
+from convbench.hooks.resolvers import ProjectPathResolverHook
 from convbench.settings import CONFIG_LOADER_ARGS
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

@@ -1,17 +1,14 @@
 """Project settings: hooks and configuration loading."""
 
 from convbench.config import ConvbenchConfigLoader
-from convbench.hooks import (
-    CheckpointCleanupHook,
-    DatasetLockHook,
-    MlflowExperimentHook,
-    MlflowNodeTrackingHook,
-    MlflowRunLifecycleHook,
-    PreflightHook,
-    ProjectPathResolverHook,
-    ResultSummaryHook,
-)
+from convbench.hooks.checkpoints import CheckpointCleanupHook
+from convbench.hooks.locks import DatasetLockHook
+from convbench.hooks.mlflow_runs import MlflowExperimentHook, MlflowNodeTrackingHook, MlflowRunLifecycleHook
+from convbench.hooks.preflight import PreflightHook
+from convbench.hooks.resolvers import ProjectPathResolverHook
+from convbench.hooks.summary import ResultSummaryHook
 from convbench.requirements import pip_requirements
+from convbench.tracking import TRACKING_URI_RESOLVER, tracking_uri
 
 HOOKS = (
     ProjectPathResolverHook(),
@@ -31,6 +28,10 @@ CONFIG_LOADER_ARGS = {
     "default_run_env": "local",
     # Environments (smoke, local) override single values instead of whole top-level keys.
     "merge_strategy": {"parameters": "soft", "catalog": "soft", "mlflow": "soft"},
-    # ${convbench.pip_requirements:} in catalog.yml: the logged models' requirements, pinned (no inference)
-    "custom_resolvers": {"convbench.pip_requirements": pip_requirements},
+    "custom_resolvers": {
+        # ${convbench.pip_requirements:} in catalog.yml: the logged models' requirements, pinned (no inference)
+        "convbench.pip_requirements": pip_requirements,
+        # ${convbench.tracking_uri:<default>} in mlflow.yml: MLFLOW_TRACKING_URI where set
+        TRACKING_URI_RESOLVER: tracking_uri,
+    },
 }

@@ -1,5 +1,5 @@
-"""MLflow look-ups shared by the hooks, the leaderboard and `predict`: the Kedro env of a run, finished runs,
-and the owner process of a run (to end killed runs as KILLED)."""
+"""MLflow look-ups shared by the hooks, the leaderboard and `predict`: the tracking URI of this machine, the
+Kedro env of a run, finished runs, and the owner process of a run (to end killed runs as KILLED)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,18 @@ from pathlib import Path
 import mlflow
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
+
+TRACKING_URI_RESOLVER = "convbench.tracking_uri"
+"""`${convbench.tracking_uri:<default>}` in `mlflow.yml`: `MLFLOW_TRACKING_URI` where set, else `<default>`."""
+
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+
+
+def tracking_uri(default: str) -> str:
+    """The MLflow tracking URI of this machine: `MLFLOW_TRACKING_URI` if set and not empty (as MLflow reads
+    it), else `default`. Not `oc.env`, which Kedro keeps to credentials and which would return an empty value."""
+    return os.environ.get(TRACKING_URI_ENV) or default
+
 
 ENV_TAG = "convbench.env"
 """The Kedro env of a run, as `MlflowNodeTrackingHook` tags it (smoke runs never mix with real ones)."""

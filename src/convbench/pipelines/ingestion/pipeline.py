@@ -11,7 +11,7 @@ from collections.abc import Callable
 from kedro.pipeline import Node, Pipeline
 
 from convbench.dataset_specs import IMAGE_FOLDER, DatasetSpec, SourceFormat, get_dataset
-from convbench.hooks import PREFLIGHT_TAG
+from convbench.hooks.preflight import PREFLIGHT_TAG
 from convbench.pipelines.binding import bind
 from convbench.pipelines.ingestion.nodes import (
     PARSED_ARRAYS,
@@ -102,7 +102,7 @@ def ferplus_ingestion(spec: DatasetSpec) -> Pipeline:
     """FER2013's pixels (placed by the user) and FERPlus' crowd votes (downloaded), joined row by row.
 
     `locate_fer2013` is tagged `preflight`: it runs before anything else, so a missing file
-    stops the run at once (see `convbench.hooks.PreflightHook`).
+    stops the run at once (see `convbench.hooks.preflight.PreflightHook`).
     """
     return Pipeline(
         [

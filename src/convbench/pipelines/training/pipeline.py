@@ -6,7 +6,7 @@ from kedro.pipeline import Node, Pipeline
 
 from convbench.config import RUN_RECIPE_SETTINGS
 from convbench.dataset_specs import get_dataset
-from convbench.hooks import PREFLIGHT_TAG
+from convbench.hooks.preflight import PREFLIGHT_TAG
 from convbench.models.registry import needs_files
 from convbench.pipelines.binding import bind
 from convbench.pipelines.training.nodes import (
