@@ -40,7 +40,8 @@ from kedro.config import OmegaConfigLoader
 
 from convbench.models.preprocessing import with_normalization
 from convbench.models.registry import ARCHITECTURES, get_builder
-from convbench.training.fit import compile_model, trainable_parameters
+from convbench.training.compiling import compile_model
+from convbench.training.fit import trainable_parameters
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 IMAGE_SHAPE = (32, 32, 3)

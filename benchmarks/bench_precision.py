@@ -35,7 +35,7 @@ import tensorflow as tf
 from bench_architectures import machine, recipes
 
 from convbench.pipelines.training.nodes import build_model
-from convbench.training.fit import compile_model
+from convbench.training.compiling import compile_model
 
 IMAGE_SHAPE = (32, 32, 3)
 NUM_CLASSES = 10

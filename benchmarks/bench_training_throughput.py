@@ -63,7 +63,7 @@ import yaml
 
 from convbench.models.preprocessing import with_normalization
 from convbench.models.resnet import build_resnet
-from convbench.training.fit import compile_for_training, compile_model
+from convbench.training.compiling import compile_for_training, compile_model
 from convbench.training.input_pipeline import training_dataset
 
 PARAMETERS = Path(__file__).resolve().parents[1] / "conf" / "base" / "parameters_training.yml"

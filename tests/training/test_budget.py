@@ -9,15 +9,17 @@ from tiny_training import RECIPE, new_model, tiny_data
 
 from convbench.training import fit as fit_module
 from convbench.training.budget import (
+    BUDGET_PLAN,
     Calibration,
     budgeted_recipe,
     calibrate,
     check_budget,
     epochs_within,
     overrun_s,
+    plan_budget,
     steps_within,
 )
-from convbench.training.fit import BUDGET_PLAN, fit, plan_budget
+from convbench.training.fit import fit
 from convbench.training.optimizers import learning_rate_schedule
 
 

@@ -24,7 +24,8 @@ import pytest
 from convbench.config import RUN_RECIPE_SETTINGS, ConvbenchConfigLoader
 from convbench.pipelines.training.nodes import build_model, resolve_recipe
 from convbench.settings import CONFIG_LOADER_ARGS
-from convbench.training.fit import compile_for_training, fit
+from convbench.training.compiling import compile_for_training
+from convbench.training.fit import fit
 from convbench.training.input_pipeline import training_dataset
 
 PROJECT = Path(__file__).resolve().parents[2]

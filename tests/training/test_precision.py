@@ -8,7 +8,7 @@ from tiny_training import RECIPE, tiny_data
 
 from convbench.models.precision import building_with, dtype_policy
 from convbench.pipelines.training.nodes import build_model
-from convbench.training.fit import compile_for_training
+from convbench.training.compiling import compile_for_training
 
 STATISTICS = {"mean": [128.0] * 3, "std": [64.0] * 3}
 

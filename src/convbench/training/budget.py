@@ -11,17 +11,32 @@ recipe's warm-up, as the same fraction of the run, then a linear decay to zero a
 so every budget ends with a fully annealed model. `schedule: recipe` keeps the recipe's own
 schedule, its epoch points scaled to the budget.
 
-The clock is a parameter, so the arithmetic is tested without waiting on a real one.
+`plan_budget` applies all of this to a model before `convbench.training.fit.fit` trains it, and
+keeps the plan in the checkpoint folder, so a resumed run trains the same schedule. The clock is a
+parameter, so the arithmetic is tested without waiting on a real one.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import keras
+import numpy as np
+
+from convbench.training.compiling import compile_for_training
+from convbench.training.fingerprint import fingerprint
+from convbench.training.input_pipeline import evaluation_dataset, training_dataset
+from convbench.training.losses import draws_targets
+
+logger = logging.getLogger(__name__)
 
 BUDGET_SCHEDULES = ("linear", "recipe")
 BUDGET_KEYS = ("minutes", "epochs", "schedule")
@@ -169,3 +184,126 @@ def overrun_s(budget: dict[str, Any], wall_time_s: float) -> float:
     if "minutes" not in budget:
         return 0.0
     return max(0.0, wall_time_s - budget["minutes"] * 60.0)
+
+
+BUDGET_PLAN = "budget.json"
+"""In the checkpoint folder: the epochs a budget in minutes was calibrated to, so a resumed run keeps them."""
+
+
+def plan_budget(
+    model: keras.Model,
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    num_classes: int,
+    recipe: dict[str, Any],
+    budget: dict[str, Any],
+    checkpoint_dir: Path,
+    clock=time.perf_counter,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The recipe rescaled to the budget and what to report about it.
+
+    A budget in minutes is calibrated on this model and data: a few training and validation
+    steps are timed, then every weight is put back as it was, so the calibration leaves no trace
+    on the training. The chosen epochs are kept in `checkpoint_dir`, so a resumed run trains the
+    same schedule.
+
+    Returns:
+        The recipe and `{budget_minutes | budget_epochs, planned_epochs, predicted_epoch_s}`, and
+        `epoch_fraction` when not even one epoch fits in the minutes: the recipe then trains that
+        fraction of one epoch (`steps_per_epoch`), its schedule ending at its last step.
+    """
+    if recipe.get("fine_tuning"):
+        raise ValueError(
+            f"A training budget cannot rescale a two-phase recipe (fine_tuning) yet. Received budget {budget!r} "
+            "for a recipe with fine_tuning: set the phases' epochs instead."
+        )
+    batch_size, eval_batch_size = int(recipe["batch_size"]), int(recipe["eval_batch_size"])
+    train_steps = -(-len(train[0]) // batch_size)
+    eval_steps = -(-len(val[0]) // eval_batch_size)
+    steps = train_steps
+    if "epochs" in budget:
+        epochs, predicted = int(budget["epochs"]), float("nan")
+        reported = {"budget_epochs": epochs}
+    else:
+        epochs, predicted, steps = _calibrated_epochs(
+            model, train, val, num_classes, recipe, budget["minutes"], train_steps, eval_steps, checkpoint_dir, clock
+        )
+        reported = {"budget_minutes": float(budget["minutes"])}
+    logger.info(
+        "Budget %s: %s trains %d epochs (recipe: %s) with a %s schedule",
+        budget,
+        model.name,
+        epochs,
+        recipe["epochs"],
+        budget["schedule"],
+    )
+    planned = budgeted_recipe(recipe, epochs, budget["schedule"])
+    if steps < train_steps:
+        logger.warning(
+            "Budget %s: not one epoch of %s fits, so it trains %d of the epoch's %d steps (%.2f of an epoch)",
+            budget,
+            model.name,
+            steps,
+            train_steps,
+            steps / train_steps,
+        )
+        planned["steps_per_epoch"] = steps
+        reported["epoch_fraction"] = steps / train_steps
+    return planned, reported | {"planned_epochs": epochs, "predicted_epoch_s": predicted}
+
+
+def _calibrated_epochs(
+    model: keras.Model,
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    num_classes: int,
+    recipe: dict[str, Any],
+    minutes: float,
+    train_steps: int,
+    eval_steps: int,
+    checkpoint_dir: Path,
+    clock,
+) -> tuple[int, float, int]:
+    """Epochs that fit in `minutes`, the predicted seconds per epoch and the training steps per epoch
+    (fewer than `train_steps` when not one epoch fits), calibrated once per checkpoint folder."""
+    key = fingerprint({**recipe, "budget_minutes": minutes}, model, *train, *val)
+    plan_file = checkpoint_dir / BUDGET_PLAN
+    if plan_file.is_file():
+        plan = json.loads(plan_file.read_text())
+        if plan.get("fingerprint") == key:
+            logger.info("Budget: keeping the %d epochs calibrated before the interruption", plan["epochs"])
+            return int(plan["epochs"]), float(plan["predicted_epoch_s"]), int(plan.get("steps", train_steps))
+    snapshot = [keras.ops.convert_to_numpy(variable) for variable in model.variables]
+    training_model = compile_for_training(model, recipe, train_steps)
+    train_batches = iter(
+        training_dataset(
+            *train,
+            num_classes,
+            int(recipe["batch_size"]),
+            seed=int(recipe["seed"]),
+            sample_targets=draws_targets(recipe),
+        ).repeat()
+    )
+    val_batches = iter(evaluation_dataset(*val, num_classes, int(recipe["eval_batch_size"])).repeat())
+    calibration = calibrate(
+        lambda: training_model.train_on_batch(*next(train_batches)),
+        lambda: training_model.test_on_batch(*next(val_batches)),
+        clock=clock,
+    )
+    for variable, value in zip(model.variables, snapshot, strict=True):
+        variable.assign(value)
+    epochs = epochs_within(minutes, calibration, train_steps, eval_steps)
+    steps = steps_within(minutes, calibration, train_steps, eval_steps) if epochs == 1 else train_steps
+    predicted = calibration.epoch_s(train_steps, eval_steps)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    plan = {"fingerprint": key, "epochs": epochs, "predicted_epoch_s": predicted, "steps": steps}
+    plan_file.write_text(json.dumps(plan))
+    logger.info(
+        "Budget calibration: %.3f s per training step, %.3f s per validation step, %.1f s overhead -> %d epochs of %.1f s",
+        calibration.train_step_s,
+        calibration.eval_step_s,
+        calibration.overhead_s,
+        epochs,
+        predicted,
+    )
+    return epochs, predicted, steps

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import sys
 import time
@@ -19,17 +17,7 @@ import numpy as np
 from convbench.merging import deep_merge
 from convbench.metrics import PENALTY_METRIC
 from convbench.models.layers import PRETRAINED_BASE
-from convbench.models.precision import with_loss_scaling
-from convbench.training.augmentation import with_augmentation
-from convbench.training.budget import (
-    OVERRUN_TOLERANCE,
-    budgeted_recipe,
-    calibrate,
-    check_budget,
-    epochs_within,
-    overrun_s,
-    steps_within,
-)
+from convbench.training.budget import OVERRUN_TOLERANCE, check_budget, overrun_s, plan_budget
 from convbench.training.callbacks import (
     DataLossLogs,
     EpochTimer,
@@ -41,55 +29,17 @@ from convbench.training.callbacks import (
     load_checkpoint,
     lookahead,
 )
+from convbench.training.compiling import compile_for_training
 from convbench.training.distribute import check_built_under, distributed_recipe, warn_if_uneven
 from convbench.training.distribute import scope as distribute_scope
+from convbench.training.fingerprint import fingerprint
 from convbench.training.input_pipeline import evaluation_dataset, training_dataset
-from convbench.training.losses import (
-    data_loss,
-    draws_targets,
-    objective_description,
-    training_accuracy,
-    training_loss,
-)
-from convbench.training.optimizers import learning_rate_schedule, make_optimizer
+from convbench.training.losses import draws_targets, objective_description
 
 logger = logging.getLogger(__name__)
 
 RESUMED_FROM_TAG = "convbench.resumed_from_run"
 """Tag of a run that resumed a checkpoint: the MLflow run that wrote it (killed, failed or interrupted)."""
-
-
-def fingerprint(recipe: dict[str, Any], model: keras.Model, *arrays: np.ndarray) -> str:
-    """A short hash of what makes two trainings the same: recipe, model (normalisation included), data."""
-    digest = hashlib.blake2b(digest_size=8)
-    digest.update(json.dumps(recipe, sort_keys=True, default=str).encode())
-    digest.update(model.to_json().encode())
-    for array in arrays:
-        digest.update(str((array.shape, array.dtype)).encode())
-        digest.update(np.ascontiguousarray(array).data)
-    return digest.hexdigest()
-
-
-def compile_model(model: keras.Model, recipe: dict[str, Any], steps_per_epoch: int) -> keras.Model:
-    """`model` compiled with the recipe's optimiser and schedule, its loss (see `training_loss`), accuracy
-    and data loss (`data_loss`, which `DataLossLogs` reports as `loss` and `val_loss`).
-
-    Accuracy: see `training_accuracy` (in validation always against the majority label for crowd labels).
-    """
-    schedule = learning_rate_schedule(recipe["schedule"], recipe["epochs"], steps_per_epoch)
-    model.compile(
-        optimizer=with_loss_scaling(make_optimizer(recipe["optimizer"], schedule, ema=recipe.get("ema")), recipe),
-        loss=training_loss(recipe),
-        metrics=[training_accuracy(recipe), data_loss(recipe)],
-        jit_compile=recipe.get("jit_compile", "auto"),
-    )
-    return model
-
-
-def compile_for_training(model: keras.Model, recipe: dict[str, Any], steps_per_epoch: int) -> keras.Model:
-    """The augmenting training wrapper around `model`, compiled with the recipe."""
-    training_model = with_augmentation(model, recipe.get("augmentation") or {}, seed=recipe["seed"])
-    return compile_model(training_model, recipe, steps_per_epoch)
 
 
 def recipe_callbacks(recipe: dict[str, Any], steps_per_epoch: int) -> list[keras.callbacks.Callback]:
@@ -239,129 +189,6 @@ def fit(
                 np.mean(epoch_times) if epoch_times else float("nan"),
             )
     return model, history, summary
-
-
-BUDGET_PLAN = "budget.json"
-"""In the checkpoint folder: the epochs a budget in minutes was calibrated to, so a resumed run keeps them."""
-
-
-def plan_budget(
-    model: keras.Model,
-    train: tuple[np.ndarray, np.ndarray],
-    val: tuple[np.ndarray, np.ndarray],
-    num_classes: int,
-    recipe: dict[str, Any],
-    budget: dict[str, Any],
-    checkpoint_dir: Path,
-    clock=time.perf_counter,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The recipe rescaled to the budget (see `convbench.training.budget`) and what to report about it.
-
-    A budget in minutes is calibrated on this model and data: a few training and validation
-    steps are timed, then every weight is put back as it was, so the calibration leaves no trace
-    on the training. The chosen epochs are kept in `checkpoint_dir`, so a resumed run trains the
-    same schedule.
-
-    Returns:
-        The recipe and `{budget_minutes | budget_epochs, planned_epochs, predicted_epoch_s}`, and
-        `epoch_fraction` when not even one epoch fits in the minutes: the recipe then trains that
-        fraction of one epoch (`steps_per_epoch`), its schedule ending at its last step.
-    """
-    if recipe.get("fine_tuning"):
-        raise ValueError(
-            f"A training budget cannot rescale a two-phase recipe (fine_tuning) yet. Received budget {budget!r} "
-            "for a recipe with fine_tuning: set the phases' epochs instead."
-        )
-    batch_size, eval_batch_size = int(recipe["batch_size"]), int(recipe["eval_batch_size"])
-    train_steps = -(-len(train[0]) // batch_size)
-    eval_steps = -(-len(val[0]) // eval_batch_size)
-    steps = train_steps
-    if "epochs" in budget:
-        epochs, predicted = int(budget["epochs"]), float("nan")
-        reported = {"budget_epochs": epochs}
-    else:
-        epochs, predicted, steps = _calibrated_epochs(
-            model, train, val, num_classes, recipe, budget["minutes"], train_steps, eval_steps, checkpoint_dir, clock
-        )
-        reported = {"budget_minutes": float(budget["minutes"])}
-    logger.info(
-        "Budget %s: %s trains %d epochs (recipe: %s) with a %s schedule",
-        budget,
-        model.name,
-        epochs,
-        recipe["epochs"],
-        budget["schedule"],
-    )
-    planned = budgeted_recipe(recipe, epochs, budget["schedule"])
-    if steps < train_steps:
-        logger.warning(
-            "Budget %s: not one epoch of %s fits, so it trains %d of the epoch's %d steps (%.2f of an epoch)",
-            budget,
-            model.name,
-            steps,
-            train_steps,
-            steps / train_steps,
-        )
-        planned["steps_per_epoch"] = steps
-        reported["epoch_fraction"] = steps / train_steps
-    return planned, reported | {"planned_epochs": epochs, "predicted_epoch_s": predicted}
-
-
-def _calibrated_epochs(
-    model: keras.Model,
-    train: tuple[np.ndarray, np.ndarray],
-    val: tuple[np.ndarray, np.ndarray],
-    num_classes: int,
-    recipe: dict[str, Any],
-    minutes: float,
-    train_steps: int,
-    eval_steps: int,
-    checkpoint_dir: Path,
-    clock,
-) -> tuple[int, float, int]:
-    """Epochs that fit in `minutes`, the predicted seconds per epoch and the training steps per epoch
-    (fewer than `train_steps` when not one epoch fits), calibrated once per checkpoint folder."""
-    key = fingerprint({**recipe, "budget_minutes": minutes}, model, *train, *val)
-    plan_file = checkpoint_dir / BUDGET_PLAN
-    if plan_file.is_file():
-        plan = json.loads(plan_file.read_text())
-        if plan.get("fingerprint") == key:
-            logger.info("Budget: keeping the %d epochs calibrated before the interruption", plan["epochs"])
-            return int(plan["epochs"]), float(plan["predicted_epoch_s"]), int(plan.get("steps", train_steps))
-    snapshot = [keras.ops.convert_to_numpy(variable) for variable in model.variables]
-    training_model = compile_for_training(model, recipe, train_steps)
-    train_batches = iter(
-        training_dataset(
-            *train,
-            num_classes,
-            int(recipe["batch_size"]),
-            seed=int(recipe["seed"]),
-            sample_targets=draws_targets(recipe),
-        ).repeat()
-    )
-    val_batches = iter(evaluation_dataset(*val, num_classes, int(recipe["eval_batch_size"])).repeat())
-    calibration = calibrate(
-        lambda: training_model.train_on_batch(*next(train_batches)),
-        lambda: training_model.test_on_batch(*next(val_batches)),
-        clock=clock,
-    )
-    for variable, value in zip(model.variables, snapshot, strict=True):
-        variable.assign(value)
-    epochs = epochs_within(minutes, calibration, train_steps, eval_steps)
-    steps = steps_within(minutes, calibration, train_steps, eval_steps) if epochs == 1 else train_steps
-    predicted = calibration.epoch_s(train_steps, eval_steps)
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    plan = {"fingerprint": key, "epochs": epochs, "predicted_epoch_s": predicted, "steps": steps}
-    plan_file.write_text(json.dumps(plan))
-    logger.info(
-        "Budget calibration: %.3f s per training step, %.3f s per validation step, %.1f s overhead -> %d epochs of %.1f s",
-        calibration.train_step_s,
-        calibration.eval_step_s,
-        calibration.overhead_s,
-        epochs,
-        predicted,
-    )
-    return epochs, predicted, steps
 
 
 def epoch_steps(images: int, recipe: dict[str, Any]) -> int:
