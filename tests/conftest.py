@@ -25,6 +25,7 @@ def throwaway_default_mlflow_store():
     Set as MLflow's default store, not through MLFLOW_TRACKING_URI: child processes would inherit the
     variable, and `mlflow.set_tracking_uri(None)` unsets it.
     """
+    # mlflow 3.17 has no public setting of the store used when no URI is set (its private default is patched)
     from mlflow.tracking._tracking_service import utils
 
     assert hasattr(utils, "_get_default_tracking_uri"), "MLflow moved its default store: update tests/conftest.py"

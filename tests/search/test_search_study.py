@@ -17,6 +17,7 @@ from convbench.search.study import (
     make_pruner,
     make_sampler,
     open_study,
+    rdb_storage,
     redacted,
     storage_url,
 )
@@ -29,8 +30,9 @@ def new_study(tmp_path, name="cifar10_mlp"):
 
 
 def running_trial(study, identity, heartbeat, x=0.5):
+    study.enqueue_trial({"x": x}, skip_if_exists=False)
     trial = study.ask()
-    study._storage.set_trial_param(trial._trial_id, "x", x, optuna.distributions.FloatDistribution(0.0, 1.0))
+    assert trial.suggest_float("x", 0.0, 1.0) == x
     trial.set_user_attr(PROCESS_TAG, identity)
     trial.set_user_attr(HEARTBEAT_ATTR, heartbeat)
     return trial
@@ -61,6 +63,7 @@ def test_passwords_never_reach_logs_or_reports():
 def test_pruners_from_their_configuration():
     assert isinstance(make_pruner({"name": "median", "n_warmup_steps": 2}, 10), optuna.pruners.MedianPruner)
     hyperband = make_pruner({"name": "hyperband", "min_resource": 1, "reduction_factor": 3}, 12)
+    # optuna 5.1 exposes no public accessor of a HyperbandPruner's max_resource
     assert isinstance(hyperband, optuna.pruners.HyperbandPruner) and hyperband._max_resource == 12
     assert isinstance(make_pruner({"name": "none"}, 3), optuna.pruners.NopPruner)
     with pytest.raises(ValueError, match="median, hyperband or none; received 'asha'"):
@@ -68,7 +71,7 @@ def test_pruners_from_their_configuration():
 
 
 def test_trials_of_dead_workers_fail_and_are_queued_again_and_live_ones_stay(tmp_path):
-    _, study = new_study(tmp_path)
+    url, study = new_study(tmp_path)
     now = time.time()
     dead = running_trial(study, dead_identity(), now, x=0.25)
     live = running_trial(study, this_process(), now)
@@ -76,7 +79,10 @@ def test_trials_of_dead_workers_fail_and_are_queued_again_and_live_ones_stay(tmp
     fresh = running_trial(study, "another-host:124:1", now - 60)
     foreign = study.ask()  # not a convbench trial: no process, no heartbeat
 
-    assert sorted(fail_orphaned_trials(study, stale_after_s=1800, now=now)) == [dead.number, stale.number]
+    assert sorted(fail_orphaned_trials(study, rdb_storage(url), stale_after_s=1800, now=now)) == [
+        dead.number,
+        stale.number,
+    ]
     states = {trial.number: trial.state for trial in study.get_trials()}
     assert states[dead.number] == states[stale.number] == TrialState.FAIL
     assert states[live.number] == states[fresh.number] == states[foreign.number] == TrialState.RUNNING
@@ -85,7 +91,7 @@ def test_trials_of_dead_workers_fail_and_are_queued_again_and_live_ones_stay(tmp
         (dead.number, 0.25),
         (stale.number, 0.75),
     ]
-    assert fail_orphaned_trials(study, stale_after_s=1800, now=now) == []  # each is failed once
+    assert fail_orphaned_trials(study, rdb_storage(url), stale_after_s=1800, now=now) == []  # each is failed once
 
 
 def test_a_rerun_after_a_kill_retries_the_killed_values_and_counts_no_trial_twice(tmp_path):

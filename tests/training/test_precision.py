@@ -39,10 +39,18 @@ def test_the_global_policy_is_restored_even_when_the_builder_fails():
     assert inside == ["mixed_bfloat16"] and keras.config.dtype_policy().name == "float32"
 
 
+def every_layer(model: keras.Model):
+    """The model's layers, and those of the models nested in it."""
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from every_layer(layer)
+
+
 @pytest.mark.parametrize(("architecture", "model"), [("resnet", {"depth": 8}), ("airbench", {"widths": [8, 16, 16]})])
 def test_a_mixed_model_computes_in_16_bits_keeps_float32_weights_and_a_float32_softmax(architecture, model):
     mixed = built(architecture, "bfloat16", model)
-    convolutions = [layer for layer in mixed._flatten_layers() if isinstance(layer, keras.layers.Conv2D)]
+    convolutions = [layer for layer in every_layer(mixed) if isinstance(layer, keras.layers.Conv2D)]
     assert convolutions and all(layer.compute_dtype == "bfloat16" for layer in convolutions)
     assert all(variable.dtype == "float32" for variable in mixed.weights)
     assert mixed.outputs[0].dtype == "float32"
@@ -51,7 +59,7 @@ def test_a_mixed_model_computes_in_16_bits_keeps_float32_weights_and_a_float32_s
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
     assert keras.config.dtype_policy().name == "float32"  # the next model builds in float32 again
     plain = built(architecture, None, model)
-    assert all(layer.compute_dtype == "float32" for layer in plain._flatten_layers() if layer.weights)
+    assert all(layer.compute_dtype == "float32" for layer in every_layer(plain) if layer.weights)
 
 
 @pytest.mark.parametrize(("mixed_precision", "scaled"), [("float16", True), ("bfloat16", False), (None, False)])

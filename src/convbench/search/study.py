@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import time
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
 from convbench.tracking import PROCESS_TAG, process_is_gone, this_process
@@ -94,15 +97,25 @@ def open_study(
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with study_lock(url, study_name):
-        storage = optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
         return optuna.create_study(
-            storage=storage,
+            storage=rdb_storage(url),
             study_name=study_name,
             sampler=sampler,
             pruner=pruner,
             direction="maximize",
             load_if_exists=True,
         )
+
+
+@functools.cache
+def rdb_storage(url: str) -> optuna.storages.RDBStorage:
+    """The process's one Optuna storage of `url` (its engine and connection pool are shared)."""
+    return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+
+
+def trial_id(storage: BaseStorage, study: optuna.Study, number: int) -> int:
+    """The storage's id of trial `number` of `study`, which the storage's setters take."""
+    return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name), number)
 
 
 def _engine_kwargs(url: str) -> dict[str, Any]:
@@ -154,7 +167,9 @@ def study_lock(url: str, study_name: str, timeout_s: float = 600.0) -> Iterator[
     yield
 
 
-def fail_orphaned_trials(study: optuna.Study, stale_after_s: float, now: float | None = None) -> list[int]:
+def fail_orphaned_trials(
+    study: optuna.Study, storage: BaseStorage, stale_after_s: float, now: float | None = None
+) -> list[int]:
     """Fails every RUNNING trial whose worker is gone and queues its parameters again; their numbers.
 
     Gone: its process no longer runs on this host, or (any host) its heartbeat is older than
@@ -170,8 +185,13 @@ def fail_orphaned_trials(study: optuna.Study, stale_after_s: float, now: float |
             continue
         if not (process_is_gone(identity) or now - float(heartbeat) > stale_after_s):
             continue
-        study._storage.set_trial_user_attr(trial._trial_id, FAILED_BECAUSE_ATTR, f"its worker ({identity}) died")
-        if not study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+        try:
+            storage.set_trial_user_attr(
+                trial_id(storage, study, trial.number), FAILED_BECAUSE_ATTR, f"its worker ({identity}) died"
+            )
+        except UpdateFinishedTrialError:
+            continue  # finished meanwhile
+        if study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True).state != TrialState.FAIL:
             continue  # finished meanwhile
         study.enqueue_trial(trial.params, user_attrs={RETRY_OF_ATTR: trial.number}, skip_if_exists=False)
         failed.append(trial.number)
@@ -191,7 +211,7 @@ def counted_trials(study: optuna.Study) -> int:
 def claim_trial(study: optuna.Study, url: str, n_trials: int, stale_after_s: float) -> optuna.Trial | None:
     """A new trial for this worker, or None once the study has `n_trials` finished or running trials."""
     with study_lock(url, study.study_name):
-        fail_orphaned_trials(study, stale_after_s)
+        fail_orphaned_trials(study, rdb_storage(url), stale_after_s)
         if counted_trials(study) >= n_trials:
             return None
         trial = study.ask()
