@@ -40,11 +40,6 @@ def check_positive(value: int, parameter: str) -> None:
         raise ValueError(f"{parameter} must be a positive integer. Received: {parameter}={value}")
 
 
-def conv_bn_relu(x, filters: int, kernel_size: int, strides: int, weight_decay: float, name: str):
-    """A convolution (with bias, as in the paper) named `name`, followed by BN and ReLU."""
-    return conv_bn(x, filters, kernel_size, weight_decay, name, strides=strides, use_bias=True, conv_name=name)
-
-
 def dropout_dense_relu(x, units: int, dropout: float, weight_decay: float, name: str):
     """Dropout (skipped at rate 0), then a ReLU fully connected layer of `units`."""
     if dropout:
@@ -80,7 +75,17 @@ def build_alexnet(
     inputs = keras.Input(shape=tuple(input_shape), name="input")
     x = resize_to_at_least(inputs, MIN_INPUT_SIZE)
     for index, (filters, kernel_size) in enumerate(CONV_LAYERS, start=1):
-        x = conv_bn_relu(x, filters, kernel_size, 2 if index == 1 else 1, weight_decay, f"conv{index}")
+        strides = 2 if index == 1 else 1
+        x = conv_bn(
+            x,
+            filters,
+            kernel_size,
+            weight_decay,
+            f"conv{index}",
+            strides=strides,
+            use_bias=True,
+            conv_name=f"conv{index}",
+        )
         if index in POOL_AFTER:
             x = layers.MaxPooling2D(2, name=f"pool{index}")(x)
     x = layers.Flatten(name="flatten")(x)

@@ -21,7 +21,7 @@ import math
 import keras
 from keras import layers
 
-from convbench.models.layers import batch_norm, bn_activation, classifier, conv2d
+from convbench.models.layers import bn_activation, classifier, conv2d
 from convbench.models.registration import architecture
 
 NUM_BLOCKS = 3
@@ -103,8 +103,7 @@ def build_densenet(
             x = bottleneck_layer(x, growth_rate, dropout, weight_decay, f"block{block}_layer{layer}")
         if block < NUM_BLOCKS:
             x = transition(x, compression, dropout, weight_decay, f"transition{block}")
-    x = batch_norm("post_bn")(x)
-    x = layers.Activation("relu", name="post_relu")(x)
+    x = bn_activation(x, "post")
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     outputs = classifier(x, num_classes, weight_decay)
     return keras.Model(inputs, outputs, name=name or f"densenet_bc{depth}_k{growth_rate}")

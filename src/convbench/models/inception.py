@@ -60,24 +60,23 @@ STAGES: tuple[tuple[tuple[str, InceptionFilters], ...], ...] = (
 """The three stages of GoogLeNet (Table 1 of the paper), separated by 3x3/2 max pooling."""
 
 
-def conv_bn_relu(x, filters: int, kernel: int, weight_decay: float, name: str):
-    """A stride-1 'same' convolution with bias (as in pytorch-cifar), batch norm and ReLU."""
-    return conv_bn(x, filters, kernel, weight_decay, name, use_bias=True)
-
-
 def inception_module(x, filters: InceptionFilters, weight_decay: float, name: str):
     """The four Inception branches on `x`, concatenated along channels."""
-    branch1x1 = conv_bn_relu(x, filters.conv1x1, 1, weight_decay, f"{name}_1x1")
+    branch1x1 = conv_bn(x, filters.conv1x1, 1, weight_decay, f"{name}_1x1", use_bias=True)
 
-    branch3x3 = conv_bn_relu(x, filters.reduce3x3, 1, weight_decay, f"{name}_3x3_reduce")
-    branch3x3 = conv_bn_relu(branch3x3, filters.conv3x3, 3, weight_decay, f"{name}_3x3")
+    branch3x3 = conv_bn(x, filters.reduce3x3, 1, weight_decay, f"{name}_3x3_reduce", use_bias=True)
+    branch3x3 = conv_bn(branch3x3, filters.conv3x3, 3, weight_decay, f"{name}_3x3", use_bias=True)
 
-    branch_double3x3 = conv_bn_relu(x, filters.reduce_double3x3, 1, weight_decay, f"{name}_double3x3_reduce")
-    branch_double3x3 = conv_bn_relu(branch_double3x3, filters.double3x3, 3, weight_decay, f"{name}_double3x3_1")
-    branch_double3x3 = conv_bn_relu(branch_double3x3, filters.double3x3, 3, weight_decay, f"{name}_double3x3_2")
+    branch_double3x3 = conv_bn(x, filters.reduce_double3x3, 1, weight_decay, f"{name}_double3x3_reduce", use_bias=True)
+    branch_double3x3 = conv_bn(
+        branch_double3x3, filters.double3x3, 3, weight_decay, f"{name}_double3x3_1", use_bias=True
+    )
+    branch_double3x3 = conv_bn(
+        branch_double3x3, filters.double3x3, 3, weight_decay, f"{name}_double3x3_2", use_bias=True
+    )
 
     branch_pool = layers.MaxPooling2D(3, strides=1, padding="same", name=f"{name}_pool")(x)
-    branch_pool = conv_bn_relu(branch_pool, filters.pool_projection, 1, weight_decay, f"{name}_pool_proj")
+    branch_pool = conv_bn(branch_pool, filters.pool_projection, 1, weight_decay, f"{name}_pool_proj", use_bias=True)
 
     return layers.Concatenate(name=f"{name}_concat")([branch1x1, branch3x3, branch_double3x3, branch_pool])
 
@@ -103,7 +102,7 @@ def build_inception(
     if not width > 0:
         raise ValueError(f"width must be positive. Received: width={width}")
     inputs = keras.Input(shape=tuple(input_shape), name="input")
-    x = conv_bn_relu(inputs, scaled_filters(STEM_FILTERS, width), 3, weight_decay, "stem")
+    x = conv_bn(inputs, scaled_filters(STEM_FILTERS, width), 3, weight_decay, "stem", use_bias=True)
     for stage, modules in enumerate(STAGES):
         if stage > 0:
             x = layers.MaxPooling2D(3, strides=2, padding="same", name=f"pool{stage + 2}")(x)

@@ -36,11 +36,6 @@ EXIT_BLOCK_FILTERS = (728, 1024)
 EXIT_FILTERS = (1536, 2048)
 
 
-def conv_bn_relu(x, filters: int, weight_decay: float, name: str):
-    """A 3x3 stride-1 'same' convolution without bias, batch norm and ReLU."""
-    return conv_bn(x, filters, 3, weight_decay, name)
-
-
 def separable_conv_bn(x, filters: int, weight_decay: float, name: str):
     """A 3x3 depthwise separable convolution without bias, then batch norm (`conv_bn` with a separable conv)."""
     x = layers.SeparableConv2D(
@@ -114,7 +109,7 @@ def build_xception(
     inputs = keras.Input(shape=tuple(input_shape), name="input")
     x = inputs
     for index, filters in enumerate(STEM_FILTERS, start=1):
-        x = conv_bn_relu(x, scaled(filters), weight_decay, f"entry_conv{index}")
+        x = conv_bn(x, scaled(filters), 3, weight_decay, f"entry_conv{index}")
     for index, (filters, strides) in enumerate(ENTRY_BLOCKS, start=1):
         x = downsampling_block(
             x, (scaled(filters),) * 2, strides, weight_decay, f"entry_block{index}", relu_first=index > 1
