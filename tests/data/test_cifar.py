@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import bz2
 import dataclasses
+import functools
+import lzma
 import re
 import tarfile
 from pathlib import Path
@@ -149,6 +152,50 @@ def test_members_with_a_leading_dot_slash_and_plain_tar_are_read(tmp_path):
         gzip=False,
     )
     assert read_tar_members(archive, ["data/a.bin", "data/b.txt"]) == {"data/a.bin": b"abc", "data/b.txt": b""}
+
+
+COMPRESSORS = {
+    "bz2": bz2.compress,
+    "xz": lzma.compress,
+    "lzma": functools.partial(lzma.compress, format=lzma.FORMAT_ALONE),  # the legacy .lzma format
+}
+
+
+def _compressed_tar(path: Path, kind: str) -> Path:
+    """Write a small tar archive compressed with `kind` (a key of COMPRESSORS)."""
+    noise = np.random.default_rng(3).integers(0, 256, 20_000, np.uint8).tobytes()
+    plain = ca.write_tar(
+        path.with_suffix(".plain"), [ca.member("d/a.bin", noise), ca.member("d/b.txt", b"x")], gzip=False
+    )
+    path.write_bytes(COMPRESSORS[kind](plain.read_bytes()))
+    return path
+
+
+@pytest.mark.parametrize("kind", COMPRESSORS)
+def test_bz2_and_xz_archives_are_read(tmp_path, kind):
+    archive = _compressed_tar(tmp_path / f"a.tar.{kind}", kind)
+    result = read_tar_members(archive, ["d/a.bin", "d/b.txt"])
+    assert len(result["d/a.bin"]) == 20_000 and result["d/b.txt"] == b"x"
+
+
+@pytest.mark.parametrize("kind", COMPRESSORS)
+def test_bz2_and_xz_archives_cut_short_are_refused(tmp_path, kind):
+    archive = _compressed_tar(tmp_path / f"a.tar.{kind}", kind)
+    archive.write_bytes(archive.read_bytes()[:-1])
+    with pytest.raises(ArchiveFormatError, match="compressed stream, found it cut short"):
+        read_tar_members(archive, ["d/a.bin"])
+
+
+@pytest.mark.parametrize("kind", COMPRESSORS)
+def test_corrupt_bz2_and_xz_data_is_refused(tmp_path, kind):
+    archive = _compressed_tar(tmp_path / f"a.tar.{kind}", kind)
+    data = bytearray(archive.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 64] = b"\xff" * 64
+    archive.write_bytes(bytes(data))
+    with pytest.raises(ArchiveFormatError, match=r"invalid compressed data") as info:
+        read_tar_members(archive, ["d/a.bin"])
+    assert str(archive) in str(info.value)
 
 
 def test_fixture_hash_helper_matches_pooch(tmp_path):

@@ -9,6 +9,7 @@ message names the archive, the member when there is one, and what was expected v
 
 from __future__ import annotations
 
+import bz2
 import collections
 import contextlib
 import io
@@ -21,6 +22,7 @@ import threading
 import zlib
 from collections.abc import Collection, Iterator
 from pathlib import Path
+from typing import Protocol
 
 from isal import isal_zlib
 
@@ -49,9 +51,7 @@ class ArchiveFormatError(ValueError):
         self.member = member
         prefix = ""
         if archive is not None:
-            prefix = f"{os.fspath(archive)}"
-            if member is not None:
-                prefix += f", member {member!r}"
+            prefix = os.fspath(archive) if member is None else describe_member(archive, member)
             prefix += ": "
         super().__init__(prefix + message)
 
@@ -64,13 +64,34 @@ class UnsafeArchiveError(ArchiveFormatError):
     """
 
 
+def describe_member(archive: str | os.PathLike[str], member: str) -> str:
+    """Return how messages name a member of an archive: ``<archive>, member '<member>'``."""
+    return f"{os.fspath(archive)}, member {member!r}"
+
+
+def check_member_name(archive: str | os.PathLike[str], name: str) -> None:
+    """Raise UnsafeArchiveError if the member path `name` could escape the extraction folder.
+
+    Used for tar and zip members alike; both ``/`` and ``\\`` count as separators.
+
+    Raises:
+        UnsafeArchiveError: `name` is absolute (``/x``, ``\\x``, ``C:x``) or has a ``..`` component.
+    """
+    if name.startswith(("/", "\\")) or _DRIVE.match(name):
+        raise UnsafeArchiveError("expected a relative path, found an absolute one", archive=archive, member=name)
+    if ".." in re.split(r"[/\\]", name):
+        raise UnsafeArchiveError(
+            "expected a path inside the archive's folder, found one containing '..'", archive=archive, member=name
+        )
+
+
 def read_tar_members(archive: str | os.PathLike[str], wanted: Collection[str]) -> dict[str, bytes]:
     """Return the bytes of the `wanted` members of a tar archive, read in one pass.
 
-    The archive is streamed (tarfile mode ``"r|*"``: plain tar or gzip/bz2/xz compressed,
-    detected from its first bytes), so a ``.tar.gz`` is decompressed once, front to back,
-    without seeking and without extracting anything to disk. Every member name is checked,
-    not only the wanted ones. Member names match with or without a leading ``./``.
+    The archive is streamed (plain tar or gzip/bz2/xz compressed, detected from its first
+    bytes), so a ``.tar.gz`` is decompressed once, front to back, without extracting
+    anything to disk. Every member name is checked, not only the wanted ones. Member names
+    match with or without a leading ``./``.
 
     Args:
         archive: Path of the tar archive.
@@ -112,9 +133,9 @@ def iter_tar_members(archive: str | os.PathLike[str], wanted: Collection[str]) -
     current: str | None = None  # the member whose data is being read, if any
     with archive.open("rb") as raw:
         try:
-            with _open_tar_stream(raw) as tar:
+            with _open_tar_stream(raw) as (tar, stream):
                 for info in tar:
-                    _check_name(archive, info)
+                    check_member_name(archive, info.name)
                     seen.append(info.name)
                     name = by_key.get(_normalise(info.name))
                     if name is None:
@@ -138,7 +159,7 @@ def iter_tar_members(archive: str | os.PathLike[str], wanted: Collection[str]) -
                         )
                     found[name] = info.name
                     yield name, data
-                _check_stream_complete(archive, tar)
+                _check_stream_complete(archive, stream)
         except ArchiveFormatError:
             raise
         except _ARCHIVE_ERRORS as exc:
@@ -154,22 +175,52 @@ def iter_tar_members(archive: str | os.PathLike[str], wanted: Collection[str]) -
 
 
 GZIP_MAGIC = b"\x1f\x8b"
+"""First bytes of a gzip stream."""
 
 
-class _IsalGzipStream:
-    """A gzip stream inflated with ISA-L on a background thread, read forward like a file.
+class _Decompressor(Protocol):
+    """What :class:`_InflatingStream` needs of a decompressor (zlib-, bz2- and lzma-style objects)."""
 
-    ISA-L inflates about twice as fast as zlib and releases the GIL, so inflating overlaps
-    with reading tar headers and decoding records. Reads copy the inflated bytes once; `seek`
-    only skips forward, which is all a front-to-back tar reader needs. Like tarfile's own gzip
-    stream it ends quietly where the input ends; `cmp.eof` then tells whether the compressed
-    stream was complete. The gzip CRC and size are checked.
+    eof: bool
+
+    def decompress(self, data: bytes) -> bytes: ...
+
+
+def _decompressor_for(magic: bytes) -> _Decompressor | None:
+    """Return a decompressor for a stream starting with `magic`, or None for an uncompressed one.
+
+    Gzip is recognised by its two magic bytes and inflated with ISA-L; bz2 and xz (or
+    legacy ``.lzma``) by the same first bytes as tarfile's ``"r|*"`` mode.
+    """
+    if magic.startswith(GZIP_MAGIC):
+        return isal_zlib.decompressobj(16 + isal_zlib.MAX_WBITS)
+    if magic[0:3] == b"BZh" and magic[4:10] == b"1AY&SY":
+        return bz2.BZ2Decompressor()
+    if magic.startswith((b"\x5d\x00\x00\x80", b"\xfd7zXZ")):
+        return lzma.LZMADecompressor()
+    return None
+
+
+class _InflatingStream:
+    """A compressed stream decompressed on a background thread, read forward like a file.
+
+    ISA-L, bz2 and lzma release the GIL, so decompressing overlaps with reading tar headers
+    and decoding records. Reads copy the decompressed bytes once; `seek` only skips forward,
+    which is all a front-to-back tar reader needs. Like tarfile's own stream it ends quietly
+    where the input ends; :attr:`complete` then tells whether the compressed stream was.
+    The gzip CRC and size are checked.
+
+    Why not ``isal.igzip_threaded`` (python-isal 1.9.1), which threads gzip inflation too: its
+    reader cannot seek, so tarfile must read it in stream mode (``"r|"``, more copies), which
+    made parsing the full-size CIFAR-10 archive about 1.15x as slow (benchmarks/README.md);
+    and it raises at a truncation up to a 1 MiB block early, so errors could no longer name
+    the member where an archive breaks off.
     """
 
     _DONE = None
 
-    def __init__(self, raw) -> None:
-        self.cmp = isal_zlib.decompressobj(16 + isal_zlib.MAX_WBITS)
+    def __init__(self, raw, decompressor: _Decompressor) -> None:
+        self._decompressor = decompressor
         self._inflated: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
         self._chunks: collections.deque[memoryview] = collections.deque()
         self._buffered = 0
@@ -177,16 +228,25 @@ class _IsalGzipStream:
         self._error: BaseException | None = None
         self._finished = False
         self._stop = threading.Event()
-        self._worker = threading.Thread(target=self._inflate, args=(raw,), name="isal-inflate", daemon=True)
+        self._worker = threading.Thread(target=self._inflate, args=(raw,), name="archive-inflate", daemon=True)
         self._worker.start()
+
+    @property
+    def complete(self) -> bool:
+        """Whether the decompressor has seen the end-of-stream marker (so far)."""
+        return self._decompressor.eof
 
     def _inflate(self, raw) -> None:
         try:
-            while not self.cmp.eof and not self._stop.is_set():
+            while not self._decompressor.eof and not self._stop.is_set():
                 compressed = raw.read(STREAM_BUFSIZE)
                 if not compressed:
                     break
-                self._put(self.cmp.decompress(compressed))
+                try:
+                    inflated = self._decompressor.decompress(compressed)
+                except (OSError, lzma.LZMAError) as exc:  # how bz2 and lzma report corrupt data
+                    raise tarfile.ReadError("invalid compressed data") from exc
+                self._put(inflated)
         except BaseException as exc:  # handed to the reading thread
             self._error = exc
         finally:
@@ -247,18 +307,19 @@ class _IsalGzipStream:
 
 
 @contextlib.contextmanager
-def _open_tar_stream(raw) -> Iterator[tarfile.TarFile]:
-    """A streaming tar reader over `raw`: gzip through ISA-L, other compressions through tarfile."""
-    magic = raw.read(2)
+def _open_tar_stream(raw) -> Iterator[tuple[tarfile.TarFile, _InflatingStream | None]]:
+    """A tar reader over `raw`, and the stream decompressing it (None for an uncompressed tar)."""
+    magic = raw.read(10)
     raw.seek(0)
-    if magic != GZIP_MAGIC:
-        with tarfile.open(fileobj=raw, mode="r|*", bufsize=STREAM_BUFSIZE) as tar:
-            yield tar
+    decompressor = _decompressor_for(magic)
+    if decompressor is None:
+        with tarfile.open(fileobj=raw, mode="r|", bufsize=STREAM_BUFSIZE) as tar:
+            yield tar, None
         return
-    stream = _IsalGzipStream(raw)
+    stream = _InflatingStream(raw, decompressor)
     try:
         with tarfile.open(fileobj=stream, mode="r:") as tar:
-            yield tar
+            yield tar, stream
     finally:
         stream.close()
 
@@ -266,17 +327,6 @@ def _open_tar_stream(raw) -> Iterator[tarfile.TarFile]:
 def _normalise(name: str) -> str:
     """Return a member name without ``.`` components, empty components or a trailing slash."""
     return "/".join(part for part in name.split("/") if part not in ("", "."))
-
-
-def _check_name(archive: Path, info: tarfile.TarInfo) -> None:
-    """Raise UnsafeArchiveError if the member's path is absolute or contains ``..``."""
-    name = info.name
-    if name.startswith(("/", "\\")) or _DRIVE.match(name):
-        raise UnsafeArchiveError("expected a relative path, found an absolute one", archive=archive, member=name)
-    if ".." in re.split(r"[/\\]", name):
-        raise UnsafeArchiveError(
-            "expected a path inside the archive's folder, found one containing '..'", archive=archive, member=name
-        )
 
 
 def _check_wanted_type(archive: Path, info: tarfile.TarInfo) -> None:
@@ -314,7 +364,7 @@ def _read_member(tar: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
     return member.raw.read(info.size)
 
 
-def _check_stream_complete(archive: Path, tar: tarfile.TarFile) -> None:
+def _check_stream_complete(archive: Path, stream: _InflatingStream | None) -> None:
     """Raise if a compressed archive ended before its compressed stream did.
 
     tarfile stops iterating quietly when a stream ends in the middle of a header, which
@@ -322,15 +372,11 @@ def _check_stream_complete(archive: Path, tar: tarfile.TarFile) -> None:
     decompressor whether it saw the end-of-stream marker catches that. (A truncated plain,
     uncompressed tar is caught only if a wanted member is cut or missing.)
     """
-    stream = tar.fileobj
-    inner = getattr(stream, "fileobj", None)
-    decompressor = getattr(stream, "cmp", None) or getattr(inner, "cmp", None)
-    if not hasattr(decompressor, "eof"):
+    if stream is None:
         return
     while stream.read(STREAM_BUFSIZE):
         pass
-    complete = decompressor.eof
-    if not complete:
+    if not stream.complete:
         raise ArchiveFormatError(
             "expected a complete compressed stream, found it cut short: the archive is truncated "
             "(an interrupted download?)",

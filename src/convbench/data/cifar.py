@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from convbench.data.archives import ArchiveFormatError, iter_tar_members
+from convbench.data.archives import ArchiveFormatError, describe_member, iter_tar_members
 
 logger = logging.getLogger(__name__)
 
@@ -208,7 +208,8 @@ def read_cifar_archive(
                 if member in names_members:
                     names_text[member] = data
                 else:
-                    decoding.append(pool.submit(data_members[member].add, member, data, _source(archive, member)))
+                    source = describe_member(archive, member)
+                    decoding.append(pool.submit(data_members[member].add, member, data, source))
         except BaseException:
             for future in decoding:
                 future.cancel()
@@ -224,7 +225,8 @@ def read_cifar_archive(
         for field in fmt.label_fields:
             result[_labels_key(fmt, split, field)] = labels[field.name]
     for member, field in names_members.items():
-        result[_names_key(fmt, field)] = parse_class_names(names_text[member], field, source=_source(archive, member))
+        source = describe_member(archive, member)
+        result[_names_key(fmt, field)] = parse_class_names(names_text[member], field, source=source)
     logger.info(
         "Read %s from %s: %d train and %d test images",
         fmt.name,
@@ -390,8 +392,3 @@ def _labels_key(fmt: CifarFormat, split: str, field: LabelField) -> str:
 def _names_key(fmt: CifarFormat, field: LabelField) -> str:
     """Return the result key of a class-name list (``class_names``, ``coarse_class_names``)."""
     return "class_names" if field.name == fmt.primary_label else f"{field.name}_class_names"
-
-
-def _source(archive: Path, member: str) -> str:
-    """Describe an archive member for error messages."""
-    return f"{archive}, member {member!r}"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convbench.data.archives import ArchiveFormatError, read_tar_members
+from convbench.data.archives import ArchiveFormatError, describe_member, read_tar_members
 
 FER2013_FILENAME = "fer2013.csv"
 """Name of the FER2013 CSV file."""
@@ -153,7 +153,7 @@ def load_fer2013(path: str | os.PathLike[str], *, workers: int | None = None) ->
     path = Path(path)
     if path.name.endswith((".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tar.xz")):
         data = read_tar_members(path, [FER2013_ARCHIVE_MEMBER])[FER2013_ARCHIVE_MEMBER]
-        return parse_fer2013_csv(data, source=f"{path}, member {FER2013_ARCHIVE_MEMBER!r}", workers=workers)
+        return parse_fer2013_csv(data, source=describe_member(path, FER2013_ARCHIVE_MEMBER), workers=workers)
     return parse_fer2013_csv(path.read_bytes(), source=str(path), workers=workers)
 
 

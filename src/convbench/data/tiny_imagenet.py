@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from convbench.data.archives import ArchiveFormatError, UnsafeArchiveError
+from convbench.data.archives import ArchiveFormatError, UnsafeArchiveError, check_member_name, describe_member
 
 logger = logging.getLogger(__name__)
 
@@ -147,9 +147,9 @@ def read_tiny_imagenet(
     with _open_zip(archive) as zf:
         members = _index_members(archive, zf)
         wnids_text = _read_text_member(archive, zf, members, WNIDS_MEMBER)
-        wnids = parse_wnids(wnids_text, expected_classes, source=_source(archive, WNIDS_MEMBER))
+        wnids = parse_wnids(wnids_text, expected_classes, source=describe_member(archive, WNIDS_MEMBER))
         words_text = _read_text_member(archive, zf, members, WORDS_MEMBER)
-        class_names = parse_words(words_text, wnids, source=_source(archive, WORDS_MEMBER))
+        class_names = parse_words(words_text, wnids, source=describe_member(archive, WORDS_MEMBER))
         train = _train_items(archive, members, wnids, expected_per_class)
         annotations = _read_text_member(archive, zf, members, VAL_ANNOTATIONS_MEMBER)
         test = _val_items(archive, members, annotations, wnids, expected_val)
@@ -323,7 +323,7 @@ def _index_members(archive: Path, zf: zipfile.ZipFile) -> dict[str, zipfile.ZipI
     """Return the zip's file entries by name, after checking every name (folders included)."""
     members: dict[str, zipfile.ZipInfo] = {}
     for info in zf.infolist():
-        _check_member_name(archive, info.filename)
+        check_member_name(archive, info.filename)
         if info.is_dir():
             continue
         if info.filename in members:
@@ -332,16 +332,6 @@ def _index_members(archive: Path, zf: zipfile.ZipFile) -> dict[str, zipfile.ZipI
             )
         members[info.filename] = info
     return members
-
-
-def _check_member_name(archive: Path, name: str) -> None:
-    """Raise UnsafeArchiveError if `name` is absolute or contains ``..`` (with / or \\ separators)."""
-    if name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name):
-        raise UnsafeArchiveError("expected a relative path, found an absolute one", archive=archive, member=name)
-    if ".." in re.split(r"[/\\]", name):
-        raise UnsafeArchiveError(
-            "expected a path inside the archive's folder, found one containing '..'", archive=archive, member=name
-        )
 
 
 def _read_member(archive: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
@@ -423,7 +413,7 @@ def _val_items(
         if match is not None:
             _check_image_name(archive, name, match["file"])
             images[match["file"]] = info
-    labels = parse_val_annotations(annotations, wnids, source=_source(archive, VAL_ANNOTATIONS_MEMBER))
+    labels = parse_val_annotations(annotations, wnids, source=describe_member(archive, VAL_ANNOTATIONS_MEMBER))
     missing = [file for file in labels if file not in images]
     if missing:
         raise ArchiveFormatError(
@@ -545,8 +535,3 @@ def _listing(items: Sequence[str]) -> str:
     """Return the first few `items` joined by commas, with the total when some are left out."""
     shown = ", ".join(items[:_LISTED])
     return shown + (f" ... ({len(items):,} in all)" if len(items) > _LISTED else "")
-
-
-def _source(archive: Path, member: str) -> str:
-    """Describe an archive member for error messages."""
-    return f"{archive}, member {member!r}"
