@@ -72,3 +72,73 @@ def test_lookahead_pulls_the_weights_to_the_closed_form_average_every_k_steps():
         lookahead({"every": 5, "rate": 0.5}, steps)
     with pytest.raises(ValueError, match="decay"):
         Lookahead(steps, decay=1.5)
+
+
+def one_weight_model() -> keras.Model:
+    """One weight w (from 0), loss = mean(prediction): with inputs of 1, SGD at 0.1 moves w by -0.1 a step."""
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=lambda y, p: keras.ops.mean(p))
+    return model
+
+
+def test_lookahead_counts_on_from_the_steps_a_resumed_run_has_done():
+    """Steps 7 to 12 of 12, as after a resume from step 6: the pulls at 9 and 12 take those steps' alphas."""
+    steps, every, decay, power, done = 12, 3, 0.6, 1.0, 6
+    model = one_weight_model()
+    callback = Lookahead(steps, every=every, decay=decay, power=power, steps_done=done)
+    model.fit(np.ones((3, 1)), np.zeros((3, 1)), batch_size=1, epochs=2, shuffle=False, verbose=0, callbacks=[callback])
+    weight = average = 0.0  # the average starts at the weights the fit starts from
+    for step in range(done + 1, steps + 1):
+        weight -= 0.1
+        if step % every == 0:
+            alpha = decay * (step / steps) ** power
+            average = alpha * average + (1 - alpha) * weight
+            weight = average
+    assert callback.steps_done == steps
+    assert float(model.layers[0].kernel.numpy()[0, 0]) == pytest.approx(average, rel=1e-5)
+    with pytest.raises(ValueError, match="steps_done"):
+        Lookahead(steps, steps_done=-1)
+
+
+def test_lookahead_copies_nothing_to_the_host_after_a_batch(monkeypatch):
+    """Every way a value leaves the device (NumPy conversion, `get_weights`, a Python number or bool of a
+    tensor or variable) fails inside `Lookahead.on_train_batch_end`; the averaging still happens."""
+    import tensorflow as tf
+
+    inside_batch_end = []
+    eager_tensor_base = next(base for base in type(tf.constant(0.0)).__mro__ if base.__name__ == "_EagerTensorBase")
+    seams = [
+        (keras.ops, "convert_to_numpy"),
+        (keras.Model, "get_weights"),
+        *((keras.Variable, name) for name in ("numpy", "__array__", "__float__", "__int__", "__bool__")),
+        *(
+            (eager_tensor_base, name)
+            for name in ("numpy", "__array__", "__float__", "__int__", "__bool__", "__index__")
+        ),
+    ]
+    for owner, name in seams:
+        original = getattr(owner, name)
+
+        def guarded(*args, _original=original, _name=name, **kwargs):
+            if inside_batch_end:
+                raise AssertionError(f"Lookahead's per-batch path calls {_name}: a copy to the host")
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, guarded)
+
+    batch_end = Lookahead.on_train_batch_end
+
+    def watched(self, batch, logs=None):
+        inside_batch_end.append(batch)
+        try:
+            batch_end(self, batch, logs)
+        finally:
+            inside_batch_end.pop()
+
+    monkeypatch.setattr(Lookahead, "on_train_batch_end", watched)
+    model = one_weight_model()
+    callback = Lookahead(6, every=2, decay=0.5, power=1.0)
+    model.fit(np.ones((6, 1)), np.zeros((6, 1)), batch_size=1, epochs=1, shuffle=False, verbose=0, callbacks=[callback])
+    monkeypatch.undo()
+    assert callback.steps_done == 6
+    assert float(model.layers[0].kernel.numpy()[0, 0]) != pytest.approx(-0.6)  # the pulls ran

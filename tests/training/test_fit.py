@@ -157,6 +157,35 @@ def test_early_stopping_counts_the_epochs_before_a_resume():
     assert early_stopping(None, {}) == []
 
 
+@pytest.mark.parametrize(
+    ("monitor", "mode", "min_delta", "values"),
+    [
+        ("val_loss", "auto", 0.0, [1.0, 0.5, 0.6, 0.5, 0.4, 0.45]),
+        ("val_accuracy", "auto", 0.0, [0.5, 0.7, 0.7, 0.6, 0.8, 0.75]),
+        ("val_loss", "min", 0.05, [1.0, 0.97, 0.9, 0.88, 0.8, 0.8]),
+        ("val_accuracy", "max", 0.05, [0.5, 0.52, 0.6, 0.62, 0.7, 0.7]),
+    ],
+)
+def test_early_stopping_replays_the_history_as_keras_judges_the_epochs_it_trains(monitor, mode, min_delta, values):
+    from convbench.training.callbacks import early_stopping
+
+    options = {"monitor": monitor, "mode": mode, "min_delta": min_delta, "patience": 100}
+    (replayed,) = early_stopping(options, {monitor: values})
+    replayed.on_train_begin()
+    live = keras.callbacks.EarlyStopping(**{**options, "mode": "min" if monitor.endswith("loss") else "max"})
+    live.on_train_begin()
+    for epoch, value in enumerate(values):
+        live.on_epoch_end(epoch, {monitor: value})
+    assert (replayed.best, replayed.best_epoch, replayed.wait) == (live.best, live.best_epoch, live.wait)
+
+
+def test_early_stopping_asks_for_the_direction_of_a_metric_that_is_neither_a_loss_nor_an_accuracy():
+    from convbench.training.callbacks import early_stopping
+
+    with pytest.raises(ValueError, match=r"mode: min or mode: max\. Received: monitor='lr'"):
+        early_stopping({"monitor": "lr", "patience": 1}, {})
+
+
 def model_with_pretrained_base():
     import keras
 
@@ -330,3 +359,38 @@ def test_a_full_disk_while_checkpointing_names_the_file_and_keeps_the_previous_c
     monkeypatch.setattr(keras.Model, "save", real_save)  # space freed
     _, history, summary = fit(new_model(), tiny_data(96, 0), tiny_data(32, 1), 3, RECIPE, checkpoint, "resnet")
     assert summary["resumed_from_epoch"] == 1 and len(history["loss"]) == 3
+
+
+class SigtermAt(keras.callbacks.Callback):
+    """Sends this process SIGTERM after batch `batch` of epoch `epoch`."""
+
+    def __init__(self, epoch: int, batch: int) -> None:
+        super().__init__()
+        self.epoch, self.batch = epoch, batch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self._epoch, batch) == (self.epoch, self.batch):
+            import os
+            import signal
+
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_lookahead_resumed_mid_epoch_goes_on_with_its_step_count(tmp_path):
+    """The lookahead's alpha depends on the step: a resumed run that counted from 0 again would drift away."""
+    from convbench.training.callbacks import TrainingInterrupted
+
+    recipe = {**RECIPE, "lookahead": {"every": 1, "decay": 0.9, "power": 1.0}}  # every step: weights = average
+    uninterrupted, whole_history, _ = fit(
+        seeded_model(), tiny_data(96, 0), tiny_data(32, 1), 3, recipe, tmp_path / "w", "resnet"
+    )
+    checkpoint = tmp_path / "ckpt"
+    with pytest.raises(TrainingInterrupted):
+        fit(seeded_model(), tiny_data(96, 0), tiny_data(32, 1), 3, recipe, checkpoint, "resnet", [SigtermAt(1, 0)])
+    resumed, history, summary = fit(seeded_model(), tiny_data(96, 0), tiny_data(32, 1), 3, recipe, checkpoint, "resnet")
+    assert summary["resumed_from_epoch"] == 1 and history["loss"][2] == whole_history["loss"][2]
+    for after_resume, whole in zip(resumed.get_weights(), uninterrupted.get_weights(), strict=True):
+        np.testing.assert_array_equal(after_resume, whole)

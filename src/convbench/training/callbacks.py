@@ -4,25 +4,31 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import keras
 import mlflow
 import numpy as np
 
-from convbench.atomic import disk_full, is_disk_full, partial_path, replace_into_place, write_atomically
-from convbench.keras_objects import import_custom_objects
+from convbench.atomic import write_atomically
 from convbench.metrics import HISTORY_METRICS, OBJECTIVE_METRIC, PENALTY_METRIC, metric_key
+from convbench.models import registry
+from convbench.training import augmentation, losses, optimizers
 from convbench.training.losses import DATA_LOSS
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_STATE = "state.json"
+
+KERAS_CLASS_MODULES = (registry, augmentation, losses, optimizers)
+"""The modules that register the Keras classes a checkpoint's model is made of: imported here, so
+`load_checkpoint` finds them whatever the process imported before."""
 
 
 def seed_generator_states(model: keras.Model) -> list[list[int]]:
@@ -100,16 +106,23 @@ class Lookahead(keras.callbacks.Callback):
 
     The average lives in variables beside the weights, on their device, and one compiled call
     updates all of them: nothing is copied to the host (tests/training/test_pipeline_overhead.py).
+    The step t is counted here, not read from the optimizer: `steps_done` starts at the batches
+    trained before this callback's first fit (those of the epochs and the part of an epoch a
+    resumed run has behind it) and follows every batch, so no batch waits on the device.
     """
 
-    def __init__(self, total_steps: int, every: int = 5, decay: float = 0.95**5, power: float = 3.0) -> None:
+    def __init__(
+        self, total_steps: int, every: int = 5, decay: float = 0.95**5, power: float = 3.0, steps_done: int = 0
+    ) -> None:
         super().__init__()
-        if every < 1 or not 0.0 <= decay < 1.0 or power < 0 or total_steps < 1:
+        if every < 1 or not 0.0 <= decay < 1.0 or power < 0 or total_steps < 1 or steps_done < 0:
             raise ValueError(
-                "lookahead needs every >= 1, 0 <= decay < 1 and power >= 0. "
-                f"Received: every={every!r}, decay={decay!r}, power={power!r} ({total_steps} steps)"
+                "lookahead needs every >= 1, 0 <= decay < 1, power >= 0 and steps_done >= 0. "
+                f"Received: every={every!r}, decay={decay!r}, power={power!r}, steps_done={steps_done!r} "
+                f"({total_steps} steps)"
             )
         self.total_steps, self.every, self.decay, self.power = int(total_steps), int(every), float(decay), float(power)
+        self.steps_done = int(steps_done)
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._weights = [weight for weight in self.model.weights if "float" in str(weight.dtype)]
@@ -118,6 +131,10 @@ class Lookahead(keras.callbacks.Callback):
             for weight in self._weights
         ]
         self._pull = compiled(self._pull_to_average)
+        self._epoch_start = self.steps_done
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch_start = self.steps_done
 
     def _pull_to_average(self, alpha) -> None:
         for weight, average in zip(self._weights, self._average, strict=True):
@@ -130,10 +147,10 @@ class Lookahead(keras.callbacks.Callback):
         return self.decay * min(1.0, step / self.total_steps) ** self.power
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-        if step % self.every:
+        self.steps_done = self._epoch_start + batch + 1  # `batch` is the epoch's last batch run (steps_per_execution)
+        if self.steps_done % self.every:
             return
-        self._pull(keras.ops.convert_to_tensor(self.alpha(step), "float32"))
+        self._pull(keras.ops.convert_to_tensor(self.alpha(self.steps_done), "float32"))
 
     def on_train_end(self, logs: dict | None = None) -> None:
         for weight, average in zip(self._weights, self._average, strict=True):
@@ -149,14 +166,17 @@ def compiled(function):
     return tf.function(function)
 
 
-def lookahead(settings: dict[str, Any] | None, total_steps: int) -> list[keras.callbacks.Callback]:
-    """`[Lookahead]` for a recipe's `lookahead: {every, decay, power}`, `[]` for none."""
+def lookahead(settings: dict[str, Any] | None, total_steps: int, steps_done: int = 0) -> list[keras.callbacks.Callback]:
+    """`[Lookahead]` for a recipe's `lookahead: {every, decay, power}`, `[]` for none.
+
+    `steps_done`: the batches a resumed run has trained before (see `Lookahead`).
+    """
     if not settings:
         return []
     unknown = set(settings) - {"every", "decay", "power"}
     if unknown:
         raise ValueError(f"lookahead takes every, decay and power. Received: {settings!r}")
-    return [Lookahead(total_steps, **settings)]
+    return [Lookahead(total_steps, **settings, steps_done=steps_done)]
 
 
 class LearningRateLogger(keras.callbacks.Callback):
@@ -221,9 +241,6 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         self.fingerprint = fingerprint
         self.history = {name: list(values) for name, values in (history or {}).items()}
 
-    def _numpy_variables(self) -> list[np.ndarray]:
-        return [keras.ops.convert_to_numpy(v) for v in self.model.variables + self.model.optimizer.variables]
-
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         for name, value in (logs or {}).items():
             self.history.setdefault(name, []).append(float(value))
@@ -235,7 +252,6 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         model_file = (
             f"epoch-{epochs_done:04d}" + (f"-step-{steps_into_epoch:06d}" if steps_into_epoch else "") + ".keras"
         )
-        partial_model = partial_path(self.directory / model_file)
         active = mlflow.active_run()
         state = {
             "fingerprint": self.fingerprint,
@@ -248,22 +264,22 @@ class ResumableCheckpoint(keras.callbacks.Callback):
             "mlflow_run_id": active.info.run_id if active else None,
             "history": self.history,
         }
-        try:
-            self.model.save(partial_model)
-            replace_into_place(partial_model, self.directory / model_file)
-            write_atomically(self.directory / CHECKPOINT_STATE, lambda stream: stream.write(json.dumps(state).encode()))
-        except OSError as error:
-            written = partial_model.stat().st_size if partial_model.exists() else 0
-            needed = max(written, sum(v.size * v.dtype.itemsize for v in self._numpy_variables()))
-            full = is_disk_full(error, self.directory, needed - written)
-            partial_model.unlink(missing_ok=True)
-            if full:
-                raise disk_full(self.directory / model_file, needed, error) from error
-            raise
+        variables = self.model.variables + self.model.optimizer.variables
+        write_atomically(self.directory / model_file, self._save_model, size_hint=variable_bytes(variables))
+        write_atomically(self.directory / CHECKPOINT_STATE, lambda stream: stream.write(json.dumps(state).encode()))
         for older in self.directory.glob("epoch-*.keras"):
             if older.name != model_file:
                 older.unlink()
         return self.directory / model_file
+
+    def _save_model(self, stream: BinaryIO) -> None:
+        """Saves the model into the temporary file `stream` is open on (Keras' `save` takes a file name)."""
+        self.model.save(stream.name)
+
+
+def variable_bytes(variables: list[keras.Variable]) -> int:
+    """The bytes `variables` hold, from their shapes and dtypes (nothing is read from the device)."""
+    return sum(math.prod(variable.shape) * np.dtype(variable.dtype).itemsize for variable in variables)
 
 
 class TrainingInterrupted(RuntimeError):
@@ -338,22 +354,50 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
 
     The weights of a best epoch from before the resume are not kept in the checkpoint, so
     `restore_best_weights` restores the best epoch since the resume (or keeps the last weights).
+    `mode: auto` is settled when the callback is made (`monitored_direction`), so the epochs
+    replayed from the history and the epochs trained are compared the same way.
     """
 
     def __init__(self, history: dict[str, list[float]] | None = None, **options: Any) -> None:
         super().__init__(**options)
+        if self.mode == "auto":
+            self.mode = monitored_direction(self.monitor)
         self.history = history if history is not None else {}  # read at each fit's start: it may grow between fits
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         super().on_train_begin(logs)
-        replay = list(self.history.get(self.monitor, []))
-        if replay and self.monitor_op is None:
-            self._set_monitor_op()
-        for epoch, value in enumerate(replay):
-            if self._is_improvement(value, self.best):
+        for epoch, value in enumerate(self.history.get(self.monitor, [])):
+            if self.improves(value, self.best):
                 self.best, self.best_epoch, self.wait = value, epoch, 0
             else:
                 self.wait += 1
+
+    def improves(self, value: float, best: float | None) -> bool:
+        """Whether `value` beats `best` by more than `min_delta` in the monitored direction, compared as
+        Keras compares each trained epoch (`keras.ops.less` or `greater`, in `floatx`)."""
+        if best is None:
+            return True
+        delta = abs(self.min_delta)  # Keras makes it negative once it has chosen `min`
+        if self.mode == "min":
+            return bool(keras.ops.less(value + delta, best))
+        return bool(keras.ops.greater(value - delta, best))
+
+
+def monitored_direction(monitor: str) -> str:
+    """`min` for a loss, `max` for an accuracy (`val_` or not): what Keras' `mode: auto` infers for them.
+
+    Raises:
+        ValueError: any other metric, whose direction the recipe must give.
+    """
+    name = monitor.removeprefix("val_")
+    if name == "loss" or name.endswith("_loss"):
+        return "min"
+    if name == "accuracy" or name.endswith("_accuracy"):
+        return "max"
+    raise ValueError(
+        f"early stopping cannot tell whether {monitor!r} should fall or rise: give the recipe's early_stopping "
+        f"mode: min or mode: max. Received: monitor={monitor!r}, mode='auto'"
+    )
 
 
 def early_stopping(config: dict[str, Any] | None, history: dict[str, list[float]]) -> list[keras.callbacks.Callback]:
@@ -402,7 +446,6 @@ def load_checkpoint(directory: Path, fingerprint: str) -> tuple[keras.Model, dic
             f"The checkpoint {model_path} was written by Keras {state['keras_version']}, this is Keras "
             f"{keras.__version__}: its optimizer state may not load the same. {fix}"
         )
-    import_custom_objects()
     try:
         model = keras.models.load_model(model_path)
         restore_seed_generator_states(model, state.get("seed_generators", []))

@@ -42,9 +42,14 @@ RESUMED_FROM_TAG = "convbench.resumed_from_run"
 """Tag of a run that resumed a checkpoint: the MLflow run that wrote it (killed, failed or interrupted)."""
 
 
-def recipe_callbacks(recipe: dict[str, Any], steps_per_epoch: int) -> list[keras.callbacks.Callback]:
-    """The callbacks that are part of the recipe's training algorithm (`lookahead`), not of bookkeeping."""
-    return lookahead(recipe.get("lookahead"), int(recipe["epochs"]) * steps_per_epoch)
+def recipe_callbacks(
+    recipe: dict[str, Any], steps_per_epoch: int, steps_done: int = 0
+) -> list[keras.callbacks.Callback]:
+    """The callbacks that are part of the recipe's training algorithm (`lookahead`), not of bookkeeping.
+
+    `steps_done`: the batches trained before (a resumed run's), where their step count goes on from.
+    """
+    return lookahead(recipe.get("lookahead"), int(recipe["epochs"]) * steps_per_epoch, steps_done)
 
 
 @dataclass(frozen=True)
@@ -254,7 +259,7 @@ def _fit_phase(
         EpochTimer(),
         LearningRateLogger(),
         *early_stopping(recipe.get("early_stopping"), checkpoint.history),
-        *recipe_callbacks(recipe, steps_per_epoch),
+        *recipe_callbacks(recipe, steps_per_epoch, steps_done=initial_epoch * steps_per_epoch + steps_into_epoch),
         MlflowEpochLogger(metric_prefix, replay=history, first_step=phase.first_epoch + 1),
         *extra_callbacks,
         interrupt,
