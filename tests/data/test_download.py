@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pooch
 import pytest
+import requests
 from tqdm import tqdm
 
 from convbench.data import download
@@ -277,13 +278,21 @@ def test_client_error_is_not_retried(server, dest):
     assert not dest.exists()
 
 
+class CountingAdapter(requests.adapters.HTTPAdapter):
+    """A transport adapter that records the URL of every request it sends."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[str] = []
+
+    def send(self, request: requests.PreparedRequest, *args: object, **kwargs: object) -> requests.Response:
+        self.sent.append(request.url)
+        return super().send(request, *args, **kwargs)
+
+
 def test_unreachable_host_fails_fast_with_manual_instructions(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    attempts, pauses = [], []
-    attempt = download.ResumableDownloader._attempt
-    monkeypatch.setattr(
-        download.ResumableDownloader, "_attempt", lambda self, *args: attempts.append(args) or attempt(self, *args)
-    )
+    pauses = []
     monkeypatch.setattr(download.time, "sleep", pauses.append)
     url = f"http://127.0.0.1:{_closed_port()}/cifar-10-binary.tar.gz"
 
@@ -291,11 +300,32 @@ def test_unreachable_host_fails_fast_with_manual_instructions(tmp_path, monkeypa
         fetch(url, MD5, "data/01_raw/cifar-10-binary.tar.gz", retries=10, timeout=2, progressbar=False)
 
     message = str(raised.value)
-    assert len(attempts) == 1 and pauses == []  # one try, no back-off: offline fails at once
+    assert pauses == []  # no back-off: offline fails at once
     assert url in message
     assert "connection refused" in message
     assert str(tmp_path / "data" / "01_raw" / "cifar-10-binary.tar.gz") in message
     assert MD5 in message
+
+    # The same downloader fetch uses, its requests counted through a session: one try only.
+    adapter = CountingAdapter()
+    with requests.Session() as session:
+        session.mount("http://", adapter)
+        downloader = download.ResumableDownloader(retries=10, timeout=2, progressbar=False, session=session)
+        with pytest.raises(DownloadError, match="connection refused"):
+            downloader(url, tmp_path / "cifar-10-binary.tar.gz.part")
+    assert adapter.sent == [url] and pauses == []
+
+
+def test_downloader_sends_its_requests_through_the_given_session(server, tmp_path):
+    adapter = CountingAdapter()
+    with requests.Session() as session:
+        session.mount("http://", adapter)
+        downloader = download.ResumableDownloader(progressbar=False, session=session)
+        downloader(server.url, tmp_path / "file.bin")
+        assert downloader(server.url, None, None, check_only=True) is True
+
+    assert (tmp_path / "file.bin").read_bytes() == DATA
+    assert adapter.sent == [server.url, server.url]
 
 
 def test_file_url(tmp_path, dest):

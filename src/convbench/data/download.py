@@ -7,6 +7,7 @@ Checksums use pooch's syntax: ``"md5:<hex>"``, ``"sha256:<hex>"`` or bare hex (S
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import pathlib
@@ -112,14 +113,30 @@ class ResumableDownloader:
     holds bytes, only the rest is requested (HTTP ``Range``) and appended. A
     server without range support makes it start over. ``file://`` URLs are
     copied. It checks no checksum: that is the caller's job (pooch or :func:`fetch`).
+
+    Args:
+        retries: Number of download attempts for transient failures (at least 1).
+        timeout: Seconds to wait for the server to connect or send data.
+        progressbar: Whether to show a tqdm progress bar on stderr.
+        session: The ``requests.Session`` that sends the HTTP requests (one with its own
+            transport adapters, proxies or authentication); None sends each request
+            through ``requests.get`` / ``requests.head``.
     """
 
-    def __init__(self, *, retries: int = 3, timeout: float = 30.0, progressbar: bool = True):
+    def __init__(
+        self,
+        *,
+        retries: int = 3,
+        timeout: float = 30.0,
+        progressbar: bool = True,
+        session: requests.Session | None = None,
+    ):
         if retries < 1:
             raise ValueError(f"retries must be at least 1, got {retries}")
         self.retries = retries
         self.timeout = timeout
         self.progressbar = progressbar
+        self.session = session
 
     def __call__(
         self,
@@ -143,7 +160,7 @@ class ResumableDownloader:
         if _is_file_url(url):
             return _file_url_path(url).is_file()
         try:
-            response = requests.head(url, allow_redirects=True, timeout=(CONNECT_TIMEOUT_S, self.timeout))
+            response = self._http().head(url, allow_redirects=True, timeout=(CONNECT_TIMEOUT_S, self.timeout))
         except requests.RequestException:
             return False
         return response.ok
@@ -211,7 +228,7 @@ class ResumableDownloader:
         headers = {"Range": f"bytes={offset}-"} if offset else {}
         # Identity encoding keeps Content-Length and byte offsets about the file itself.
         headers["Accept-Encoding"] = "identity"
-        response = requests.get(url, headers=headers, stream=True, timeout=(CONNECT_TIMEOUT_S, self.timeout))
+        response = self._http().get(url, headers=headers, stream=True, timeout=(CONNECT_TIMEOUT_S, self.timeout))
         if response.status_code == 416 and offset:
             response.close()
             logger.info("Server rejected resuming %s at byte %d; starting over", url, offset)
@@ -223,6 +240,10 @@ class ResumableDownloader:
             response.close()
             raise DownloadError(f"Could not download {url} (HTTP {response.status_code} {response.reason})")
         return response
+
+    def _http(self) -> Any:
+        """Return what sends the requests: the session, or the requests module (a new session each)."""
+        return requests if self.session is None else self.session
 
     def _progress(self, output_file: pathlib.Path, *, total: int | None, initial: int) -> tqdm:
         """Return a byte-counting progress bar on stderr (disabled unless `progressbar`)."""
@@ -324,18 +345,28 @@ def _file_url_path(url: str) -> pathlib.Path:
 
 
 def _check_hash_syntax(known_hash: str | None) -> None:
-    """Raise ValueError when `known_hash` names an algorithm pooch cannot compute."""
+    """Raise ValueError when `known_hash` names an algorithm hashlib cannot compute."""
     if known_hash is None:
         return
-    algorithm = pooch.hashes.hash_algorithm(known_hash)
-    if algorithm not in pooch.hashes.ALGORITHMS_AVAILABLE:
+    algorithm = _hash_algorithm(known_hash)
+    if algorithm not in hashlib.algorithms_available:
         raise ValueError(f"Unknown hash algorithm {algorithm!r} in known_hash {known_hash!r}")
 
 
-def _actual_hash(path: pathlib.Path, known_hash: str) -> str:
+def _hash_algorithm(known_hash: str) -> str:
+    """Return the algorithm a checksum in pooch's syntax names: the part before ``:``, else sha256."""
+    return known_hash.split(":")[0].lower() if ":" in known_hash else "sha256"
+
+
+def _checksum(path: pathlib.Path, known_hash: str) -> str:
     """Return the checksum of `path` in the syntax of `known_hash` ("alg:hex")."""
-    algorithm = pooch.hashes.hash_algorithm(known_hash)
+    algorithm = _hash_algorithm(known_hash)
     return f"{algorithm}:{pooch.file_hash(str(path), alg=algorithm)}"
+
+
+def _same_digest(checksum: str, known_hash: str) -> bool:
+    """Return whether two checksums in pooch's syntax hold the same digest (case-insensitive)."""
+    return checksum.split(":")[-1].lower() == known_hash.split(":")[-1].lower()
 
 
 def _use_existing(destination: pathlib.Path, known_hash: str | None, url: str) -> pathlib.Path:
@@ -343,12 +374,13 @@ def _use_existing(destination: pathlib.Path, known_hash: str | None, url: str) -
     if known_hash is None:
         logger.warning("Using %s without checking it: no known_hash is configured", destination)
         return destination
-    if pooch.hashes.hash_matches(str(destination), known_hash):
+    actual = _checksum(destination, known_hash)
+    if _same_digest(actual, known_hash):
         logger.info("Using %s (checksum verified)", destination)
         return destination
     raise ChecksumMismatchError(
         f"{destination} exists but its checksum does not match: expected {known_hash}, "
-        f"got {_actual_hash(destination, known_hash)}. The file was left untouched. "
+        f"got {actual}. The file was left untouched. "
         f"Delete it to download it again from {url}, or correct the source.known_hash "
         "parameter if the file is the right one."
     )
@@ -364,9 +396,9 @@ def _verify_download(part: pathlib.Path, known_hash: str | None, url: str) -> No
             f"sha256:{pooch.file_hash(str(part))}",
         )
         return
-    if pooch.hashes.hash_matches(str(part), known_hash):
+    actual = _checksum(part, known_hash)
+    if _same_digest(actual, known_hash):
         return
-    actual = _actual_hash(part, known_hash)
     part.unlink()
     raise ChecksumMismatchError(
         f"Checksum mismatch for the file downloaded from {url}: expected {known_hash}, "
