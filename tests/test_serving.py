@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from convbench.datasets import MlflowClassifierDataset
-from convbench.serving import ImageClassifier, ImageInputError, decode_image, to_image_batch
+from convbench.serving import MAX_DECODED_PIXELS, ImageClassifier, ImageInputError, to_image_batch
 
 CLASSES = ["cat", "dog", "frog"]
 
@@ -55,12 +55,12 @@ def test_arrays_and_encoded_files_give_the_keras_models_probabilities(images):
 
 def test_encoded_grey_and_colour_files_are_converted_to_the_models_channels(images):
     grey = cv2.cvtColor(images[0], cv2.COLOR_RGB2GRAY)
-    as_rgb = decode_image(png(grey), 3, "x")
+    as_rgb = to_image_batch([png(grey)], (8, 8, 3))[0]
     assert as_rgb.shape == (8, 8, 3) and (as_rgb[..., 0] == grey).all() and (as_rgb[..., 2] == grey).all()
-    as_grey = decode_image(png(cv2.cvtColor(images[0], cv2.COLOR_RGB2BGR)), 1, "x")
+    as_grey = to_image_batch([png(cv2.cvtColor(images[0], cv2.COLOR_RGB2BGR))], (8, 8, 1))[0]
     np.testing.assert_array_equal(as_grey[..., 0], grey)
     rgba = cv2.cvtColor(cv2.cvtColor(images[0], cv2.COLOR_RGB2BGR), cv2.COLOR_BGR2BGRA)
-    np.testing.assert_array_equal(decode_image(png(rgba), 3, "x"), images[0])
+    np.testing.assert_array_equal(to_image_batch([png(rgba)], (8, 8, 3))[0], images[0])
 
 
 def test_images_that_do_not_fit_are_refused_naming_the_image_and_the_expected_shape(images):
@@ -74,7 +74,8 @@ def test_images_that_do_not_fit_are_refused_naming_the_image_and_the_expected_sh
     ):
         to_image_batch(np.zeros((1, 16, 16, 3), np.uint8), (8, 8, 3))
     with pytest.raises(
-        ImageInputError, match=r"c.png: could not decode 5 bytes as a PNG, JPEG or BMP image, expected .*\[8, 8, 3\]"
+        ImageInputError,
+        match=r"c.png: could not decode 5 bytes as a PNG, JPEG or BMP image; the model takes images of shape \[8, 8, 3\]",
     ):
         to_image_batch([png(images[0]), png(images[1]), b"hello"], (8, 8, 3), names=["a.png", "b.png", "c.png"])
     with pytest.raises(
@@ -127,12 +128,44 @@ def test_classifier_round_trips_through_mlflow_with_its_signature_and_resize_par
         mlflow.pyfunc.get_model_dependencies(f"runs:/{mlflow_run.info.run_id}/toy_classifier")
     ).read_text()
     assert f"keras=={keras.__version__}" in requirements and "opencv-python-headless==" in requirements
+    assert "pillow==" in requirements
     assert "tensorflow" in requirements
+
+
+def test_the_keras_model_is_logged_as_an_artifact_not_inside_the_pickled_classifier(tmp_path):
+    import pickle
+
+    classifier = ImageClassifier.from_keras(tiny_model(), CLASSES)
+    mlflow.pyfunc.save_model(
+        tmp_path / "classifier", python_model=classifier, artifacts=classifier.save_artifacts(tmp_path)
+    )
+    assert (tmp_path / "classifier" / "artifacts" / "model.keras").is_file()
+    assert len(pickle.dumps(classifier)) < 2_000  # class names and input shape only
+    with pytest.raises(RuntimeError, match="no Keras model yet"):
+        pickle.loads(pickle.dumps(classifier)).keras_model()  # our own object, not downloaded data
+
+
+def test_a_classifier_logged_with_the_keras_file_inside_still_loads_and_predicts(images, tmp_path, monkeypatch):
+    """Classifiers logged before the Keras model became an MLflow artifact carry its `.keras` bytes,
+    pickled as `convbench.serving.ImageClassifier` (a module then, a package now)."""
+    model = tiny_model()
+    model.save(tmp_path / "model.keras")
+    legacy = ImageClassifier.__new__(ImageClassifier)  # the attributes of the earlier version, as pickled
+    legacy.__dict__.update(
+        keras_file=(tmp_path / "model.keras").read_bytes(), class_names=CLASSES, input_shape=(8, 8, 3), _model=None
+    )
+    monkeypatch.setattr(ImageClassifier, "__module__", "convbench.serving")
+    mlflow.pyfunc.save_model(tmp_path / "legacy", python_model=legacy)
+    monkeypatch.undo()
+    pickled = (tmp_path / "legacy" / "python_model.pkl").read_bytes()
+    assert b"convbench.serving" in pickled and b"convbench.serving.classifier" not in pickled
+    loaded = mlflow.pyfunc.load_model(str(tmp_path / "legacy"))
+    np.testing.assert_allclose(loaded.predict(images)[CLASSES].to_numpy(), model.predict(images, verbose=0), rtol=1e-5)
+    assert "keras_file" not in loaded.unwrap_python_model().__dict__
 
 
 def test_a_model_with_convbench_layers_loads_in_a_fresh_process(tmp_path):
     """airbench's layers are registered Keras classes: the served model must find them unimported."""
-    import pickle
     import subprocess
     import sys
 
@@ -140,13 +173,15 @@ def test_a_model_with_convbench_layers_loads_in_a_fresh_process(tmp_path):
 
     model = build_airbench((16, 16, 3), 3, widths=(8, 8, 8))
     classifier = ImageClassifier.from_keras(model, CLASSES)
-    (tmp_path / "classifier.pkl").write_bytes(pickle.dumps(classifier))  # our own object, not downloaded data
+    mlflow.pyfunc.save_model(
+        tmp_path / "classifier", python_model=classifier, artifacts=classifier.save_artifacts(tmp_path)
+    )
     images = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
     np.save(tmp_path / "images.npy", images)
     script = (
-        "import pickle, sys, numpy as np; from pathlib import Path; d = Path(sys.argv[1]); "
-        "c = pickle.loads((d / 'classifier.pkl').read_bytes()); "
-        "np.save(d / 'out.npy', c.predict(None, np.load(d / 'images.npy'))[CLASSES].to_numpy())"
+        "import mlflow, sys, numpy as np; from pathlib import Path; d = Path(sys.argv[1]); "
+        "c = mlflow.pyfunc.load_model(str(d / 'classifier')); "
+        "np.save(d / 'out.npy', c.predict(np.load(d / 'images.npy'))[CLASSES].to_numpy())"
     ).replace("CLASSES", repr(CLASSES))
     result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -154,35 +189,35 @@ def test_a_model_with_convbench_layers_loads_in_a_fresh_process(tmp_path):
 
 
 def png_header_declaring(width: int, height: int) -> bytes:
-    """A PNG whose IHDR declares `width` x `height` (a bomb compresses such an image to a few KB)."""
+    """A well-formed PNG whose IHDR declares `width` x `height`, with a few KB of compressed zeros as
+    its pixel data (a bomb compresses such an image to a few KB)."""
     import struct
     import zlib
 
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
-    return b"\x89PNG\r\n\x1a\n" + chunk + zlib.compress(b"\x00" * 1000)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 100_000))
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_a_decompression_bomb_is_refused_from_its_header_before_decoding(monkeypatch):
-    from convbench import serving
-
     def must_not_decode(*args):
         raise AssertionError("decoded a bomb")
 
-    monkeypatch.setattr(serving.cv2, "imdecode", must_not_decode)
+    monkeypatch.setattr(cv2, "imdecode", must_not_decode)
     with pytest.raises(
-        ImageInputError, match=r"bomb.png: the file declares 20,000 x 20,000 pixels; at most 16,777,216"
+        ImageInputError,
+        match=r"bomb.png: the file declares 20,000 x 20,000 pixels; at most 16,777,216 .*"
+        r"the model takes images of shape \[8, 8, 3\]",
     ):
-        decode_image(png_header_declaring(20_000, 20_000), 3, "bomb.png")
-
-
-@pytest.mark.parametrize("extension", [".png", ".jpg", ".bmp"])
-def test_the_header_size_of_real_files_is_read_without_decoding(extension):
-    from convbench.serving import declared_size
-
-    ok, encoded = cv2.imencode(extension, np.zeros((13, 21, 3), dtype=np.uint8))
-    assert ok and declared_size(encoded.tobytes()) == (21, 13)
-    assert declared_size(b"GIF89a...") is None and declared_size(encoded.tobytes()[:10]) is None
+        to_image_batch([png_header_declaring(20_000, 20_000)], (8, 8, 3), names=["bomb.png"])
+    assert MAX_DECODED_PIXELS == 16_777_216
 
 
 def test_an_oversized_batch_is_refused_with_the_limit():

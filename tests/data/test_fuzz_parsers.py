@@ -28,9 +28,9 @@ from convbench.data.archives import ArchiveFormatError
 from convbench.data.cifar import CIFAR10, parse_records, read_cifar_archive
 from convbench.data.fer2013 import parse_fer2013_csv
 from convbench.data.ferplus import parse_ferplus_csv
+from convbench.data.images import decode_image
 from convbench.data.mnist import IMAGES_MAGIC, read_idx
 from convbench.data.tiny_imagenet import read_tiny_imagenet
-from convbench.serving import MAX_DECODED_PIXELS, ImageInputError, decode_image
 
 FUZZ = settings(
     max_examples=200,
@@ -200,7 +200,10 @@ def test_tiny_imagenet_zips_parse_or_raise_archive_format_error(tiny_zip_bytes, 
         assert result["train_images"].shape == (6, 16, 16, 3) and result["test_images"].shape == (3, 16, 16, 3)
 
 
-# ---- The serving decoder ------------------------------------------------------------------------------
+# ---- The image decoder (image folders, served models) -------------------------------------------------
+MAX_PIXELS = 4096 * 4096
+
+
 def encoded(extension: str) -> bytes:
     ok, buffer = cv2.imencode(extension, np.random.default_rng(2).integers(0, 256, (8, 8, 3), dtype=np.uint8))
     assert ok
@@ -209,11 +212,11 @@ def encoded(extension: str) -> bytes:
 
 @FUZZ
 @given(data=st.sampled_from([".png", ".jpg", ".bmp"]).flatmap(lambda ext: damaged(encoded(ext))))
-def test_the_serving_decoder_decodes_or_raises_image_input_error_within_a_memory_bound(data):
-    outcome, peak = peak_bytes(decode_image, data, 3, "image 0")
+def test_the_image_decoder_decodes_or_raises_a_value_error_naming_the_image_within_a_memory_bound(data):
+    outcome, peak = peak_bytes(decode_image, data, 3, "image 0", max_pixels=MAX_PIXELS)
     if isinstance(outcome, Exception):
-        assert isinstance(outcome, ImageInputError) and "image 0" in str(outcome), repr(outcome)
+        assert type(outcome) is ValueError and str(outcome).startswith("image 0: "), repr(outcome)
     else:
         assert outcome.dtype == np.uint8 and outcome.ndim == 3 and outcome.shape[2] == 3
-        assert outcome.shape[0] * outcome.shape[1] <= MAX_DECODED_PIXELS
+        assert outcome.shape[0] * outcome.shape[1] <= MAX_PIXELS
     assert peak < 50 * len(data) + 10_000_000

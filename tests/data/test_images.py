@@ -1,11 +1,64 @@
-"""Tests for the shared image operations: batch resizing and grey-to-RGB."""
+"""Tests for the shared image operations: decoding with a header check first, batch resizing and grey-to-RGB."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
+from test_serving import png_header_declaring
 
-from convbench.data.images import resize_image, resize_images, to_rgb
+from convbench.data.images import declared_size, decode_image, resize_image, resize_images, to_rgb
+
+
+def encoded(extension: str, image: np.ndarray) -> bytes:
+    ok, buffer = cv2.imencode(extension, image)
+    assert ok
+    return buffer.tobytes()
+
+
+@pytest.mark.parametrize("extension", [".png", ".jpg", ".bmp"])
+def test_the_header_size_of_real_files_is_read_without_decoding(extension):
+    data = encoded(extension, np.zeros((13, 21, 3), dtype=np.uint8))
+    assert declared_size(data) == (21, 13)
+    assert declared_size(encoded(extension, np.zeros((13, 21), dtype=np.uint8))) == (21, 13)
+    assert declared_size(b"GIF89a...") is None and declared_size(data[:10]) is None and declared_size(b"") is None
+
+
+def test_files_are_decoded_to_rgb_or_grey_whatever_their_colour_type():
+    rgb = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    for extension in (".png", ".bmp"):
+        np.testing.assert_array_equal(decode_image(encoded(extension, bgr), 3, "x", max_pixels=64), rgb)
+    np.testing.assert_array_equal(decode_image(encoded(".png", bgr), 1, "x", max_pixels=64)[..., 0], grey)
+    as_rgb = decode_image(encoded(".png", grey), 3, "x", max_pixels=64)
+    assert all((as_rgb[..., channel] == grey).all() for channel in range(3))
+    rgba = cv2.cvtColor(bgr, cv2.COLOR_BGR2BGRA)
+    np.testing.assert_array_equal(decode_image(encoded(".png", rgba), 3, "x", max_pixels=64), rgb)
+    sixteen_bit = bgr.astype(np.uint16) * 257
+    np.testing.assert_array_equal(decode_image(encoded(".png", sixteen_bit), 3, "x", max_pixels=64), rgb)
+    assert decode_image(encoded(".jpg", bgr), 3, "x", max_pixels=64).shape == (8, 8, 3)
+
+
+def test_a_decompression_bomb_is_refused_from_its_header_before_decoding(monkeypatch):
+    def must_not_decode(*args):
+        raise AssertionError("decoded a bomb")
+
+    monkeypatch.setattr(cv2, "imdecode", must_not_decode)
+    with pytest.raises(
+        ValueError,
+        match=r"^bomb.png: the file declares 20,000 x 20,000 pixels; at most 100,000,000 pixels are decoded",
+    ):
+        decode_image(png_header_declaring(20_000, 20_000), 3, "bomb.png", max_pixels=100_000_000)
+    with pytest.raises(ValueError, match=r"^small.png: the file declares 9 x 8 pixels; at most 64 pixels"):
+        decode_image(encoded(".png", np.zeros((8, 9, 3), np.uint8)), 3, "small.png", max_pixels=64)
+
+
+def test_files_that_are_no_png_jpeg_or_bmp_or_cut_short_are_refused_naming_the_file():
+    png = encoded(".png", np.zeros((8, 8, 3), np.uint8))
+    for data, size in ((b"hello", 5), (b"GIF89a" + bytes(20), 26), (png[:40], 40), (b"", 0)):
+        with pytest.raises(ValueError, match=rf"^a.png: could not decode {size} bytes as a PNG, JPEG or BMP image$"):
+            decode_image(data, 3, "a.png", max_pixels=64)
 
 
 def test_resize_to_64_keeps_dtype_channels_and_constant_images():

@@ -27,9 +27,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from convbench.data.images import resize_image
+from convbench.data.images import decode_image, resize_image
 from convbench.dataset_specs import IMAGE_FOLDER_DEFAULTS
-from convbench.serving import decode_image
 
 logger = logging.getLogger(__name__)
 

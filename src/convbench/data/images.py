@@ -1,9 +1,65 @@
-"""Image operations shared by the parsers, the ingestion and the served model."""
+"""Image operations shared by the parsers, the ingestion and the served model: decoding image files
+(with a size check read from the header first), resizing, grey to RGB."""
 
 from __future__ import annotations
 
+import io
+
 import cv2
 import numpy as np
+from PIL import BmpImagePlugin, JpegImagePlugin, PngImagePlugin
+
+HEADER_READERS = (PngImagePlugin.PngImageFile, JpegImagePlugin.JpegImageFile, BmpImagePlugin.BmpImageFile)
+"""Pillow's readers of the formats decoded: each reads a file's header only, and leaves the pixels alone.
+
+They are used directly rather than through `PIL.Image.open`, whose process-wide decompression-bomb
+limit (`Image.MAX_IMAGE_PIXELS`) fires before the size is known: the callers set their own limits."""
+
+
+def declared_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG, JPEG or BMP file's header, without decoding it; None if `data`
+    is none of these formats or its header is damaged or cut short."""
+    for reader in HEADER_READERS:
+        try:
+            with reader(io.BytesIO(data)) as image:
+                return image.size
+        except (SyntaxError, OSError, ValueError):
+            continue
+    return None
+
+
+def decode_image(data: bytes, channels: int, name: str, *, max_pixels: int) -> np.ndarray:
+    """A PNG/JPEG/BMP file's pixels as uint8 [H, W, channels] (RGB or grey), whatever its own colour type.
+
+    The header is read first: a file that is not PNG, JPEG or BMP, or that declares more than
+    `max_pixels` pixels (a decompression bomb), is refused before any pixel is decoded. The
+    pixels are decoded by OpenCV.
+
+    Raises:
+        ValueError: `data` is not a PNG/JPEG/BMP file, declares too many pixels, or cannot be
+            decoded; the message starts with `name`.
+    """
+    size = declared_size(data)
+    if size is None:
+        raise ValueError(f"{name}: could not decode {len(data):,} bytes as a PNG, JPEG or BMP image")
+    width, height = size
+    if width * height > max_pixels:
+        raise ValueError(
+            f"{name}: the file declares {width:,} x {height:,} pixels; at most {max_pixels:,} "
+            "pixels are decoded (a smaller image, or resize it before sending)"
+        )
+    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if decoded is None:
+        raise ValueError(f"{name}: could not decode {len(data):,} bytes as a PNG, JPEG or BMP image")
+    if decoded.dtype != np.uint8:
+        decoded = (decoded / 257).round().astype(np.uint8)  # 16-bit PNG
+    if decoded.ndim == 2:
+        decoded = decoded[..., None]
+    if decoded.shape[-1] == 4:
+        decoded = cv2.cvtColor(decoded, cv2.COLOR_BGRA2BGR)
+    if channels == 1:
+        return decoded if decoded.shape[-1] == 1 else cv2.cvtColor(decoded, cv2.COLOR_BGR2GRAY)[..., None]
+    return cv2.cvtColor(decoded, cv2.COLOR_GRAY2RGB if decoded.shape[-1] == 1 else cv2.COLOR_BGR2RGB)
 
 
 def resize_image(image: np.ndarray, size: tuple[int, int], interpolation: int | None = None) -> np.ndarray:

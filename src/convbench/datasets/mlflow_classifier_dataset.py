@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +14,16 @@ import convbench
 from convbench.requirements import pip_requirements
 from convbench.serving import ImageClassifier
 
+HEADER_READER_REQUIREMENT = (f"pillow=={importlib.metadata.version('pillow')}",)
+"""Pillow reads the header of every encoded image the model receives (`convbench.data.images`)."""
+
 
 class MlflowClassifierDataset(AbstractDataset[ImageClassifier, Any]):
     """Saves an `ImageClassifier` as the MLflow model `name` of the active run; loads it as a pyfunc.
 
-    The model carries its own code (`convbench.serving`, through `code_paths`) and pinned
-    requirements, so `mlflow models predict -m runs:/<run_id>/<name> --env-manager local` works in
-    any environment with these packages, convbench installed or not.
+    The model carries its Keras model (the artifact `KERAS_ARTIFACT`), its own code (`convbench`,
+    through `code_paths`) and pinned requirements, so `mlflow models predict -m runs:/<run_id>/<name>
+    --env-manager local` works in any environment with these packages, convbench installed or not.
     """
 
     def __init__(self, *, name: str, metadata: dict[str, Any] | None = None) -> None:
@@ -32,14 +37,16 @@ class MlflowClassifierDataset(AbstractDataset[ImageClassifier, Any]):
             raise DatasetError(
                 f"Logging the MLflow model {self._name!r} needs an active MLflow run (kedro run starts one)"
             )
-        mlflow.pyfunc.log_model(
-            name=self._name,
-            python_model=data,
-            signature=data.signature(),
-            pip_requirements=pip_requirements(),
-            code_paths=[str(Path(convbench.__file__).parent)],
-            metadata={"class_names": data.class_names, "input_shape": list(data.input_shape)},
-        )
+        with tempfile.TemporaryDirectory() as folder:
+            mlflow.pyfunc.log_model(
+                name=self._name,
+                python_model=data,
+                artifacts=data.save_artifacts(Path(folder)),
+                signature=data.signature(),
+                pip_requirements=[*pip_requirements(), *HEADER_READER_REQUIREMENT],
+                code_paths=[str(Path(convbench.__file__).parent)],
+                metadata={"class_names": data.class_names, "input_shape": list(data.input_shape)},
+            )
         self._run_id = run.info.run_id
 
     def load(self) -> Any:

@@ -13,8 +13,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from convbench.data.image_folder import IMAGE_SUFFIXES
+from convbench.data.images import decode_image
 from convbench.metrics import RANKING_METRIC, metrics_by_architecture
-from convbench.serving import RESULT_COLUMNS, decode_image, to_image_batch
+from convbench.serving import MAX_DECODED_PIXELS, RESULT_COLUMNS, to_image_batch
 from convbench.tracking import active_run_env, finished_runs
 
 logger = logging.getLogger(__name__)
@@ -142,7 +143,7 @@ def plot_contact_sheet(files: dict[str, bytes], predictions: pd.DataFrame) -> Fi
     for axis in axes.flat:
         axis.axis("off")
     for axis, row in zip(axes.flat, predictions.itertuples(index=False)):
-        image = decode_image(files[row.file], 3, row.file)
+        image = decode_image(files[row.file], 3, row.file, max_pixels=MAX_DECODED_PIXELS)
         axis.imshow(image)
         lines = [row.file] + [
             f"{getattr(row, f'class_{k}')} {getattr(row, f'probability_{k}'):.0%}" for k in range(1, top_k + 1)
