@@ -31,6 +31,7 @@ class HostLookahead(Lookahead):
     def on_train_begin(self, logs=None):
         self._weights = [weight for weight in self.model.weights if "float" in str(weight.dtype)]
         self._average = [keras.ops.convert_to_numpy(weight) for weight in self._weights]
+        self._epoch_start = self.steps_done
 
     def _pull(self, alpha):
         alpha = float(alpha)
@@ -46,9 +47,11 @@ def main() -> None:
     model = get_builder("airbench")((32, 32, 3), 10, widths=[64, 256, 256])
     model.compile(optimizer="sgd", loss="categorical_crossentropy")
     model.optimizer.build(model.trainable_variables)
-    model.optimizer.iterations.assign(5)
     start = [keras.ops.convert_to_numpy(weight) for weight in model.weights]
-    variants = {"device": Lookahead(440), "host": HostLookahead(440)}
+    variants = {
+        "device": Lookahead(440, steps_done=4),
+        "host": HostLookahead(440, steps_done=4),
+    }  # every call is step 5: a pull
     results = {}
     for name, callback in variants.items():  # same update from the same weights: same result
         for weight, value in zip(model.weights, start, strict=True):
