@@ -92,7 +92,8 @@ def test_a_budgeted_run_gets_its_own_row_and_the_long_full_recipe_says_what_it_n
 def test_claims_that_cannot_run_or_have_not_say_why(report):
     table = report[0]
     assert table.loc[("transfer", "recipe"), "verdict"] == "not run"
-    assert "weights" in table.loc[("transfer", "recipe"), "why"]
+    why = table.loc[("transfer", "recipe"), "why"]
+    assert "weights" in why and "/nowhere/weights.h5" in why and "Download" not in why  # the file, not the how-to
     assert table.loc[("fresh", "recipe"), "why"] == "no finished run of this recipe yet"
     assert len(table) == 6  # five claims, one of them with a budgeted row too
 

@@ -127,8 +127,8 @@ def why_not_runnable(claim: Claim, recipe: dict[str, Any], run_label_mode: str |
         )
     try:
         check_files(claim.architecture, recipe.get("model") or {})
-    except FileNotFoundError as error:
-        return str(error).splitlines()[0]
+    except FileNotFoundError as error:  # its first sentence: which file; `kedro run` prints how to get it
+        return str(error).splitlines()[0].split(". ")[0]
     return None
 
 
