@@ -181,6 +181,31 @@ def test_deep_merge_merges_key_by_key_and_a_block_of_another_kind_replaces_the_o
     assert deep_merge(in_epochs, {"budget": {"epochs": 8}})["budget"] == {"epochs": 8, "schedule": "recipe"}
 
 
+def test_a_block_the_run_switches_to_another_kind_is_replaced_whole(conf_copy):
+    """Kedro merges conf/<env> and --params key by key; the loader gives a switched block no keys of the old kind."""
+    constant = {"name": "constant", "lr": 0.01}
+    parameters = load_parameters(conf_copy, runtime_params={"training": {"resnet": {"schedule": constant}}})
+    assert parameters["training"]["resnet"]["schedule"] == constant
+    assert recipe_for(parameters, "cifar10", "resnet")["schedule"] == constant
+    piecewise = {"name": "piecewise", "boundaries": [50, 75], "values": [0.1, 0.01, 0.001]}
+    (conf_copy / "local" / "parameters.yml").write_text(
+        yaml.safe_dump({"training": {"resnet": {"schedule": piecewise, "optimizer": {"name": "adam"}}}})
+    )
+    local = recipe_for(load_parameters(conf_copy), "cifar10", "resnet")
+    assert (local["schedule"], local["optimizer"]) == (piecewise, {"name": "adam"})
+    tuned = load_parameters(conf_copy, runtime_params={"training": {"resnet": {"schedule": {"values": [1, 2, 3]}}}})
+    assert recipe_for(tuned, "cifar10", "resnet")["schedule"] == {**piecewise, "values": [1, 2, 3]}
+    same_kind = load_parameters(
+        conf_copy, env="base", runtime_params={"training": {"resnet": {"schedule": {"peak_lr": 0.05}}}}
+    )
+    assert same_kind["training"]["resnet"]["schedule"] == {
+        "name": "cosine",
+        "peak_lr": 0.05,
+        "warmup_epochs": 1,
+        "final_lr_fraction": 0.0,
+    }
+
+
 def test_a_run_budget_reaches_every_recipe_unless_the_run_gives_one_its_own():
     cli = {"training": {"budget": {"minutes": 10}, "airbench": {"budget": {"epochs": 3}}}}
     parameters = load_parameters(runtime_params=cli)

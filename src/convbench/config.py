@@ -13,7 +13,10 @@ overrides must give way to. `ConvbenchConfigLoader` adds what the dataset specs
   budget: it joins every recipe's run settings, unless the run env or `--params` gives that
   recipe its own `budget` (see `convbench.training.budget`);
 - `smoke: true` (conf/smoke) shrinks every recipe and dataset in code (`smoke_layer`), so no
-  architecture or dataset can be forgotten there; the run env and `--params` still win over it.
+  architecture or dataset can be forgotten there; the run env and `--params` still win over it;
+- a recipe block the run env or `--params` switches to another kind (`schedule: {name: constant, ...}`
+  over conf/base's cosine one) is replaced whole, as `convbench.merging.deep_merge` has it, where
+  Kedro's key-by-key merge would keep the old kind's keys (`peak_lr` in a constant schedule).
 
 Only the standard library, OmegaConf and Kedro's loader are imported: hooks and `kedro --help` stay light.
 """
@@ -31,7 +34,7 @@ from kedro.config import OmegaConfigLoader
 from omegaconf import OmegaConf
 
 from convbench.dataset_specs import DATASETS, IMAGE_FOLDER, IMAGE_FOLDER_DEFAULTS, declare_image_folder
-from convbench.merging import deep_merge
+from convbench.merging import deep_merge, replace_switched_blocks
 
 SMOKE_RECIPE: dict[str, Any] = {"epochs": 1, "batch_size": 64, "eval_batch_size": 256}
 """What the smoke env changes in every recipe; a recipe's own `smoke:` block adds model sizes."""
@@ -92,14 +95,20 @@ def _migrate_label_mode(parameters: dict[str, Any], run_layer: dict[str, Any]) -
             parameters.setdefault("preprocessing", {}).setdefault(name, {})["label_mode"] = label_mode
 
 
-def resolve_parameters(parameters: dict[str, Any], run_layer: dict[str, Any]) -> dict[str, Any]:
+def resolve_parameters(
+    parameters: dict[str, Any], run_layer: dict[str, Any], base_layer: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Kedro's merged parameters with the dataset specs' layers added (see the module docstring).
 
     Args:
         parameters: conf/base, the run env and `--params`, merged by Kedro.
         run_layer: The run env's parameters and `--params` alone, merged.
+        base_layer: conf/base's parameters alone: where the run switches a recipe's block to another kind
+            (`schedule: {name: constant, lr: 1e-3}` over a cosine one), the block is replaced whole, as
+            `deep_merge` does, instead of keeping the old kind's keys as Kedro's key-by-key merge would.
     """
     parameters, run_layer = copy.deepcopy(parameters), copy.deepcopy(run_layer)
+    _replace_switched_blocks(parameters, base_layer or {}, run_layer)
     _migrate_label_mode(parameters, run_layer)
     spec_layer = {
         "preprocessing": {name: spec.preprocessing_defaults() for name, spec in DATASETS.items()},
@@ -126,6 +135,14 @@ def resolve_parameters(parameters: dict[str, Any], run_layer: dict[str, Any]) ->
         name: _with_run_budget(run_recipes.get(name, {}), run_budget) for name in recipes(parameters)
     }
     return parameters
+
+
+def _replace_switched_blocks(parameters: dict[str, Any], base_layer: dict[str, Any], run_layer: dict[str, Any]) -> None:
+    """Every recipe's blocks that the run layer switches to another kind, replaced whole (in place)."""
+    base_recipes, run_recipes = recipes(base_layer), recipes(run_layer)
+    for name, recipe in recipes(parameters).items():
+        if name in base_recipes and name in run_recipes:
+            parameters["training"][name] = replace_switched_blocks(recipe, base_recipes[name], run_recipes[name])
 
 
 def _describe_image_folders(parameters: dict[str, Any]) -> None:
@@ -202,14 +219,21 @@ class ConvbenchConfigLoader(OmegaConfigLoader):
         config = super().__getitem__(key)
         if key != "parameters":
             return config
-        return resolve_parameters(config, deep_merge(self._run_env_parameters(), self.runtime_params or {}))
+        run_layer = deep_merge(self._run_env_parameters(), self.runtime_params or {})
+        return resolve_parameters(config, run_layer, self._env_parameters(self.base_env, resolve=False))
 
     def _run_env_parameters(self) -> dict[str, Any]:
         """The parameter files of the run env (conf/local, conf/smoke) alone, merged."""
         run_env = self.env or self.default_run_env
-        folder = Path(self.conf_source) / run_env
-        if not run_env or run_env == self.base_env or not folder.is_dir():
+        if not run_env or run_env == self.base_env:
             return {}
+        return self._env_parameters(run_env)
+
+    def _env_parameters(self, env: str, resolve: bool = True) -> dict[str, Any]:
+        """The parameter files of one env folder alone, merged (`resolve=False`: interpolations left as written)."""
+        if not env or not (Path(self.conf_source) / env).is_dir():
+            return {}
+        folder = Path(self.conf_source) / env
         patterns = self.config_patterns["parameters"]
         files = sorted(
             path
@@ -219,6 +243,6 @@ class ConvbenchConfigLoader(OmegaConfigLoader):
         )
         merged: dict[str, Any] = {}
         for path in files:
-            loaded = OmegaConf.to_container(OmegaConf.load(path), resolve=True) or {}
+            loaded = OmegaConf.to_container(OmegaConf.load(path), resolve=resolve) or {}
             merged = deep_merge(merged, loaded)
         return merged
