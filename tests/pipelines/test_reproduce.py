@@ -29,7 +29,15 @@ CLAIMS = {
     "fresh": {"dataset": "cifar10", "architecture": "resnet", "metric": "test_accuracy", "published": 0.5,
               "source": "paper D", "recipe": {"epochs": 2}},
 }  # fmt: skip
-RECIPE = {"epochs": 3, "batch_size": 128, "model": {}, "schedule": {"name": "constant", "lr": 0.1}}
+RECIPE = {
+    "epochs": 3,
+    "batch_size": 128,
+    "eval_batch_size": 256,
+    "model": {},
+    "optimizer": {"name": "sgd"},
+    "schedule": {"name": "constant", "lr": 0.1},
+    "seed": 0,
+}
 PARAMS = {
     "claims": CLAIMS,
     "training": {

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from tiny_training import RECIPE
 
 from convbench.metrics import is_test_metric
 from convbench.pipelines.training.nodes import build_model, evaluate_predictions
@@ -65,9 +66,9 @@ def test_the_recipe_seed_fixes_the_initial_weights():
 def test_dataset_overrides_merge_into_the_recipe_key_by_key_and_run_settings_win():
     from convbench.pipelines.training.nodes import resolve_recipe
 
-    recipe = {"epochs": 10, "augmentation": {"pad_crop": 4, "horizontal_flip": True}, "model": {"depth": 20}}
+    recipe = {**RECIPE, "epochs": 10, "augmentation": {"pad_crop": 4, "horizontal_flip": True}, "model": {"depth": 20}}
     resolved = resolve_recipe(recipe, {"augmentation": {"horizontal_flip": False}, "epochs": 3}, None)
-    assert resolved == {"epochs": 3, "augmentation": {"pad_crop": 4, "horizontal_flip": False}, "model": {"depth": 20}}
+    assert resolved == {**recipe, "epochs": 3, "augmentation": {"pad_crop": 4, "horizontal_flip": False}}
     assert recipe["augmentation"]["horizontal_flip"] is True  # the parameter itself is left as it was
     assert resolve_recipe(recipe, None, None) == recipe == resolve_recipe(recipe, {}, {})
     run = resolve_recipe(

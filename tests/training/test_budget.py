@@ -106,11 +106,11 @@ def test_the_recipe_budget_schedule_scales_the_recipes_epoch_points():
     [
         ({"minutes": 5, "epochs": 3}, "exactly one of minutes and epochs"),
         ({"schedule": "linear"}, "exactly one of minutes and epochs"),
-        ({"minutes": -1}, "budget.minutes must be a positive number"),
-        ({"minutes": True}, "budget.minutes must be a positive number"),
-        ({"epochs": 2.5}, "budget.epochs must be a whole number"),
-        ({"hours": 1}, "training budget takes minutes, epochs, schedule"),
-        ({"epochs": 3, "schedule": "cosine"}, "budget.schedule must be one of linear, recipe"),
+        ({"minutes": -1}, r"budget\.minutes must be a positive number; received -1"),
+        ({"minutes": True}, r"budget\.minutes must be a positive number; received True"),
+        ({"epochs": 2.5}, r"budget\.epochs must be a whole number >= 1; received 2\.5"),
+        ({"hours": 1}, r"budget\.hours is unknown: a budget takes minutes, epochs or schedule"),
+        ({"epochs": 3, "schedule": "cosine"}, r"budget\.schedule must be linear or recipe; received 'cosine'"),
     ],
 )
 def test_a_malformed_budget_is_refused_with_what_was_expected(budget, message):

@@ -119,14 +119,20 @@ def test_no_distribute_block_leaves_the_recipe_and_training_as_they_were(tmp_pat
 @pytest.mark.parametrize(
     ("block", "message"),
     [
-        ({"strategy": "multi_worker_mirrored"}, "Unknown distribute strategy 'multi_worker_mirrored'; known: mirrored"),
-        ({"devices": ["/gpu:0"]}, "Unknown distribute strategy None; known: mirrored"),
-        ({"strategy": "mirrored", "scale": "sqrt"}, "Unknown distribute scale 'sqrt'; known: linear, none"),
-        ({"strategy": "mirrored", "gpus": 2}, r"Unknown distribute key\(s\) \['gpus'\]"),
-        ({"strategy": "mirrored", "devices": "/gpu:0"}, "distribute.devices must be null"),
-        ({"strategy": "mirrored", "devices": []}, "distribute.devices must be null"),
+        (
+            {"strategy": "multi_worker_mirrored"},
+            "distribute.strategy must be mirrored; received 'multi_worker_mirrored'",
+        ),
+        ({"devices": ["/gpu:0"]}, "distribute.strategy is missing: distribute needs strategy"),
+        ({"strategy": "mirrored", "scale": "sqrt"}, "distribute.scale must be linear or none; received 'sqrt'"),
+        (
+            {"strategy": "mirrored", "gpus": 2},
+            r"distribute\.gpus is unknown: distribute takes strategy, devices, scale",
+        ),
+        ({"strategy": "mirrored", "devices": "/gpu:0"}, "distribute.devices must be null or a list of distinct device"),
+        ({"strategy": "mirrored", "devices": []}, r"distribute\.devices must be null .*; received \[\]"),
         ({"strategy": "mirrored", "devices": ["/gpu:0", "/gpu:0"]}, "distinct device names"),
-        ("mirrored", "distribute must be null or a mapping"),
+        ("mirrored", "distribute must be null or a mapping such as {strategy: mirrored}; received 'mirrored'"),
     ],
 )
 def test_a_bad_distribute_block_is_refused_when_the_recipe_is_resolved(block, message):

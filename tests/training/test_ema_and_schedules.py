@@ -25,7 +25,7 @@ def test_ema_weights_equal_the_closed_form_average_of_the_trajectory():
 
 
 def test_an_ema_decay_outside_0_1_is_refused():
-    with pytest.raises(ValueError, match=r"ema\.decay must be in \(0, 1\)"):
+    with pytest.raises(ValueError, match=r"ema\.decay must be a number in \(0, 1\); received 1\.0"):
         make_optimizer({"name": "sgd"}, 0.1, ema={"decay": 1.0})
 
 

@@ -110,6 +110,15 @@ def get_builder(name: str) -> Builder:
         raise ValueError(f"Unknown architecture {name!r}. Known architectures: {known}") from None
 
 
+def hyperparameters(name: str) -> tuple[str, ...] | None:
+    """The hyperparameters architecture `name`'s builder takes (its keyword-only parameters: a recipe's
+    `model` keys), or None when it takes any keyword (`**kwargs`)."""
+    parameters = inspect.signature(get_builder(name)).parameters.values()
+    if any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters):
+        return None
+    return tuple(parameter.name for parameter in parameters if parameter.kind is inspect.Parameter.KEYWORD_ONLY)
+
+
 def needs_files(name: str) -> bool:
     """Whether architecture `name`'s builder may read files a run cannot fetch (see `FILE_CHECKS`)."""
     return get_builder(name) in FILE_CHECKS

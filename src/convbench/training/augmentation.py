@@ -8,8 +8,7 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-PAD_MODES = ("constant", "reflect")
-AUGMENTATION_OPTIONS = ("pad_crop", "pad_mode", "horizontal_flip")
+from convbench.training.recipe import check_block
 
 
 @keras.saving.register_keras_serializable(package="convbench")
@@ -23,8 +22,7 @@ class RandomPadCrop(layers.Layer):
 
     def __init__(self, padding: int = 4, seed: int | None = None, mode: str = "constant", **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if mode not in PAD_MODES:
-            raise ValueError(f"pad_mode must be one of {', '.join(PAD_MODES)}. Received: {mode!r}")
+        check_block("augmentation", {"pad_mode": mode})  # the recipe's pad_mode rule
         self.padding = padding
         self.seed = seed
         self.mode = mode
@@ -53,14 +51,13 @@ class RandomPadCrop(layers.Layer):
 
 def augmentation_layers(augmentation: dict[str, Any], seed: int | None) -> list[layers.Layer]:
     """The layers an augmentation recipe asks for, e.g. `{pad_crop: 4, pad_mode: reflect, horizontal_flip: true}`."""
-    unknown = set(augmentation) - set(AUGMENTATION_OPTIONS)
-    if unknown:
-        raise ValueError(f"Unknown augmentation option(s) {sorted(unknown)}; known: {', '.join(AUGMENTATION_OPTIONS)}")
+    checked = check_block("augmentation", augmentation)
     steps: list[layers.Layer] = []
-    if augmentation.get("pad_crop"):
-        mode = augmentation.get("pad_mode", "constant")
-        steps.append(RandomPadCrop(int(augmentation["pad_crop"]), seed=seed, mode=mode, name="random_pad_crop"))
-    if augmentation.get("horizontal_flip"):
+    if checked is None:
+        return steps
+    if checked.pad_crop:
+        steps.append(RandomPadCrop(int(checked.pad_crop), seed=seed, mode=checked.pad_mode, name="random_pad_crop"))
+    if checked.horizontal_flip:
         steps.append(layers.RandomFlip("horizontal", seed=seed, name="random_flip"))
     return steps
 

@@ -35,39 +35,28 @@ from convbench.training.compiling import compile_for_training
 from convbench.training.fingerprint import fingerprint
 from convbench.training.input_pipeline import evaluation_dataset, training_dataset
 from convbench.training.losses import draws_targets
+from convbench.training.recipe import Constant, Cosine, Piecewise, check_block
 
 logger = logging.getLogger(__name__)
 
-BUDGET_SCHEDULES = ("linear", "recipe")
-BUDGET_KEYS = ("minutes", "epochs", "schedule")
 OVERRUN_TOLERANCE = 0.05
 """A budgeted training may take this fraction longer than its budget before the overrun is warned about."""
 
 
 def check_budget(budget: dict[str, Any] | None) -> dict[str, Any] | None:
-    """`budget` with its `schedule` filled in (`linear`), or None for no budget.
+    """`budget` with its `schedule` filled in (`linear`), or None for no budget (null or `{}`).
+
+    The rules are the recipe schema's (`convbench.training.recipe.Budget`).
 
     Raises:
-        ValueError: Unknown keys, neither or both of `minutes` and `epochs`, a non-positive value,
+        RecipeError: Unknown keys, neither or both of `minutes` and `epochs`, a non-positive value,
             or an unknown schedule.
     """
-    if not budget:
+    checked = check_block("budget", budget)
+    if checked is None:
         return None
-    unknown = set(budget) - set(BUDGET_KEYS)
-    if unknown:
-        raise ValueError(f"training budget takes {', '.join(BUDGET_KEYS)}. Received: {budget!r}")
-    given = [key for key in ("minutes", "epochs") if budget.get(key) is not None]
-    if len(given) != 1:
-        raise ValueError(f"A training budget needs exactly one of minutes and epochs. Received: {budget!r}")
-    value = budget[given[0]]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ValueError(f"budget.{given[0]} must be a positive number. Received: {value!r}")
-    if given[0] == "epochs" and int(value) != value:
-        raise ValueError(f"budget.epochs must be a whole number. Received: {value!r}")
-    schedule = budget.get("schedule", "linear")
-    if schedule not in BUDGET_SCHEDULES:
-        raise ValueError(f"budget.schedule must be one of {', '.join(BUDGET_SCHEDULES)}. Received: {schedule!r}")
-    return {given[0]: value, "schedule": schedule}
+    given = "minutes" if checked.minutes is not None else "epochs"
+    return {given: budget[given], "schedule": checked.schedule}
 
 
 @dataclass(frozen=True)
@@ -132,24 +121,18 @@ def steps_within(minutes: float, calibration: Calibration, train_steps: int, eva
 def peak_of(schedule: dict[str, Any], epochs: int) -> tuple[float, float, float]:
     """`(peak_lr, start_fraction, peak_fraction)` of a recipe's schedule: its highest rate, where it starts
     (as a fraction of the peak) and when it gets there (as a fraction of the `epochs`)."""
-    name = schedule.get("name")
-    if name == "cosine":
-        warmup = float(schedule.get("warmup_epochs", 0))
-        return float(schedule["peak_lr"]), 0.0 if warmup else 1.0, warmup / epochs
-    if name == "triangular":
-        return (
-            float(schedule["peak_lr"]),
-            float(schedule.get("start_fraction", 0.0)),
-            float(schedule.get("peak_fraction", 0.25)),
-        )
-    if name == "piecewise":
-        values = [float(value) for value in schedule["values"]]
+    checked = check_block("schedule", schedule)
+    if isinstance(checked, Cosine):
+        warmup = float(checked.warmup_epochs)
+        return float(checked.peak_lr), 0.0 if warmup else 1.0, warmup / epochs
+    if isinstance(checked, Piecewise):
+        values = [float(value) for value in checked.values]
         peak_index = values.index(max(values))
-        reached = float(schedule["boundaries"][peak_index - 1]) / epochs if peak_index else 0.0
+        reached = float(checked.boundaries[peak_index - 1]) / epochs if peak_index else 0.0
         return values[peak_index], values[0] / values[peak_index], reached
-    if name == "constant":
-        return float(schedule["lr"]), 1.0, 0.0
-    raise ValueError(f"A budget cannot rescale schedule {schedule!r}")
+    if isinstance(checked, Constant):
+        return float(checked.lr), 1.0, 0.0
+    return float(checked.peak_lr), float(checked.start_fraction), float(checked.peak_fraction)  # triangular
 
 
 def budgeted_recipe(recipe: dict[str, Any], epochs: int, schedule: str = "linear") -> dict[str, Any]:
@@ -171,7 +154,7 @@ def budgeted_recipe(recipe: dict[str, Any], epochs: int, schedule: str = "linear
             "final_lr_fraction": 0.0,
         }
     elif original.get("name") == "cosine":
-        stretched = {**original, "warmup_epochs": float(original.get("warmup_epochs", 0)) * scale}
+        stretched = {**original, "warmup_epochs": float(check_block("schedule", original).warmup_epochs) * scale}
     elif original.get("name") == "piecewise":
         stretched = {**original, "boundaries": [float(boundary) * scale for boundary in original["boundaries"]]}
     else:

@@ -21,6 +21,8 @@ from convbench.metrics import HISTORY_METRICS, OBJECTIVE_METRIC, PENALTY_METRIC,
 from convbench.models import registry
 from convbench.training import augmentation, losses, optimizers
 from convbench.training.losses import DATA_LOSS
+from convbench.training.recipe import Lookahead as LookaheadSettings
+from convbench.training.recipe import check_block, monitored_direction
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +98,10 @@ class EpochTimer(keras.callbacks.Callback):
             logs["train_time_s"] = (self._train_end or end) - self._start
 
 
+LOOKAHEAD_DEFAULTS = LookaheadSettings()
+"""The recipe's `lookahead` defaults (`convbench.training.recipe.Lookahead`)."""
+
+
 class Lookahead(keras.callbacks.Callback):
     """Every `every` steps, pulls the weights back to their running average (airbench's lookahead).
 
@@ -112,14 +118,19 @@ class Lookahead(keras.callbacks.Callback):
     """
 
     def __init__(
-        self, total_steps: int, every: int = 5, decay: float = 0.95**5, power: float = 3.0, steps_done: int = 0
+        self,
+        total_steps: int,
+        every: int = LOOKAHEAD_DEFAULTS.every,
+        decay: float = LOOKAHEAD_DEFAULTS.decay,
+        power: float = LOOKAHEAD_DEFAULTS.power,
+        steps_done: int = 0,
     ) -> None:
         super().__init__()
-        if every < 1 or not 0.0 <= decay < 1.0 or power < 0 or total_steps < 1 or steps_done < 0:
+        check_block("lookahead", {"every": every, "decay": decay, "power": power})  # the recipe's rules
+        if total_steps < 1 or steps_done < 0:
             raise ValueError(
-                "lookahead needs every >= 1, 0 <= decay < 1, power >= 0 and steps_done >= 0. "
-                f"Received: every={every!r}, decay={decay!r}, power={power!r}, steps_done={steps_done!r} "
-                f"({total_steps} steps)"
+                f"Lookahead needs total_steps >= 1 and steps_done >= 0. Received: total_steps={total_steps!r}, "
+                f"steps_done={steps_done!r}"
             )
         self.total_steps, self.every, self.decay, self.power = int(total_steps), int(every), float(decay), float(power)
         self.steps_done = int(steps_done)
@@ -171,12 +182,10 @@ def lookahead(settings: dict[str, Any] | None, total_steps: int, steps_done: int
 
     `steps_done`: the batches a resumed run has trained before (see `Lookahead`).
     """
-    if not settings:
+    checked = check_block("lookahead", settings)
+    if checked is None:
         return []
-    unknown = set(settings) - {"every", "decay", "power"}
-    if unknown:
-        raise ValueError(f"lookahead takes every, decay and power. Received: {settings!r}")
-    return [Lookahead(total_steps, **settings, steps_done=steps_done)]
+    return [Lookahead(total_steps, checked.every, checked.decay, checked.power, steps_done=steps_done)]
 
 
 class LearningRateLogger(keras.callbacks.Callback):
@@ -383,32 +392,15 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         return bool(keras.ops.greater(value - delta, best))
 
 
-def monitored_direction(monitor: str) -> str:
-    """`min` for a loss, `max` for an accuracy (`val_` or not): what Keras' `mode: auto` infers for them.
-
-    Raises:
-        ValueError: any other metric, whose direction the recipe must give.
-    """
-    name = monitor.removeprefix("val_")
-    if name == "loss" or name.endswith("_loss"):
-        return "min"
-    if name == "accuracy" or name.endswith("_accuracy"):
-        return "max"
-    raise ValueError(
-        f"early stopping cannot tell whether {monitor!r} should fall or rise: give the recipe's early_stopping "
-        f"mode: min or mode: max. Received: monitor={monitor!r}, mode='auto'"
-    )
-
-
 def early_stopping(config: dict[str, Any] | None, history: dict[str, list[float]]) -> list[keras.callbacks.Callback]:
     """`[EarlyStopping]` from a recipe's `early_stopping` block, e.g. `{monitor: val_loss, patience: 10}`; `[]` if none.
 
     `restore_best_weights` defaults to true: the model evaluated and saved is the best epoch's.
     """
-    if not config:
+    checked = check_block("early_stopping", config)
+    if checked is None:
         return []
-    options = {"monitor": "val_loss", "restore_best_weights": True, "verbose": 1, **config}
-    return [ResumableEarlyStopping(history, **options)]
+    return [ResumableEarlyStopping(history, **checked.model_dump())]
 
 
 class CheckpointError(RuntimeError):

@@ -42,18 +42,9 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from convbench.training.optimizers import LEARNING_RATE_KEYS
+from convbench.training.recipe import LEARNING_RATE_KEYS, STRATEGIES, check_block
 
 logger = logging.getLogger(__name__)
-
-STRATEGIES = ("mirrored",)
-"""The strategy names a recipe's `distribute.strategy` may take."""
-
-SCALES = ("linear", "none")
-"""How `batch_size` and the learning rates are read under a strategy (see the module docstring)."""
-
-SETTINGS = ("strategy", "devices", "scale")
-"""The keys a recipe's `distribute` block may set."""
 
 APPLIED = ("replicas", "learning_rate_factor")
 """The keys `distributed_recipe` adds, recording the scaling it applied (`replicas` marks it as done)."""
@@ -62,39 +53,20 @@ APPLIED = ("replicas", "learning_rate_factor")
 def check_distribute(config: dict[str, Any] | None) -> dict[str, Any] | None:
     """The `distribute` block with its defaults filled in (`devices: null`, `scale: linear`), or None for none.
 
+    The rules are the recipe schema's (`convbench.training.recipe.Distribute`).
+
     Raises:
-        ValueError: not a mapping, an unknown key, strategy, scale, or a bad device list.
+        RecipeError: not a mapping, an unknown key, strategy, scale, or a bad device list.
     """
-    if config is None:
+    checked = check_block("distribute", config)
+    if checked is None:
         return None
-    if not isinstance(config, dict):
-        raise ValueError(f"distribute must be null or a mapping such as {{strategy: mirrored}}. Received: {config!r}")
-    unknown = set(config) - set(SETTINGS) - set(APPLIED)
-    if unknown:
-        raise ValueError(
-            f"Unknown distribute key(s) {sorted(unknown)}; known: {', '.join(SETTINGS)}. Received: {config!r}"
-        )
-    if config.get("strategy") not in STRATEGIES:
-        raise ValueError(
-            f"Unknown distribute strategy {config.get('strategy')!r}; known: {', '.join(STRATEGIES)} "
-            f"(or distribute: null for none). Received: {config!r}"
-        )
-    devices = config.get("devices")
-    if devices is not None and (
-        not isinstance(devices, list | tuple)
-        or not devices
-        or not all(isinstance(device, str) and device for device in devices)
-        or len(set(devices)) != len(devices)
-    ):
-        raise ValueError(
-            "distribute.devices must be null (every GPU) or a list of distinct device names such as "
-            f'["/gpu:0", "/gpu:1"]. Received: {devices!r}'
-        )
-    scale = config.get("scale", "linear")
-    if scale not in SCALES:
-        raise ValueError(f"Unknown distribute scale {scale!r}; known: {', '.join(SCALES)}. Received: {config!r}")
-    checked = {"strategy": config["strategy"], "devices": list(devices) if devices else None, "scale": scale}
-    return checked | {key: config[key] for key in APPLIED if key in config}
+    filled = {
+        "strategy": checked.strategy,
+        "devices": list(checked.devices) if checked.devices else None,
+        "scale": checked.scale,
+    }
+    return filled | {key: config[key] for key in APPLIED if key in config}
 
 
 @functools.cache

@@ -1,4 +1,7 @@
-"""Optimisers and learning-rate schedules from a recipe, counted in epochs."""
+"""Optimisers and learning-rate schedules from a recipe, counted in epochs.
+
+The blocks' keys, allowed values and defaults are the recipe schema's (`convbench.training.recipe`).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +9,9 @@ from typing import Any
 
 import keras
 
-LEARNING_RATE_KEYS = ("peak_lr", "lr", "values")
-"""The learning rates of a `schedule` block (cosine/triangular `peak_lr`, constant `lr`, piecewise `values`)."""
+from convbench.training.recipe import LEARNING_RATE_KEYS, SCHEDULES, Constant, Cosine, Piecewise, check_block
 
-SCHEDULES = ("cosine", "piecewise", "constant", "triangular")
+__all__ = ["LEARNING_RATE_KEYS", "SCHEDULES", "PiecewiseLinear", "learning_rate_schedule", "make_optimizer"]
 
 
 @keras.saving.register_keras_serializable(package="convbench")
@@ -48,34 +50,28 @@ def learning_rate_schedule(schedule: dict[str, Any], epochs: int, steps_per_epoc
     - triangular: linear from `start_fraction * peak_lr` to `peak_lr` at `peak_fraction` of the
       steps, then linear to `final_lr_fraction * peak_lr` at the last step (airbench's schedule).
     """
-    name = schedule.get("name")
+    checked = check_block("schedule", schedule)
     total_steps = max(1, epochs * steps_per_epoch)
-    if name == "cosine":
-        warmup_steps = int(schedule.get("warmup_epochs", 0) * steps_per_epoch)
+    if isinstance(checked, Cosine):
+        warmup_steps = int(checked.warmup_epochs * steps_per_epoch)
         return keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=0.0 if warmup_steps else float(schedule["peak_lr"]),
+            initial_learning_rate=0.0 if warmup_steps else float(checked.peak_lr),
             decay_steps=max(1, total_steps - warmup_steps),
-            alpha=float(schedule.get("final_lr_fraction", 0.0)),
-            warmup_target=float(schedule["peak_lr"]) if warmup_steps else None,
+            alpha=float(checked.final_lr_fraction),
+            warmup_target=float(checked.peak_lr) if warmup_steps else None,
             warmup_steps=warmup_steps,
         )
-    if name == "piecewise":
-        boundaries = [int(epoch * steps_per_epoch) for epoch in schedule["boundaries"]]
-        return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, [float(v) for v in schedule["values"]])
-    if name == "constant":
-        return float(schedule["lr"])
-    if name == "triangular":
-        peak = float(schedule["peak_lr"])
-        peak_step = float(schedule.get("peak_fraction", 0.25)) * total_steps
-        return PiecewiseLinear(
-            [0.0, peak_step, float(total_steps - 1) if total_steps > 1 else 1.0],
-            [
-                peak * float(schedule.get("start_fraction", 0.0)),
-                peak,
-                peak * float(schedule.get("final_lr_fraction", 0.0)),
-            ],
-        )
-    raise ValueError(f"Unknown learning-rate schedule {name!r}; known: {', '.join(SCHEDULES)}. Received: {schedule}")
+    if isinstance(checked, Piecewise):
+        boundaries = [int(epoch * steps_per_epoch) for epoch in checked.boundaries]
+        return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, [float(v) for v in checked.values])
+    if isinstance(checked, Constant):
+        return float(checked.lr)
+    peak = float(checked.peak_lr)  # triangular
+    peak_step = float(checked.peak_fraction) * total_steps
+    return PiecewiseLinear(
+        [0.0, peak_step, float(total_steps - 1) if total_steps > 1 else 1.0],
+        [peak * float(checked.start_fraction), peak, peak * float(checked.final_lr_fraction)],
+    )
 
 
 def make_optimizer(
@@ -88,17 +84,9 @@ def make_optimizer(
     after the first step), and `fit` replaces the weights by their average when it ends, so the
     model is evaluated and saved with the averaged weights (Keras' `use_ema`).
     """
+    name = check_block("optimizer", optimizer).name
     options = {key: value for key, value in optimizer.items() if key != "name"}
     if ema:
-        decay = float(ema["decay"])
-        if not 0.0 < decay < 1.0:
-            raise ValueError(f"ema.decay must be in (0, 1). Received: {ema!r}")
-        options |= {"use_ema": True, "ema_momentum": decay}
-    name = optimizer.get("name", "sgd")
-    if name == "sgd":
-        return keras.optimizers.SGD(learning_rate=learning_rate, **options)
-    if name == "adam":
-        return keras.optimizers.Adam(learning_rate=learning_rate, **options)
-    if name == "adamw":
-        return keras.optimizers.AdamW(learning_rate=learning_rate, **options)
-    raise ValueError(f"Unknown optimizer {name!r}; known: sgd, adam, adamw. Received: {optimizer}")
+        options |= {"use_ema": True, "ema_momentum": float(check_block("ema", ema).decay)}
+    optimizer_class = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW}
+    return optimizer_class[name](learning_rate=learning_rate, **options)

@@ -7,6 +7,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from convbench.training.recipe import check_block
+
 
 def shifted(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
     """`images` [N, H, W, C] moved by (dy, dx) pixels, the uncovered border filled by reflection."""
@@ -25,13 +27,11 @@ def tta_views(images: np.ndarray, tta: dict[str, Any]) -> list[np.ndarray]:
     With `flip`, each image and its mirror image; with `translate: t`, each of those also moved by
     (+t, +t) and (-t, -t) pixels (airbench's two shifted crops). `{}` gives the images alone.
     """
-    unknown = set(tta) - {"flip", "translate"}
-    if unknown:
-        raise ValueError(f"tta takes flip and translate. Received: {tta!r}")
-    translate = int(tta.get("translate", 0) or 0)
-    if translate < 0 or (translate and translate >= min(images.shape[1:3])):
+    checked = check_block("tta", tta)
+    translate = int(checked.translate or 0) if checked else 0
+    if translate >= min(images.shape[1:3]):
         raise ValueError(f"tta.translate must be 0 or a shift smaller than the image. Received: {translate}")
-    bases = [images, images[:, :, ::-1]] if tta.get("flip") else [images]
+    bases = [images, images[:, :, ::-1]] if checked and checked.flip else [images]
     views = list(bases)
     if translate:
         for base in bases:

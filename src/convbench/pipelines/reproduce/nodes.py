@@ -37,6 +37,7 @@ from convbench.pipelines.training.nodes import (
     train_model,
 )
 from convbench.tracking import ENV_TAG, PROCESS_TAG, active_run_env, finished_runs, this_process
+from convbench.training.recipe import RecipeError
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +80,11 @@ def machine() -> str:
 def claim_recipe(claim: Claim, parameters: dict[str, Any]) -> dict[str, Any]:
     """The recipe `claim` trains with: `training.<architecture>` < the dataset's overrides < the claim's
     recipe < the run env and --params (`run_recipe_settings`) < `reproduce.budget_minutes`, if set.
-    A crowd-labelled dataset's claim trains with its `label_mode`, or the run's if it names none."""
+    A crowd-labelled dataset's claim trains with its `label_mode`, or the run's if it names none.
+
+    Raises:
+        RecipeError: the recipe breaks the recipe schema (`resolve_recipe`); each problem names the claim.
+    """
     recipe = deep_merge(
         deep_merge(
             parameters["training"][claim.architecture], parameters.get("recipe_overrides", {}).get(claim.dataset) or {}
@@ -90,7 +95,12 @@ def claim_recipe(claim: Claim, parameters: dict[str, Any]) -> dict[str, Any]:
     label_mode = claim.label_mode
     if label_mode is None and get_dataset(claim.dataset).crowd_labelled:
         label_mode = ((parameters.get("preprocessing") or {}).get(claim.dataset) or {}).get("label_mode")
-    resolved = resolve_recipe(recipe, None, run_settings, label_mode=label_mode)
+    try:
+        resolved = resolve_recipe(recipe, None, run_settings, label_mode=label_mode, architecture=claim.architecture)
+    except RecipeError as error:  # the claim's recipe, or a run setting its recipe does not take
+        raise RecipeError(
+            [f"claims.{claim.id}: {problem}" for problem in error.problems], f"claims.{claim.id}"
+        ) from None
     minutes = (parameters.get("reproduce") or {}).get("budget_minutes")
     if minutes:
         resolved["budget"] = {"minutes": float(minutes), "schedule": "linear"}

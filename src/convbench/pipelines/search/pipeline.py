@@ -39,7 +39,7 @@ def create_pipeline(dataset: str = "cifar10", architecture: str = "resnet", **kw
     crowd = get_dataset(dataset).crowd_labelled
     template = Pipeline(
         [
-            resolve_recipe_node(crowd, outputs="search_base_recipe", name="resolve_search_recipe"),
+            resolve_recipe_node(crowd, architecture, outputs="search_base_recipe", name="resolve_search_recipe"),
             Node(
                 bind(run_search, architecture=architecture, dataset=dataset),
                 inputs=[

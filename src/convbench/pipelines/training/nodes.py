@@ -19,6 +19,7 @@ from convbench.serving import ImageClassifier
 from convbench.training.distribute import distributed_recipe
 from convbench.training.distribute import scope as distribute_scope
 from convbench.training.fit import fit
+from convbench.training.recipe import check_recipe
 from convbench.training.tta import enabled as tta_enabled
 from convbench.training.tta import predict_with_tta
 
@@ -30,8 +31,11 @@ def resolve_recipe(
     dataset_overrides: dict[str, Any] | None,
     run_settings: dict[str, Any] | None,
     label_mode: str | None = None,
+    *,
+    architecture: str | None = None,
 ) -> dict[str, Any]:
-    """The recipe a model is trained with: recipe < dataset overrides < run env and --params, key by key.
+    """The recipe a model is trained with: recipe < dataset overrides < run env and --params, key by key,
+    checked against the recipe schema (`convbench.training.recipe`).
 
     Args:
         recipe: `training.<architecture>` as Kedro merged it (conf/base, the run env, --params).
@@ -42,6 +46,12 @@ def resolve_recipe(
             (see `convbench.config`).
         label_mode: Crowd-labelled datasets only: `preprocessing.<dataset>.label_mode`, added as
             `label_mode` (it picks the loss and how targets are drawn, see `convbench.training.fit`).
+        architecture: The architecture it trains (bound by the pipeline): problems are reported under
+            `training.<architecture>`, and the `model` keys are checked against its builder.
+
+    Raises:
+        RecipeError: every key the schema refuses, each with its path and what it takes
+            (`training.resnet.optimizer.name must be sgd, adam or adamw; received 'sgdd'`).
 
     A recipe with `distribute: {strategy: mirrored, ...}` is scaled here for this machine's replicas
     (`convbench.training.distribute.distributed_recipe`): the saved recipe holds the global batch
@@ -50,6 +60,7 @@ def resolve_recipe(
     merged = deep_merge(deep_merge(recipe, dataset_overrides or {}), run_settings or {})
     if label_mode is not None:
         merged["label_mode"] = label_mode
+    check_recipe(merged, f"training.{architecture}" if architecture else "", architecture)
     return distributed_recipe(merged)
 
 

@@ -48,7 +48,7 @@ def create_pipeline(dataset: str = "cifar10", architecture: str = "resnet", **kw
     crowd = get_dataset(dataset).crowd_labelled
     template = Pipeline(
         [
-            resolve_recipe_node(crowd, outputs="recipe", name="resolve_recipe"),
+            resolve_recipe_node(crowd, architecture, outputs="recipe", name="resolve_recipe"),
             Node(
                 bind(build_model, architecture=architecture, dataset=dataset),
                 inputs=["train_images", "train_indices", "class_names", "normalization", "recipe"],
@@ -115,11 +115,11 @@ def create_pipeline(dataset: str = "cifar10", architecture: str = "resnet", **kw
     )
 
 
-def resolve_recipe_node(crowd: bool, outputs: str, name: str) -> Node:
-    """The node merging `training.<architecture>` with the dataset's overrides and the run's settings
-    (`resolve_recipe`); with `recipe_parameters` mapping its inputs in a namespaced pipeline."""
+def resolve_recipe_node(crowd: bool, architecture: str, outputs: str, name: str) -> Node:
+    """The node merging `training.<architecture>` with the dataset's overrides and the run's settings and
+    checking the result (`resolve_recipe`); with `recipe_parameters` mapping its inputs in a namespaced pipeline."""
     return Node(
-        resolve_recipe,
+        bind(resolve_recipe, architecture=architecture),
         inputs=[
             "params:recipe",
             "params:dataset_overrides",
