@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -13,9 +12,6 @@ from kedro.io import AbstractDataset, DatasetError
 import convbench
 from convbench.requirements import pip_requirements
 from convbench.serving import ImageClassifier
-
-HEADER_READER_REQUIREMENT = (f"pillow=={importlib.metadata.version('pillow')}",)
-"""Pillow reads the header of every encoded image the model receives (`convbench.data.images`)."""
 
 
 class MlflowClassifierDataset(AbstractDataset[ImageClassifier, Any]):
@@ -43,7 +39,7 @@ class MlflowClassifierDataset(AbstractDataset[ImageClassifier, Any]):
                 python_model=data,
                 artifacts=data.save_artifacts(Path(folder)),
                 signature=data.signature(),
-                pip_requirements=[*pip_requirements(), *HEADER_READER_REQUIREMENT],
+                pip_requirements=pip_requirements(),
                 code_paths=[str(Path(convbench.__file__).parent)],
                 metadata={"class_names": data.class_names, "input_shape": list(data.input_shape)},
             )
