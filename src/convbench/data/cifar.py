@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from convbench.data.archives import ArchiveFormatError, describe_member, iter_tar_members
+from convbench.data.checks import out_of_range
 
 logger = logging.getLogger(__name__)
 
@@ -352,14 +353,9 @@ def _decode_into(
     """Check the labels of `records`, then write them into `labels` and the pixels into `images` (HWC)."""
     for column, field in enumerate(fmt.label_fields):
         values = records[:, column]
-        bad = np.flatnonzero(values >= field.num_classes)
-        if bad.size:
-            first = int(bad[0])
-            raise ArchiveFormatError(
-                f"record {first:,} (0-based): {field.name!r} byte is {int(values[first])}, expected 0-"
-                f"{field.num_classes - 1} ({bad.size:,} of {values.size:,} records are out of range)",
-                archive=source,
-            )
+        if problem := out_of_range(values, field.num_classes, "record"):
+            first, found = problem
+            raise ArchiveFormatError(f"record {first:,} (0-based): {field.name!r} byte {found}", archive=source)
         labels[field.name][...] = values
     # Planes -> interleaved pixels, one colour at a time: each step reads a contiguous
     # 1,024-byte plane and writes every third byte, about 2.5x faster than one

@@ -9,22 +9,28 @@ import cv2
 import numpy as np
 from PIL import BmpImagePlugin, JpegImagePlugin, PngImagePlugin
 
-HEADER_READERS = (PngImagePlugin.PngImageFile, JpegImagePlugin.JpegImageFile, BmpImagePlugin.BmpImageFile)
-"""Pillow's readers of the formats decoded: each reads a file's header only, and leaves the pixels alone.
+HEADER_READERS = (
+    (b"\x89PNG\r\n\x1a\n", PngImagePlugin.PngImageFile),
+    (b"\xff\xd8", JpegImagePlugin.JpegImageFile),
+    (b"BM", BmpImagePlugin.BmpImageFile),
+)
+"""Each format decoded, as its file signature and Pillow's reader of its header (which leaves the pixels alone).
 
-They are used directly rather than through `PIL.Image.open`, whose process-wide decompression-bomb
-limit (`Image.MAX_IMAGE_PIXELS`) fires before the size is known: the callers set their own limits."""
+The readers are used directly rather than through `PIL.Image.open`, whose process-wide decompression-bomb
+limit (`Image.MAX_IMAGE_PIXELS`) fires before the size is known: the callers set their own limits. The
+signature picks the one reader to try, as `Image.open` does, without an exception per other format."""
 
 
 def declared_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) from a PNG, JPEG or BMP file's header, without decoding it; None if `data`
     is none of these formats or its header is damaged or cut short."""
-    for reader in HEADER_READERS:
-        try:
-            with reader(io.BytesIO(data)) as image:
-                return image.size
-        except (SyntaxError, OSError, ValueError):
-            continue
+    for signature, reader in HEADER_READERS:
+        if data.startswith(signature):
+            try:
+                with reader(io.BytesIO(data)) as image:
+                    return image.size
+            except (SyntaxError, OSError, ValueError):
+                return None
     return None
 
 

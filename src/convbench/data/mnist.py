@@ -25,6 +25,7 @@ import numpy as np
 from isal import igzip, isal_zlib
 
 from convbench.data.archives import GZIP_MAGIC, ArchiveFormatError
+from convbench.data.checks import out_of_range
 
 logger = logging.getLogger(__name__)
 
@@ -230,14 +231,9 @@ def _read_images(path: Path) -> np.ndarray:
 def _read_labels(path: Path) -> np.ndarray:
     """Return the ``(N,)`` uint8 labels of an MNIST labels file, checking they are 0-9."""
     labels = read_idx(path, LABELS_MAGIC)
-    bad = np.flatnonzero(labels >= len(CLASS_NAMES))
-    if bad.size:
-        first = int(bad[0])
-        raise ArchiveFormatError(
-            f"label {first:,} (0-based) is {int(labels[first])}, expected 0-{len(CLASS_NAMES) - 1} "
-            f"({bad.size:,} of {labels.size:,} labels are out of range)",
-            archive=path,
-        )
+    if problem := out_of_range(labels, len(CLASS_NAMES), "label"):
+        first, found = problem
+        raise ArchiveFormatError(f"label {first:,} (0-based) {found}", archive=path)
     return labels
 
 

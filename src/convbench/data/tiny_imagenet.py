@@ -22,10 +22,10 @@ import stat
 import sys
 import zipfile
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import cv2
 import numpy as np
@@ -34,6 +34,8 @@ from tqdm import tqdm
 from convbench.data.archives import ArchiveFormatError, UnsafeArchiveError, check_member_name, describe_member
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 ROOT = "tiny-imagenet-200"
 """Folder inside the zip that holds everything."""
@@ -227,22 +229,15 @@ def parse_wnids(text: bytes, expected_classes: int | None, *, source: str) -> li
         ArchiveFormatError: A line is not a wnid (``n`` and 8 digits), a wnid occurs
             twice, or the count differs from `expected_classes`.
     """
-    wnids: list[str] = []
-    first_line: dict[str, int] = {}
-    for number, line in enumerate(_decode_text(text, source).splitlines(), start=1):
-        wnid = line.strip()
-        if not wnid:
-            continue
-        if not WNID_PATTERN.fullmatch(wnid):
+
+    def wnid_of(number: int, line: str) -> tuple[str, None]:
+        if not WNID_PATTERN.fullmatch(wnid := line.strip()):
             raise ArchiveFormatError(
                 f"line {number}: expected a wnid such as 'n01443537', found {line!r}", archive=source
             )
-        if wnid in first_line:
-            raise ArchiveFormatError(
-                f"line {number}: wnid {wnid!r} occurs twice (also line {first_line[wnid]})", archive=source
-            )
-        first_line[wnid] = number
-        wnids.append(wnid)
+        return wnid, None
+
+    wnids = [wnid for wnid, _ in _unique_lines(text, source, wnid_of, "wnid {!r} occurs twice")]
     if expected_classes is not None and len(wnids) != expected_classes:
         raise ArchiveFormatError(f"expected {expected_classes:,} wnids, found {len(wnids):,}", archive=source)
     return wnids
@@ -307,16 +302,21 @@ def _open_zip(archive: Path) -> Iterator[zipfile.ZipFile]:
     """Open `archive` for reading, turning "not a zip / truncated" into ArchiveFormatError."""
     if not archive.is_file():
         raise FileNotFoundError(f"No archive at {archive}")
-    try:
+    with _zip_errors(archive, "a complete zip archive, but it is not one or is truncated (an interrupted download?)"):
         zf = zipfile.ZipFile(archive)
-    except _ZIP_ERRORS as exc:
-        raise ArchiveFormatError(
-            f"expected a complete zip archive, but it is not one or is truncated (an interrupted download?) "
-            f"({type(exc).__name__}: {exc})",
-            archive=archive,
-        ) from exc
     with zf:
         yield zf
+
+
+@contextmanager
+def _zip_errors(archive: Path, expected: str, member: str | None = None) -> Iterator[None]:
+    """Turns zipfile's errors into an ArchiveFormatError: `expected <expected> (<error>)`."""
+    try:
+        yield
+    except _ZIP_ERRORS as exc:
+        raise ArchiveFormatError(
+            f"expected {expected} ({type(exc).__name__}: {exc})", archive=archive, member=member
+        ) from exc
 
 
 def _index_members(archive: Path, zf: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
@@ -340,14 +340,8 @@ def _read_member(archive: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> b
         raise UnsafeArchiveError(
             "expected a regular file, found a symbolic link", archive=archive, member=info.filename
         )
-    try:
+    with _zip_errors(archive, "the member's complete, intact data, but the archive is corrupt", info.filename):
         return zf.read(info)
-    except _ZIP_ERRORS as exc:
-        raise ArchiveFormatError(
-            f"expected the member's complete, intact data, but the archive is corrupt ({type(exc).__name__}: {exc})",
-            archive=archive,
-            member=info.filename,
-        ) from exc
 
 
 def _read_text_member(archive: Path, zf: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo], name: str) -> bytes:
@@ -374,24 +368,12 @@ def _train_items(
             by_wnid.setdefault(match["wnid"], []).append(info)
     label_of = {wnid: label for label, wnid in enumerate(wnids)}
     unknown = sorted(set(by_wnid) - set(label_of))
-    if unknown:
-        raise ArchiveFormatError(
-            f"expected train/ folders only for the wnids of wnids.txt, found {_listing(unknown)}", archive=archive
-        )
+    _refuse_any(unknown, archive, "train/ folders only for the wnids of wnids.txt", found="")
     missing = [wnid for wnid in wnids if wnid not in by_wnid]
-    if missing:
-        raise ArchiveFormatError(
-            f"expected a folder {ROOT}/train/<wnid>/images/ with images for every wnid, "
-            f"found none for {_listing(missing)}",
-            archive=archive,
-        )
+    _refuse_any(missing, archive, f"a folder {ROOT}/train/<wnid>/images/ with images for every wnid")
     if expected_per_class is not None:
         wrong = [f"{wnid}: {len(by_wnid[wnid])}" for wnid in wnids if len(by_wnid[wnid]) != expected_per_class]
-        if wrong:
-            raise ArchiveFormatError(
-                f"expected {expected_per_class:,} training images per class, found other counts for {_listing(wrong)}",
-                archive=archive,
-            )
+        _refuse_any(wrong, archive, f"{expected_per_class:,} training images per class", found="other counts for ")
     return [
         _Item(info, label_of[wnid])
         for wnid in wnids
@@ -415,19 +397,9 @@ def _val_items(
             images[match["file"]] = info
     labels = parse_val_annotations(annotations, wnids, source=describe_member(archive, VAL_ANNOTATIONS_MEMBER))
     missing = [file for file in labels if file not in images]
-    if missing:
-        raise ArchiveFormatError(
-            f"expected an image in {ROOT}/val/images/ for every line of val_annotations.txt, "
-            f"found none for {_listing(missing)}",
-            archive=archive,
-        )
+    _refuse_any(missing, archive, f"an image in {ROOT}/val/images/ for every line of val_annotations.txt")
     unlabelled = sorted(set(images) - set(labels), key=_natural_key)
-    if unlabelled:
-        raise ArchiveFormatError(
-            f"expected a line of val_annotations.txt for every image in {ROOT}/val/images/, "
-            f"found none for {_listing(unlabelled)}",
-            archive=archive,
-        )
+    _refuse_any(unlabelled, archive, f"a line of val_annotations.txt for every image in {ROOT}/val/images/")
     if expected_val is not None and len(labels) != expected_val:
         raise ArchiveFormatError(f"expected {expected_val:,} validation images, found {len(labels):,}", archive=archive)
     return [_Item(images[file], labels[file]) for file in sorted(labels, key=_natural_key)]
@@ -451,11 +423,8 @@ def parse_val_annotations(text: bytes, wnids: Sequence[str], *, source: str) -> 
             that is not in `wnids`, or names a file already named.
     """
     label_of = {wnid: label for label, wnid in enumerate(wnids)}
-    labels: dict[str, int] = {}
-    first_line: dict[str, int] = {}
-    for number, line in enumerate(_decode_text(text, source).splitlines(), start=1):
-        if not line.strip():
-            continue
+
+    def file_and_label(number: int, line: str) -> tuple[str, int]:
         fields = line.split("\t")
         if len(fields) < 2 or not fields[0].strip():
             raise ArchiveFormatError(f"line {number}: expected 'file<TAB>wnid<TAB>box', found {line!r}", archive=source)
@@ -464,12 +433,9 @@ def parse_val_annotations(text: bytes, wnids: Sequence[str], *, source: str) -> 
             raise ArchiveFormatError(
                 f"line {number}: expected a wnid of wnids.txt for {file!r}, found {wnid!r}", archive=source
             )
-        if file in first_line:
-            raise ArchiveFormatError(
-                f"line {number}: {file!r} is annotated twice (also line {first_line[file]})", archive=source
-            )
-        first_line[file] = number
-        labels[file] = label_of[wnid]
+        return file, label_of[wnid]
+
+    labels = dict(_unique_lines(text, source, file_and_label, "{!r} is annotated twice"))
     return labels
 
 
@@ -524,6 +490,30 @@ def _decode_text(text: bytes, source: str) -> str:
         return text.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ArchiveFormatError(f"expected UTF-8 text, found {exc}", archive=source) from exc
+
+
+def _unique_lines(
+    text: bytes, source: str, entry: Callable[[int, str], tuple[str, T]], twice: str
+) -> Iterator[tuple[str, T]]:
+    """`entry(number, line)` (a key and a value; it raises on a bad line) of each non-blank line of
+    `text`, refusing a key seen on an earlier line: `line <number>: <twice with the key> (also line <n>)`."""
+    first_line: dict[str, int] = {}
+    for number, line in enumerate(_decode_text(text, source).splitlines(), start=1):
+        if not line.strip():
+            continue
+        key, value = entry(number, line)
+        if key in first_line:
+            raise ArchiveFormatError(
+                f"line {number}: {twice.format(key)} (also line {first_line[key]})", archive=source
+            )
+        first_line[key] = number
+        yield key, value
+
+
+def _refuse_any(names: list[str], archive: Path, expected: str, found: str = "none for ") -> None:
+    """An ArchiveFormatError `expected <expected>, found <found><names>` unless `names` is empty."""
+    if names:
+        raise ArchiveFormatError(f"expected {expected}, found {found}{_listing(names)}", archive=archive)
 
 
 def _natural_key(name: str) -> tuple[str | int, ...]:

@@ -53,48 +53,44 @@ def _outputs(spec: DatasetSpec) -> dict[str, str]:
     return {name: name for name in parsed_outputs(spec)}
 
 
-def cifar_ingestion(spec: DatasetSpec) -> Pipeline:
-    """One CIFAR binary archive: download, then parse straight from the tar."""
+def _download_then_parse(
+    spec: DatasetSpec, download: Callable, downloaded: str, parse: Callable, options: str, names: tuple[str, str]
+) -> Pipeline:
+    """Two nodes, named `names`: `download` of `params:source` to `downloaded`, then `parse` of that
+    with `params:<options>` into the arrays of `spec`."""
+    download_name, parse_name = names
     return Pipeline(
         [
-            Node(download_archive, inputs="params:source", outputs="archive_path", name="download_archive"),
-            Node(
-                bind(parse_cifar_archive, archive_format=spec.name),
-                inputs=["archive_path", "params:expected_counts"],
-                outputs=_outputs(spec),
-                name="parse_archive",
-            ),
+            Node(download, inputs="params:source", outputs=downloaded, name=download_name),
+            Node(parse, inputs=[downloaded, f"params:{options}"], outputs=_outputs(spec), name=parse_name),
         ]
+    )
+
+
+def cifar_ingestion(spec: DatasetSpec) -> Pipeline:
+    """One CIFAR binary archive: download, then parse straight from the tar."""
+    parse = bind(parse_cifar_archive, archive_format=spec.name)
+    return _download_then_parse(
+        spec, download_archive, "archive_path", parse, "expected_counts", ("download_archive", "parse_archive")
     )
 
 
 def mnist_ingestion(spec: DatasetSpec) -> Pipeline:
     """The four MNIST idx files: download each, then parse."""
-    return Pipeline(
-        [
-            Node(download_files, inputs="params:source", outputs="raw_paths", name="download_files"),
-            Node(
-                parse_mnist_files,
-                inputs=["raw_paths", "params:expected_counts"],
-                outputs=_outputs(spec),
-                name="parse_files",
-            ),
-        ]
+    return _download_then_parse(
+        spec, download_files, "raw_paths", parse_mnist_files, "expected_counts", ("download_files", "parse_files")
     )
 
 
 def tiny_imagenet_ingestion(spec: DatasetSpec) -> Pipeline:
     """Tiny ImageNet-200's zip: download, then decode and downscale its JPEGs straight from the zip."""
-    return Pipeline(
-        [
-            Node(download_archive, inputs="params:source", outputs="archive_path", name="download_archive"),
-            Node(
-                parse_tiny_imagenet_archive,
-                inputs=["archive_path", "params:options"],
-                outputs=_outputs(spec),
-                name="parse_archive",
-            ),
-        ]
+    return _download_then_parse(
+        spec,
+        download_archive,
+        "archive_path",
+        parse_tiny_imagenet_archive,
+        "options",
+        ("download_archive", "parse_archive"),
     )
 
 
@@ -126,16 +122,9 @@ def ferplus_ingestion(spec: DatasetSpec) -> Pipeline:
 
 def parser_ingestion(spec: DatasetSpec) -> Pipeline:
     """Any raw format: download `source` (one file or several by name), then call the spec's own parser."""
-    return Pipeline(
-        [
-            Node(download_source, inputs="params:source", outputs="raw_files", name="download_source"),
-            Node(
-                bind(parse_with, parser=spec.parser),
-                inputs=["raw_files", "params:options"],
-                outputs=_outputs(spec),
-                name="parse_files",
-            ),
-        ]
+    parse = bind(parse_with, parser=spec.parser)
+    return _download_then_parse(
+        spec, download_source, "raw_files", parse, "options", ("download_source", "parse_files")
     )
 
 
