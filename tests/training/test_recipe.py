@@ -20,7 +20,7 @@ from convbench.merging import deep_merge
 from convbench.models.registry import ARCHITECTURES
 from convbench.pipelines.reproduce.nodes import claim_recipe
 from convbench.pipelines.training.nodes import resolve_recipe
-from convbench.search.space import parse_space, with_values
+from convbench.search.space import check_space, parse_space, with_values
 from convbench.settings import CONFIG_LOADER_ARGS
 from convbench.training import recipe as schema
 from convbench.training.recipe import RecipeError, check_block, check_recipe
@@ -101,10 +101,8 @@ def test_recipes_sampled_from_every_search_space_pass(parameters):
     for architecture, space in search["spaces"].items():
         base = resolved(parameters, "cifar10", architecture)
         dimensions = parse_space(architecture, space)
-        samples = []
-        for dimension in dimensions:  # every end of every range, every choice
-            ends = dimension.choices or (dimension.low, dimension.high)
-            samples += [{dimension.key: int(v) if dimension.kind == "int" else v} for v in ends]
+        check_space(dimensions, base, architecture)
+        samples = [{dimension.key: value} for dimension in dimensions for value in dimension.extremes()]
         study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
         for _ in range(5):
             trial = study.ask()
@@ -112,6 +110,26 @@ def test_recipes_sampled_from_every_search_space_pass(parameters):
         for values in samples:
             trial_recipe = {**with_values(base, values), "budget": search["trial_budget"]}
             check_recipe(trial_recipe, f"training.{architecture}", architecture)
+
+
+@pytest.fixture(scope="module")
+def resnet_on_cifar10():
+    return resolved(load_parameters("base"), "cifar10", "resnet")
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        ({"label_smoothing": {"low": 0.0, "high": 1.5}}, r"label_smoothing reaches 1\.5, which the recipe refuses"),
+        ({"batch_size": {"choices": [128, "big"]}}, r"batch_size reaches 'big', which the recipe refuses"),
+        ({"model.widht": {"low": 1, "high": 2, "type": "int"}}, r"model\.widht reaches 1, which the recipe refuses"),
+        ({"learning_rate": {"low": -0.1, "high": 0.1}}, r"learning_rate reaches -0\.1, which the recipe refuses"),
+    ],
+)
+def test_a_space_whose_edge_breaks_the_recipe_is_refused_before_any_trial(resnet_on_cifar10, space, message):
+    dimensions = parse_space("resnet", space)
+    with pytest.raises(ValueError, match=r"^search\.spaces\.resnet\." + message):
+        check_space(dimensions, resnet_on_cifar10, "resnet")
 
 
 # ---- mistakes are refused with their key path and what the key takes --------------------------------

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from convbench.training.optimizers import LEARNING_RATE_KEYS
+from convbench.training.recipe import RecipeError, check_recipe
 
 LEARNING_RATE = "learning_rate"
 """The virtual key for the schedule's peak learning rate (see the module docstring)."""
@@ -38,6 +39,14 @@ class Dimension:
         if self.kind == "int":
             return trial.suggest_int(self.key, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
         return trial.suggest_float(self.key, float(self.low), float(self.high), step=self.step, log=self.log)
+
+    def extremes(self) -> tuple[Any, ...]:
+        """The values a trial may take at the edges of this range: each choice, or `low` and `high`."""
+        if self.kind == "categorical":
+            return self.choices
+        if self.kind == "int":
+            return int(self.low), int(self.high)
+        return self.low, self.high
 
 
 def parse_space(architecture: str, space: dict[str, Any] | None) -> list[Dimension]:
@@ -80,6 +89,24 @@ def _dimension(architecture: str, key: str, spec: Any) -> Dimension:
     if log and spec.get("step") is not None:
         raise ValueError(f"{where}: Optuna takes either `log` or `step`, not both")
     return Dimension(key, kind, low=low, high=high, log=log, step=spec.get("step"))
+
+
+def check_space(dimensions: list[Dimension], recipe: dict[str, Any], architecture: str) -> None:
+    """Refuses a space that a trial's recipe could break: each dimension's `extremes` are set in
+    `recipe` one at a time and checked against the recipe schema, before any trial trains.
+
+    Raises:
+        ValueError: naming `search.spaces.<architecture>.<key>`, the value and what the recipe key takes.
+    """
+    where = f"search.spaces.{architecture}"
+    for dimension in dimensions:
+        for value in dimension.extremes():
+            try:
+                check_recipe(with_values(recipe, {dimension.key: value}), architecture=architecture)
+            except (RecipeError, ValueError) as error:
+                raise ValueError(
+                    f"{where}.{dimension.key} reaches {value!r}, which the recipe refuses: {error}"
+                ) from error
 
 
 def with_values(recipe: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 from convbench.metrics import to_mlflow_metrics
 from convbench.pipelines.reporting.nodes import to_markdown
 from convbench.pipelines.training.nodes import build_model
-from convbench.search.space import as_overrides, as_params_option, parse_space, with_values
+from convbench.search.space import as_overrides, as_params_option, check_space, parse_space, with_values
 from convbench.search.study import (
     HEARTBEAT_ATTR,
     RETRY_OF_ATTR,
@@ -109,6 +109,7 @@ def run_search(
         `storage` (the URL), `study_name`, and `trials`: the numbers and states of this worker's trials.
     """
     dimensions = parse_space(architecture, (search.get("spaces") or {}).get(architecture))
+    check_space(dimensions, recipe, architecture)
     settings = study_settings(search, search_dir, dataset, architecture)
     budget = settings["trial_budget"]
     max_epochs = int(budget.get("epochs") or recipe["epochs"])
