@@ -143,13 +143,26 @@ def test_ferplus_is_labelled_by_its_preprocessing_label_mode_and_keeps_its_prede
     assert not any("label_mode" in name for name in pipelines["cifar10_resnet"].inputs())
 
 
-def test_only_pipelines_that_need_a_file_no_run_can_fetch_have_preflight_nodes(pipelines):
-    """FER2013 (placed by the user) and the ImageNet weights of MobileNetV2 are checked before anything runs."""
-    preflight = {
-        name: {node.name for node in pipeline.only_nodes_with_tags("preflight").nodes}
+RECIPE_CHECKS = ("resolve_recipe", "resolve_search_recipe", "check_claim_recipe")
+"""The preflight nodes that check a recipe; the others check a file the user must place."""
+
+
+def _preflight(pipelines, recipes: bool) -> dict[str, set[str]]:
+    """Per pipeline, its preflight nodes that check recipes (or files), where it has any."""
+    found = {
+        name: {
+            node.name
+            for node in pipeline.only_nodes_with_tags("preflight").nodes
+            if node.name.rsplit(".", 1)[-1].endswith(RECIPE_CHECKS) == recipes
+        }
         for name, pipeline in pipelines.items()
-        if pipeline.only_nodes_with_tags("preflight").nodes
     }
+    return {name: nodes for name, nodes in found.items() if nodes}
+
+
+def test_only_pipelines_that_need_a_file_no_run_can_fetch_check_it_first(pipelines):
+    """FER2013 (placed by the user) and the ImageNet weights of MobileNetV2 are checked before anything runs."""
+    preflight = _preflight(pipelines, recipes=False)
     assert preflight["ferplus_resnet"] == {"ferplus.locate_fer2013"}
     assert preflight["cifar10_mobilenet_v2_imagenet"] == {"cifar10.mobilenet_v2_imagenet.check_model_files"}
     assert preflight["cifar10_mobilenet_v2"] == {
@@ -162,6 +175,60 @@ def test_only_pipelines_that_need_a_file_no_run_can_fetch_have_preflight_nodes(p
     assert all(
         name.startswith(("ferplus", "reproduce")) or "mobilenet" in name or name in DATASETS for name in preflight
     )
+
+
+def test_every_recipe_a_run_trains_is_checked_before_its_first_node(pipelines):
+    """Each training, search and claim node has its recipe's check among the run's preflight nodes."""
+    recipe_checks = _preflight(pipelines, recipes=True)
+    assert recipe_checks["cifar10_resnet"] == {"cifar10.resnet.resolve_recipe"}
+    assert recipe_checks["cifar10_resnet_search"] == {"cifar10.resnet.resolve_search_recipe"}
+    assert recipe_checks["reproduce_mnist_mlp"] == {"mnist.claim_mnist_mlp.check_claim_recipe"}
+    for name, pipeline in pipelines.items():
+        for node in pipeline.nodes:
+            namespace, short = node.name.rsplit(".", 1) if "." in node.name else ("", node.name)
+            check = {"train_model": "resolve_recipe", "reproduce_claim": "check_claim_recipe"}.get(short)
+            if check and not namespace.endswith("_search"):
+                assert f"{namespace}.{check}" in recipe_checks.get(name, set()), (name, node.name)
+
+
+def _catalog_of_parameters(runtime_params: dict) -> DataCatalog:
+    """Every `params:<dotted key>` of the smoke env's parameters with `runtime_params` (as `--params` sets them)."""
+    from convbench.config import ConvbenchConfigLoader
+    from convbench.settings import CONFIG_LOADER_ARGS
+
+    loader = ConvbenchConfigLoader(str(CONF), env="smoke", runtime_params=runtime_params, **CONFIG_LOADER_ARGS)
+    datasets = {}
+
+    def add(prefix: str, value) -> None:
+        datasets[prefix] = MemoryDataset(value)
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                add(f"{prefix}.{key}", inner)
+
+    for key, value in loader["parameters"].items():
+        add(f"params:{key}", value)
+    return DataCatalog(datasets)
+
+
+@pytest.mark.parametrize(
+    ("pipeline", "runtime_params", "message"),
+    [
+        ("cifar10_resnet", {"training": {"resnet": {"epoch": 3}}}, r"training\.resnet\.epoch is unknown"),
+        (
+            "reproduce_mnist_mlp",
+            {"claims": {"mnist_mlp": {"recipe": {"label_smoothing": 2}}}},
+            r"claims\.mnist_mlp: training\.mlp\.label_smoothing must be a number in \[0, 1\]",
+        ),
+    ],
+)
+def test_a_recipe_mistake_stops_the_run_before_its_first_node(pipelines, pipeline, runtime_params, message):
+    from convbench.hooks.preflight import PreflightHook
+    from convbench.training.recipe import RecipeError
+
+    catalog = _catalog_of_parameters(runtime_params)
+    PreflightHook().before_pipeline_run({"env": "smoke"}, pipelines[pipeline], _catalog_of_parameters({}))
+    with pytest.raises(RecipeError, match=message):
+        PreflightHook().before_pipeline_run({"env": "smoke"}, pipelines[pipeline], catalog)
 
 
 def test_every_architecture_has_a_search_on_the_prepared_data_and_a_space_to_search(pipelines):

@@ -9,15 +9,17 @@ from kedro.framework.hooks import hook_impl
 from convbench.dataset_specs import DATASETS
 
 PREFLIGHT_TAG = "preflight"
-"""Tag of cheap nodes that check what the user must provide; `PreflightHook` runs them first."""
+"""Tag of cheap nodes that check what the user must provide (files, recipes); `PreflightHook` runs them first."""
 
 
 class PreflightHook:
     """Runs the pipeline's nodes tagged `preflight` before anything else.
 
-    They check what no node can fetch (a file the user must place, such as FER2013), so a run
-    that cannot finish stops at once with their message instead of after earlier nodes ran.
-    They read parameters only, and run again in their place in the pipeline.
+    They check what no node can fetch or fix: a file the user must place (FER2013, pretrained
+    weights) and the recipes the run trains with (`resolve_recipe`, `check_claim_recipe`). So a
+    run that cannot finish stops at once with their message instead of after earlier nodes ran
+    (a download, or hours of earlier claims). They read parameters only, and run again in their
+    place in the pipeline.
     """
 
     @hook_impl(tryfirst=True)

@@ -149,7 +149,7 @@ def command_for(claim: Claim) -> str:
 
 
 PARAMETERS = ("claims", "training", "recipe_overrides", RUN_RECIPE_SETTINGS, "reproduce", "preprocessing")
-"""The parameters the nodes read (`params:<name>`), passed first and in this order."""
+"""The parameters the nodes read (`params:<name>`), passed in this order (after a claim's data)."""
 
 
 def _by_name(*values: Any) -> dict[str, Any]:
@@ -157,13 +157,19 @@ def _by_name(*values: Any) -> dict[str, Any]:
     return dict(zip(PARAMETERS, values, strict=True))
 
 
+def check_claim_recipe(*parameter_values: Any, claim_id: str) -> None:
+    """Checks claim `claim_id` and the recipe it trains with (`claim_recipe`) from the `PARAMETERS`.
+
+    Tagged `preflight`, so a mistake in any claim of a run stops it before the first claim trains.
+
+    Raises:
+        ValueError: the claim is malformed (`check_claim`), or `RecipeError`: its recipe breaks the schema.
+    """
+    parameters = _by_name(*parameter_values)
+    claim_recipe(check_claim(claim_id, parameters["claims"][claim_id]), parameters)
+
+
 def reproduce_claim(
-    claims: dict[str, Any],
-    training: dict[str, Any],
-    recipe_overrides: dict[str, Any],
-    run_recipe_settings: dict[str, Any],
-    reproduce: dict[str, Any] | None,
-    preprocessing: dict[str, Any],
     train_images: np.ndarray,
     train_labels: np.ndarray,
     test_images: np.ndarray,
@@ -174,19 +180,20 @@ def reproduce_claim(
     test_indices: np.ndarray,
     normalization: dict[str, Any],
     checkpoint_dir: Path,
+    *parameter_values: Any,
     claim_id: str,
 ) -> dict[str, Any]:
     """Trains and evaluates `claim_id` in its own nested MLflow run, unless a finished run of it with the
     same recipe and data exists (then its figures are reused), or it cannot run here (then why).
+
+    `parameter_values` are the `PARAMETERS`, in their order.
 
     Returns:
         `claim`, `status` (`measured`, `reused` or `not run`), and for a run: `run_id`,
         `experiment_id`, `measured`, `budget`, `epochs`, `epoch_fraction`, `training_minutes`,
         `machine`; for no run: `reason`.
     """
-    parameters = dict(
-        zip(PARAMETERS, (claims, training, recipe_overrides, run_recipe_settings, reproduce, preprocessing))
-    )
+    parameters = _by_name(*parameter_values)
     claim = check_claim(claim_id, parameters["claims"][claim_id])
     recipe = claim_recipe(claim, parameters)
     run_label_mode = ((parameters.get("preprocessing") or {}).get(claim.dataset) or {}).get("label_mode")
@@ -304,9 +311,7 @@ def build_reproduction_report(
     Returns:
         The report (`REPORT_COLUMNS`), the same as Markdown, and a bar chart of it.
     """
-    parameters = dict(
-        zip(PARAMETERS, (claims, training, recipe_overrides, run_recipe_settings, reproduce, preprocessing))
-    )
+    parameters = _by_name(claims, training, recipe_overrides, run_recipe_settings, reproduce, preprocessing)
     claims = check_claims(claims)
     settings = parameters.get("reproduce") or {}
     ui_url = str(settings.get("ui_url") or "http://127.0.0.1:5000").rstrip("/")

@@ -7,8 +7,14 @@ from collections.abc import Mapping
 from kedro.pipeline import Node, Pipeline
 
 from convbench.dataset_specs import get_dataset
+from convbench.hooks.preflight import PREFLIGHT_TAG
 from convbench.pipelines.binding import bind
-from convbench.pipelines.reproduce.nodes import PARAMETERS, build_reproduction_report, reproduce_claim
+from convbench.pipelines.reproduce.nodes import (
+    PARAMETERS,
+    build_reproduction_report,
+    check_claim_recipe,
+    reproduce_claim,
+)
 from convbench.pipelines.training.pipeline import CROWD_DATASET_INPUTS, DATASET_INPUTS
 
 NAMESPACE = "reproduce"
@@ -22,21 +28,30 @@ def result_name(claim_id: str) -> str:
 
 
 def claim_pipeline(claim_id: str, dataset: str) -> Pipeline:
-    """Trains claim `claim_id` on the prepared `dataset`: writes `claim_<claim_id>_result`.
+    """Trains claim `claim_id` on the prepared `dataset`: writes `claim_<claim_id>_result`. Its recipe is
+    checked first, before any node of the run (`check_claim_recipe`, tagged `preflight`).
 
     Namespaced `<dataset>.claim_<claim_id>`, beside the dataset's architectures: its checkpoints are
     `<dataset>.claim_<claim_id>.checkpoint_dir` (data/06_models/<dataset>/claim_<claim_id>/checkpoint).
     """
     data_inputs = CROWD_DATASET_INPUTS if get_dataset(dataset).crowd_labelled else DATASET_INPUTS
-    node = Node(
+    parameters = [f"params:{name}" for name in PARAMETERS]
+    check = Node(
+        bind(check_claim_recipe, claim_id=claim_id),
+        inputs=parameters,
+        outputs=None,
+        name="check_claim_recipe",
+        tags=[PREFLIGHT_TAG],
+    )
+    train = Node(
         bind(reproduce_claim, claim_id=claim_id),
-        inputs=[*(f"params:{name}" for name in PARAMETERS), *data_inputs, "checkpoint_dir"],
+        inputs=[*data_inputs, "checkpoint_dir", *parameters],
         outputs="result",
         name="reproduce_claim",
         tags=["training"],
     )
     return Pipeline(
-        [node],
+        [check, train],
         namespace=f"{dataset}.claim_{claim_id}",
         inputs={name: f"{dataset}.{name}" for name in data_inputs},
         outputs={"result": result_name(claim_id)},

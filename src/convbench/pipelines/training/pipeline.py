@@ -117,7 +117,10 @@ def create_pipeline(dataset: str = "cifar10", architecture: str = "resnet", **kw
 
 def resolve_recipe_node(crowd: bool, architecture: str, outputs: str, name: str) -> Node:
     """The node merging `training.<architecture>` with the dataset's overrides and the run's settings and
-    checking the result (`resolve_recipe`); with `recipe_parameters` mapping its inputs in a namespaced pipeline."""
+    checking the result (`resolve_recipe`); with `recipe_parameters` mapping its inputs in a namespaced pipeline.
+
+    Tagged `preflight`: it reads parameters only, so a recipe mistake stops a run before its first node
+    (download, parsing) instead of after it."""
     return Node(
         bind(resolve_recipe, architecture=architecture),
         inputs=[
@@ -128,6 +131,7 @@ def resolve_recipe_node(crowd: bool, architecture: str, outputs: str, name: str)
         ],
         outputs=outputs,
         name=name,
+        tags=[PREFLIGHT_TAG],
     )
 
 
