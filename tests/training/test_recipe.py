@@ -84,6 +84,30 @@ def test_every_claims_recipe_passes(parameters):
         assert claim_recipe(claim, parameters)["epochs"] >= 1, claim.id
 
 
+def test_a_claim_trains_the_courses_augmentation_not_convbenchs():
+    """The course trained its CNN and AlexNet without augmentation; convbench's recipes have some."""
+    parameters = load_parameters("base")
+    claims = check_claims(parameters["claims"])
+    assert parameters["training"]["simple_cnn"]["augmentation"] and parameters["training"]["alexnet"]["augmentation"]
+    for claim_id in ("cifar10_cnn", "cifar10_alexnet", "mnist_resmlp_shallow", "cifar10_mlp"):
+        assert not claim_recipe(claims[claim_id], parameters)["augmentation"], claim_id
+    assert claim_recipe(claims["cifar10_cnn_augmented"], parameters)["augmentation"] == {
+        "pad_crop": 3,
+        "horizontal_flip": True,
+    }
+
+
+def test_an_empty_block_in_a_claims_recipe_is_refused_as_the_no_change_it_merges_to():
+    parameters = load_parameters("base")
+    claim = check_claims({"cnn": {**parameters["claims"]["cifar10_cnn"], "recipe": {"augmentation": {}}}})["cnn"]
+    with pytest.raises(
+        ValueError,
+        match=r"^claims\.cnn\.recipe\.augmentation is \{\}, which merges into "
+        r"training\.simple_cnn\.augmentation \(.*\) as no change: write `augmentation: null`",
+    ):
+        claim_recipe(claim, parameters)
+
+
 def test_a_run_setting_a_claims_recipe_does_not_take_is_refused_naming_the_claim():
     parameters = load_parameters("base", {"training": {"resnet": {"schedule": {"peak_lr": 0.05}}}})
     claims = check_claims(parameters["claims"])

@@ -83,14 +83,20 @@ def claim_recipe(claim: Claim, parameters: dict[str, Any]) -> dict[str, Any]:
     A crowd-labelled dataset's claim trains with its `label_mode`, or the run's if it names none.
 
     Raises:
+        ValueError: the claim's recipe sets a block to `{}` where the architecture's has keys (a no-op
+            in a key-by-key merge, never what a claim means).
         RecipeError: the recipe breaks the recipe schema (`resolve_recipe`); each problem names the claim.
     """
-    recipe = deep_merge(
-        deep_merge(
-            parameters["training"][claim.architecture], parameters.get("recipe_overrides", {}).get(claim.dataset) or {}
-        ),
-        dict(claim.recipe),
+    base = deep_merge(
+        parameters["training"][claim.architecture], parameters.get("recipe_overrides", {}).get(claim.dataset) or {}
     )
+    for key, value in claim.recipe.items():
+        if value == {} and base.get(key):
+            raise ValueError(
+                f"claims.{claim.id}.recipe.{key} is {{}}, which merges into training.{claim.architecture}.{key} "
+                f"({base[key]}) as no change: write `{key}: null` for none, or the keys to change"
+            )
+    recipe = deep_merge(base, dict(claim.recipe))
     run_settings = (parameters.get(RUN_RECIPE_SETTINGS) or {}).get(claim.architecture) or {}
     label_mode = claim.label_mode
     if label_mode is None and get_dataset(claim.dataset).crowd_labelled:
