@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from convbench.training.optimizers import LEARNING_RATE_KEYS
-from convbench.training.recipe import RecipeError, check_recipe
+from convbench.training.recipe import check_recipe
 
 LEARNING_RATE = "learning_rate"
 """The virtual key for the schedule's peak learning rate (see the module docstring)."""
@@ -103,7 +103,7 @@ def check_space(dimensions: list[Dimension], recipe: dict[str, Any], architectur
         for value in dimension.extremes():
             try:
                 check_recipe(with_values(recipe, {dimension.key: value}), architecture=architecture)
-            except (RecipeError, ValueError) as error:
+            except ValueError as error:  # RecipeError is one
                 raise ValueError(
                     f"{where}.{dimension.key} reaches {value!r}, which the recipe refuses: {error}"
                 ) from error
