@@ -1,5 +1,5 @@
 """Benchmark: `decode_image` before the second shape pass (hand-written header parsers, in `convbench.serving`)
-against after it (Pillow's header readers, in `convbench.data.images`), interleaved old/new/new/old in
+against after it (`convbench.data.images`), interleaved old/new/new/old in
 subprocesses, on one PNG or JPEG of each size, and through the parser that decodes most files,
 `read_image_folder`, on a folder of 2,000 32x32 PNGs in 10 classes (written once to benchmarks/_work).
 

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import importlib.metadata
 
-REQUIREMENTS = ("keras", "numpy", "pandas", "opencv-python-headless", "pillow", "mlflow", "pydantic")
-"""Distributions a logged model needs at prediction time (pillow: it reads the header of every encoded image
-the model receives, `convbench.data.images`; pydantic: loading the model imports the modules that register
+REQUIREMENTS = ("keras", "numpy", "pandas", "opencv-python-headless", "mlflow", "pydantic")
+"""Distributions a logged model needs at prediction time (pydantic: loading the model imports the modules that register
 convbench's Keras classes, which check their settings with the recipe schema, `convbench.training.recipe`)."""
 
 TENSORFLOW_DISTRIBUTIONS = ("tensorflow-cpu", "tensorflow")

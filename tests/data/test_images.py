@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import io
+import struct
+
 import cv2
 import numpy as np
+import PIL.Image
 import pytest
 from test_serving import png_header_declaring
 
@@ -22,6 +27,77 @@ def test_the_header_size_of_real_files_is_read_without_decoding(extension):
     assert declared_size(data) == (21, 13)
     assert declared_size(encoded(extension, np.zeros((13, 21), dtype=np.uint8))) == (21, 13)
     assert declared_size(b"GIF89a...") is None and declared_size(data[:10]) is None and declared_size(b"") is None
+
+
+def pillow_encoded(image: np.ndarray, format: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    PIL.Image.fromarray(image).save(buffer, format=format, **options)
+    return buffer.getvalue()
+
+
+def camera_exif(make: str) -> PIL.Image.Exif:
+    """EXIF data naming the camera maker: an APP1 segment before the JPEG's size."""
+    exif = PIL.Image.Exif()
+    exif[0x010F] = make
+    return exif
+
+
+def palette_png(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    PIL.Image.fromarray(image).quantize(16).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def bmp_with_core_header(width: int, height: int) -> bytes:
+    """An OS/2 bitmap (12-byte header, 16-bit sizes), which neither OpenCV nor Pillow writes."""
+    row = bytes(-(-width * 3 // 4) * 4)
+    header = struct.pack("<IHHHH", 12, width, height, 1, 24)
+    return b"BM" + struct.pack("<IHHI", 26 + len(row) * height, 0, 0, 26) + header + row * height
+
+
+@functools.cache
+def header_sample() -> dict[str, bytes]:
+    """Files of every kind the header reader meets, each 37 x 19, from both OpenCV and Pillow."""
+    rgb = np.random.default_rng(1).integers(0, 256, (19, 37, 3), dtype=np.uint8)
+    grey = rgb[..., 0]
+    bottom_up = encoded(".bmp", rgb)
+    top_down = bottom_up[:22] + struct.pack("<i", -19) + bottom_up[26:]
+    return {
+        "png rgb": encoded(".png", rgb),
+        "png grey": encoded(".png", grey),
+        "png rgba": encoded(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2RGBA)),
+        "png 16-bit": encoded(".png", rgb.astype(np.uint16) * 257),
+        "png palette (pillow)": palette_png(rgb),
+        "jpeg baseline": encoded(".jpg", rgb),
+        "jpeg grey": encoded(".jpg", grey),
+        "jpeg progressive": pillow_encoded(rgb, "JPEG", progressive=True),
+        "jpeg with exif": pillow_encoded(rgb, "JPEG", exif=camera_exif("convbench")),
+        "bmp bottom-up": bottom_up,
+        "bmp top-down": top_down,
+        "bmp grey (pillow)": pillow_encoded(grey, "BMP"),
+        "bmp os/2": bmp_with_core_header(37, 19),
+    }
+
+
+@pytest.mark.parametrize("kind", list(header_sample()))
+def test_the_header_reader_agrees_with_pillow_on_every_kind_of_file(kind):
+    data = header_sample()[kind]
+    with PIL.Image.open(io.BytesIO(data)) as image:
+        assert image.size == (37, 19)
+    assert declared_size(data) == (37, 19)
+
+
+@pytest.mark.parametrize("kind", ["png rgb", "jpeg progressive", "jpeg with exif", "bmp top-down", "bmp os/2"])
+def test_a_header_cut_short_anywhere_gives_no_size_rather_than_an_error_or_a_wrong_one(kind):
+    data = header_sample()[kind]
+    sizes = {declared_size(data[:length]) for length in range(len(data))}
+    assert sizes <= {None, (37, 19)} and None in sizes
+
+
+def test_a_damaged_jpeg_header_gives_no_size():
+    jpeg = header_sample()["jpeg baseline"]
+    assert declared_size(jpeg[:2] + b"\x00" + jpeg[3:]) is None  # no marker after the signature
+    assert declared_size(jpeg[:4] + b"\x00\x01" + jpeg[6:]) is None  # a segment shorter than its length field
 
 
 def test_files_are_decoded_to_rgb_or_grey_whatever_their_colour_type():

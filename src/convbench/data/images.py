@@ -3,35 +3,67 @@
 
 from __future__ import annotations
 
-import io
+import struct
 
 import cv2
 import numpy as np
-from PIL import BmpImagePlugin, JpegImagePlugin, PngImagePlugin
 
-HEADER_READERS = (
-    (b"\x89PNG\r\n\x1a\n", PngImagePlugin.PngImageFile),
-    (b"\xff\xd8", JpegImagePlugin.JpegImageFile),
-    (b"BM", BmpImagePlugin.BmpImageFile),
-)
-"""Each format decoded, as its file signature and Pillow's reader of its header (which leaves the pixels alone).
-
-The readers are used directly rather than through `PIL.Image.open`, whose process-wide decompression-bomb
-limit (`Image.MAX_IMAGE_PIXELS`) fires before the size is known: the callers set their own limits. The
-signature picks the one reader to try, as `Image.open` does, without an exception per other format."""
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+JPEG_SIGNATURE = b"\xff\xd8"
+BMP_SIGNATURE = b"BM"
+JPEG_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+"""JPEG start-of-frame markers (baseline, progressive, lossless...): the segments that hold the image size."""
+BMP_CORE_HEADER_SIZE = 12
+"""The OS/2 bitmap header, whose width and height are 16-bit; every later header has 32-bit ones."""
 
 
 def declared_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) from a PNG, JPEG or BMP file's header, without decoding it; None if `data`
-    is none of these formats or its header is damaged or cut short."""
-    for signature, reader in HEADER_READERS:
-        if data.startswith(signature):
-            try:
-                with reader(io.BytesIO(data)) as image:
-                    return image.size
-            except (SyntaxError, OSError, ValueError):
-                return None
+    is none of these formats or its header is damaged or cut short.
+
+    Read by hand from the formats' fixed fields rather than by Pillow's header readers, which agree
+    (a test checks) but made small-image decoding 1.9x as slow (benchmarks/README.md)."""
+    try:
+        if data.startswith(PNG_SIGNATURE):
+            return _png_size(data)
+        if data.startswith(JPEG_SIGNATURE):
+            return _jpeg_size(data)
+        if data.startswith(BMP_SIGNATURE):
+            return _bmp_size(data)
+    except struct.error:
+        return None
     return None
+
+
+def _png_size(data: bytes) -> tuple[int, int] | None:
+    if data[12:16] != b"IHDR":
+        return None
+    return struct.unpack(">II", data[16:24])
+
+
+def _bmp_size(data: bytes) -> tuple[int, int]:
+    (header_size,) = struct.unpack("<I", data[14:18])
+    if header_size == BMP_CORE_HEADER_SIZE:
+        return struct.unpack("<HH", data[18:22])
+    width, height = struct.unpack("<ii", data[18:26])
+    return abs(width), abs(height)  # a negative height means rows stored top-down
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from a JPEG's first start-of-frame segment; struct.error if none is complete."""
+    offset = len(JPEG_SIGNATURE)
+    while True:
+        while data[offset : offset + 2] == b"\xff\xff":
+            offset += 1  # fill bytes before a marker
+        if data[offset : offset + 1] != b"\xff":
+            raise struct.error(f"no JPEG marker at byte {offset}")
+        marker, length = struct.unpack(">xBH", data[offset : offset + 4])
+        if marker in JPEG_SOF_MARKERS:
+            height, width = struct.unpack(">xHH", data[offset + 4 : offset + 9])
+            return width, height
+        if length < 2:
+            raise struct.error(f"JPEG segment {marker:#04x} declares {length} bytes")
+        offset += 2 + length
 
 
 def decode_image(data: bytes, channels: int, name: str, *, max_pixels: int) -> np.ndarray:
