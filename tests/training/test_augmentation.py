@@ -2,7 +2,15 @@ import keras
 import numpy as np
 import pytest
 
-from convbench.training.augmentation import RandomPadCrop, augmentation_layers, with_augmentation
+from convbench.training.augmentation import (
+    RandomPadCrop,
+    augmentation_layers,
+    crop_windows,
+    pad_images,
+    with_augmentation,
+)
+
+as_numpy = keras.ops.convert_to_numpy
 
 
 def windows_of(padded: np.ndarray, image: np.ndarray, size: int) -> list[tuple[int, int]]:
@@ -15,9 +23,19 @@ def windows_of(padded: np.ndarray, image: np.ndarray, size: int) -> list[tuple[i
     ]
 
 
+@pytest.mark.parametrize("mode", ["constant", "reflect"])
+def test_the_windows_are_the_ones_numpy_slices_at_the_given_offsets(mode):
+    images = np.random.default_rng(2).integers(0, 256, (5, 7, 6, 3)).astype("float32")
+    offset_y, offset_x = np.array([0, 4, 2, 1, 3], "int32"), np.array([4, 0, 3, 2, 1], "int32")
+    windows = as_numpy(crop_windows(pad_images(images, 2, mode), offset_y, offset_x, (7, 6)))
+    padded = np.pad(images, ((0, 0), (2, 2), (2, 2), (0, 0)), mode=mode)
+    manual = [image[dy : dy + 7, dx : dx + 6] for image, dy, dx in zip(padded, offset_y, offset_x)]
+    np.testing.assert_array_equal(windows, np.stack(manual))
+
+
 def test_pad_crop_returns_a_window_of_the_zero_padded_image():
     images = np.random.default_rng(0).integers(1, 256, (16, 32, 32, 3)).astype("float32")
-    cropped = RandomPadCrop(4, seed=3)(images, training=True).numpy()
+    cropped = as_numpy(RandomPadCrop(4, seed=3)(images, training=True))
     offsets = []
     for image, out in zip(images, cropped):
         found = windows_of(np.pad(image, ((4, 4), (4, 4), (0, 0))), out, 32)
@@ -28,7 +46,7 @@ def test_pad_crop_returns_a_window_of_the_zero_padded_image():
 
 def test_reflect_pad_crop_returns_a_window_of_the_reflected_image():
     images = np.random.default_rng(1).integers(1, 256, (16, 32, 32, 3)).astype("float32")
-    cropped = RandomPadCrop(2, seed=3, mode="reflect")(images, training=True).numpy()
+    cropped = as_numpy(RandomPadCrop(2, seed=3, mode="reflect")(images, training=True))
     for image, out in zip(images, cropped):
         assert len(windows_of(np.pad(image, ((2, 2), (2, 2), (0, 0)), mode="reflect"), out, 32)) == 1
     assert (cropped > 0).all(), "no zero border"
@@ -41,7 +59,7 @@ def test_reflect_pad_crop_returns_a_window_of_the_reflected_image():
 def test_pad_crop_offsets_cover_all_81_positions_uniformly_enough():
     marker = np.zeros((4000, 9, 9, 1), dtype="float32")
     marker[:, 4, 4, 0] = 1  # single bright pixel in the centre; its new place reveals the offset
-    out = RandomPadCrop(4, seed=0)(marker, training=True).numpy()[..., 0]
+    out = as_numpy(RandomPadCrop(4, seed=0)(marker, training=True))[..., 0]
     positions = np.argwhere(out == 1)[:, 1:]
     counts = np.zeros((9, 9))
     np.add.at(counts, tuple(positions.T), 1)
@@ -50,7 +68,7 @@ def test_pad_crop_offsets_cover_all_81_positions_uniformly_enough():
 
 def test_pad_crop_is_identity_at_inference():
     images = np.random.default_rng(0).random((2, 8, 8, 3)).astype("float32")
-    np.testing.assert_array_equal(RandomPadCrop(4)(images, training=False), images)
+    np.testing.assert_array_equal(as_numpy(RandomPadCrop(4)(images, training=False)), images)
 
 
 def test_augmented_training_model_predicts_like_the_plain_model_at_inference():

@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import keras
-import tensorflow as tf
-from keras import layers
+from keras import layers, ops
 
 from convbench.training.recipe import check_block
 
@@ -31,22 +30,37 @@ class RandomPadCrop(layers.Layer):
     def call(self, images, training=None):
         if not training or not self.padding:
             return images
-        p = self.padding
-        shape = tf.shape(images)
-        batch, height, width = shape[0], shape[1], shape[2]
-        padded = tf.pad(images, [[0, 0], [p, p], [p, p], [0, 0]], mode=self.mode.upper())
-        offset_y = keras.random.randint((batch,), 0, 2 * p + 1, seed=self.seed_generator, dtype="int32")
-        offset_x = keras.random.randint((batch,), 0, 2 * p + 1, seed=self.seed_generator, dtype="int32")
-        rows = offset_y[:, None] + tf.range(height)[None, :]
-        cols = offset_x[:, None] + tf.range(width)[None, :]
-        cropped = tf.gather(padded, rows, axis=1, batch_dims=1)
-        return tf.gather(cropped, cols, axis=2, batch_dims=1)
+        span = 2 * self.padding + 1
+        batch = ops.shape(images)[0]
+        offset_y = keras.random.randint((batch,), 0, span, seed=self.seed_generator, dtype="int32")
+        offset_x = keras.random.randint((batch,), 0, span, seed=self.seed_generator, dtype="int32")
+        return crop_windows(pad_images(images, self.padding, self.mode), offset_y, offset_x, ops.shape(images)[1:3])
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "padding": self.padding, "seed": self.seed, "mode": self.mode}
+
+
+def pad_images(images, padding: int, mode: str = "constant"):
+    """[B, H, W, C] images padded by `padding` pixels on each side, with zeros or by reflection."""
+    return ops.pad(images, [[0, 0], [padding, padding], [padding, padding], [0, 0]], mode=mode)
+
+
+def crop_windows(padded, offset_y, offset_x, size: tuple[int, int]):
+    """The [H, W] window of each padded image whose top-left corner is at (offset_y[i], offset_x[i]).
+
+    One gather of pixels from the flattened batch: as fast as TensorFlow's own batched gather, and
+    several times faster than `take_along_axis` along each axis (benchmarks/README.md)."""
+    height, width = size
+    batch, padded_height, padded_width, channels = ops.shape(padded)
+    rows = offset_y[:, None] + ops.arange(height, dtype="int32")[None, :]
+    cols = offset_x[:, None] + ops.arange(width, dtype="int32")[None, :]
+    first_pixel = ops.arange(batch, dtype="int32") * (padded_height * padded_width)
+    pixels = first_pixel[:, None, None] + rows[:, :, None] * padded_width + cols[:, None, :]
+    windows = ops.take(ops.reshape(padded, (-1, channels)), ops.reshape(pixels, (-1,)), axis=0)
+    return ops.reshape(windows, (-1, height, width, channels))
 
 
 def augmentation_layers(augmentation: dict[str, Any], seed: int | None) -> list[layers.Layer]:
