@@ -52,8 +52,10 @@ serve: install
 smoke: install
 	$(BIN)/kedro run --pipelines=$(PIPELINE) --env=smoke
 
+# The whole suite under TensorFlow, then the tests marked `backends` again under JAX (the dev extra installs it).
 test: install browser postgres lint
 	$(BIN)/python -m pytest
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -m backends
 
 # The quick lane while editing: lint + every test but the end-to-end Kedro runs (`-m "not e2e"`).
 test-fast: install lint

@@ -266,3 +266,17 @@ def _info(name: str, kind: bytes, size: int = 0) -> tarfile.TarInfo:
     info.mtime = 1_243_000_000
     info.uname = info.gname = "kriz"
     return info
+
+
+def file_mirror_params(folder: Path, per_batch: int = 200, test: int = 300, val_size: int = 300) -> list[str]:
+    """Writes a CIFAR-10 archive of `5 * per_batch` training and `test` test records into `folder`, and returns the
+    `--params` of a smoke run that downloads it from there by file:// and keeps `val_size` images for validation."""
+    mirror = Path(folder) / "cifar-10-binary.tar.gz"
+    make_cifar10_archive(mirror, per_batch=per_batch, test=test)
+    return [
+        f"ingestion.cifar10.source.url={mirror.as_uri()}",
+        f"ingestion.cifar10.source.known_hash={known_hash(mirror)}",
+        f"ingestion.cifar10.expected_counts.train={5 * per_batch}",
+        f"ingestion.cifar10.expected_counts.test={test}",
+        f"preprocessing.cifar10.val_size={val_size}",
+    ]

@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 from types import SimpleNamespace
 
+import keras
 import mlflow
 import numpy as np
 import pytest
@@ -62,6 +63,7 @@ def test_node_durations_statuses_and_summary_reach_the_mlflow_run(mlflow_run, tm
     assert data.tags["node_status.bad_node"] == "failed"
     assert data.tags["node_status.unsaved_node"] == "failed"
     assert data.tags["convbench.pipelines"] == "cifar10_resnet" and data.tags["convbench.env"] == "smoke"
+    assert data.tags["convbench.keras_backend"] == keras.backend.backend()
     summary = json.loads(mlflow.artifacts.load_text(f"runs:/{mlflow_run.info.run_id}/node_runs.json"))
     assert [(n["node"], n["status"], n["seconds"]) for n in summary["nodes"]] == [
         ("good_node", "completed", 2.5),

@@ -27,6 +27,18 @@ ENV_TAG = "convbench.env"
 """The Kedro env of a run, as `MlflowNodeTrackingHook` tags it (smoke runs never mix with real ones)."""
 
 
+BACKEND_TAG = "convbench.keras_backend"
+"""The Keras backend a run trained under (`KERAS_BACKEND`: tensorflow, jax or torch), as `MlflowNodeTrackingHook`
+tags it; a run without the tag is from before convbench ran under other backends, so TensorFlow."""
+
+DEFAULT_BACKEND = "tensorflow"
+
+
+def run_backend(run: Run) -> str:
+    """The Keras backend `run` trained under (`BACKEND_TAG`)."""
+    return run.data.tags.get(BACKEND_TAG, DEFAULT_BACKEND)
+
+
 def active_run_env() -> str | None:
     """The Kedro env the active MLflow run was tagged with, if there is an active run."""
     active = mlflow.active_run()

@@ -22,15 +22,9 @@ BUDGET_MINUTES = 0.3
 
 @pytest.fixture(scope="module")
 def airbench_run(tmp_path_factory):
-    mirror = tmp_path_factory.mktemp("mirror") / "cifar-10-binary.tar.gz"
-    cifar_archives.make_cifar10_archive(mirror, per_batch=200, test=300)
     project = new_project(tmp_path_factory)
     params = [
-        f"ingestion.cifar10.source.url={mirror.as_uri()}",
-        f"ingestion.cifar10.source.known_hash={cifar_archives.known_hash(mirror)}",
-        "ingestion.cifar10.expected_counts.train=1000",
-        "ingestion.cifar10.expected_counts.test=300",
-        "preprocessing.cifar10.val_size=300",
+        *cifar_archives.file_mirror_params(tmp_path_factory.mktemp("mirror")),
         "training.airbench.ema.decay=0.9",
         f"training.budget.minutes={BUDGET_MINUTES}",
     ]

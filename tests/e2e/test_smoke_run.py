@@ -194,6 +194,7 @@ def test_mlflow_has_the_run_its_metrics_node_timings_artifacts_and_model(smoke_r
     assert metrics["node_time_s.cifar10.resnet.train_model"] >= summary["wall_time_s"]  # the node includes the fit
     assert {run.data.tags[f"node_status.{name}"] for name in nodes} == {"completed"}
     assert run.data.tags["convbench.env"] == "smoke"
+    assert run.data.tags["convbench.keras_backend"] == keras.backend.backend()  # the backend the run inherits
     assert run.data.params["training.resnet.epochs"] == "1"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "cifar10_resnet")}
     assert {

@@ -1,5 +1,6 @@
 import math
 
+import keras
 import mlflow
 import pandas as pd
 import pytest
@@ -38,10 +39,13 @@ def log_run(
     parameters: int,
     status: str = "FINISHED",
     env: str = "base",
+    backend: str | None = None,
     **test_metrics: float,
 ) -> str:
-    """An earlier MLflow run as a `{dataset}_{architecture}` Kedro run leaves it."""
-    with mlflow.start_run(run_name=name, tags={"convbench.env": env}) as run:
+    """An earlier MLflow run as a `{dataset}_{architecture}` Kedro run leaves it (`backend`: its Keras backend
+    tag; None for a run from before the tag)."""
+    tags = {"convbench.env": env} | ({"convbench.keras_backend": backend} if backend else {})
+    with mlflow.start_run(run_name=name, tags=tags) as run:
         for step, value in enumerate([0.3, 0.6], start=1):  # per-epoch curves: the leaderboard takes the last
             mlflow.log_metrics({f"{architecture}.val_accuracy": value, f"{architecture}.loss": 1 - value}, step=step)
         mlflow.log_metrics(
@@ -150,11 +154,25 @@ def test_leaderboard_joins_this_run_and_earlier_runs_and_plots_them(experiment, 
         )
     assert list(board["architecture"]) == ["densenet", "resnet", "mlp"]
     assert list(board["run_id"]) == [earlier_id, current.info.run_id, current.info.run_id]
-    assert markdown.splitlines()[0].startswith("| rank | architecture | budget | parameters |")
-    assert "| 1 | densenet | recipe | 769,162 |" in markdown
+    assert markdown.splitlines()[0].startswith("| rank | architecture | budget | backend | parameters |")
+    assert "| 1 | densenet | recipe | tensorflow | 769,162 |" in markdown
     figure.savefig(tmp_path / "board.png")
     assert (tmp_path / "board.png").read_bytes()[:4] == b"\x89PNG"
     assert [tick.get_text() for tick in figure.axes[0].get_yticklabels()] == ["mlp", "resnet", "densenet"]
+
+
+def test_every_row_names_the_keras_backend_it_trained_under(experiment, monkeypatch):
+    log_run("cifar10_densenet", "densenet", 0.93, 769_162, backend="jax")
+    log_run("cifar10_vgg16", "vgg16", 0.92, 14_000_000)  # from before the tag: TensorFlow, then the only backend
+    monkeypatch.setattr(keras.backend, "backend", lambda: "torch")  # this run's backend, as Keras reports it
+    with mlflow.start_run(run_name="cifar10"):
+        board, markdown, _ = build_leaderboard(table("resnet", 0.91), dataset="cifar10")
+    assert dict(zip(board["architecture"], board["backend"])) == {
+        "densenet": "jax",
+        "vgg16": "tensorflow",
+        "resnet": "torch",
+    }
+    assert "| 1 | densenet | recipe | jax |" in markdown
 
 
 def test_leaderboard_takes_earlier_runs_of_its_own_env_only(experiment):

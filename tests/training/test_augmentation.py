@@ -10,6 +10,7 @@ from convbench.training.augmentation import (
     with_augmentation,
 )
 
+pytestmark = pytest.mark.backends  # `make test` runs these under JAX too
 as_numpy = keras.ops.convert_to_numpy
 
 

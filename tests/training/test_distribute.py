@@ -140,6 +140,15 @@ def test_a_bad_distribute_block_is_refused_when_the_recipe_is_resolved(block, me
         resolve_recipe({**RECIPE, "distribute": block}, None, None)
 
 
+def test_a_strategy_under_another_keras_backend_is_refused_when_the_recipe_is_resolved(monkeypatch):
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    with pytest.raises(
+        ValueError, match=r"distribute\.strategy 'mirrored' is TensorFlow's; this run's Keras backend is 'jax'"
+    ):
+        resolve_recipe({**RECIPE, "distribute": {"strategy": "mirrored"}}, None, None)
+    assert resolve_recipe(RECIPE, None, None)["batch_size"] == RECIPE["batch_size"]  # no strategy: no matter
+
+
 def test_a_recipe_scaled_for_another_number_of_replicas_is_refused():
     scaled = distribute.distributed_recipe({**RECIPE, "distribute": {**ONE_CPU, "scale": "linear"}})
     assert (scaled["batch_size"], scaled["schedule"]["peak_lr"]) == (

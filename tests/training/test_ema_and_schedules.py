@@ -43,6 +43,7 @@ def test_the_triangular_schedule_rises_to_its_peak_and_ends_at_its_final_value_o
     assert float(restored(60)) == pytest.approx(rates[60])
 
 
+@pytest.mark.backends
 def test_lookahead_pulls_the_weights_to_the_closed_form_average_every_k_steps():
     """A one-weight model trained by a constant gradient: the lookahead trajectory by hand."""
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")])
@@ -81,6 +82,7 @@ def one_weight_model() -> keras.Model:
     return model
 
 
+@pytest.mark.backends
 def test_lookahead_counts_on_from_the_steps_a_resumed_run_has_done():
     """Steps 7 to 12 of 12, as after a resume from step 6: the pulls at 9 and 12 take those steps' alphas."""
     steps, every, decay, power, done = 12, 3, 0.6, 1.0, 6

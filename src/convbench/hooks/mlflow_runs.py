@@ -11,12 +11,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+import keras
 import mlflow
 from kedro.framework.hooks import hook_impl
 from kedro.pipeline.node import Node
 
 from convbench.dataset_specs import dataset_of
-from convbench.tracking import ENV_TAG, KILLED_TAG, PROCESS_TAG, mark_orphaned_runs_killed, this_process
+from convbench.tracking import (
+    BACKEND_TAG,
+    ENV_TAG,
+    KILLED_TAG,
+    PROCESS_TAG,
+    mark_orphaned_runs_killed,
+    this_process,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +85,7 @@ class MlflowNodeTrackingHook:
     Per node: metric `node_time_s.<node>` (seconds, from its start until its last output is
     saved) and tag `node_status.<node>` (completed / failed; a node whose outputs could not
     all be saved is failed). At the end, `node_runs.json` lists all of them in run order.
-    Also tags the run with the git commit, the pipeline names and the Kedro env.
+    Also tags the run with the git commit, the pipeline names, the Kedro env and the Keras backend.
     """
 
     def __init__(self) -> None:
@@ -95,6 +103,7 @@ class MlflowNodeTrackingHook:
         tags = {
             "convbench.pipelines": ",".join(run_params.get("pipeline_names") or ["__default__"]),
             ENV_TAG: run_params.get("env") or "base",
+            BACKEND_TAG: keras.backend.backend(),
         }
         commit = git_commit(Path(run_params.get("project_path") or "."))
         if commit:

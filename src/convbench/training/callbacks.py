@@ -150,8 +150,9 @@ class Lookahead(keras.callbacks.Callback):
     def _pull_to_average(self, alpha) -> None:
         for weight, average in zip(self._weights, self._average, strict=True):
             mixed = keras.ops.cast(alpha, average.dtype)
-            average.assign(mixed * average + (1 - mixed) * weight)
-            weight.assign(average)
+            pulled = mixed * average.value + (1 - mixed) * weight.value
+            average.assign(pulled)
+            weight.assign(keras.ops.copy(pulled))  # its own buffer: JAX's fit donates the weights' buffers
 
     def alpha(self, step: int) -> float:
         """The averaging weight at `step`."""
@@ -161,11 +162,12 @@ class Lookahead(keras.callbacks.Callback):
         self.steps_done = self._epoch_start + batch + 1  # `batch` is the epoch's last batch run (steps_per_execution)
         if self.steps_done % self.every:
             return
+        self.model.weights  # noqa: B018 (under JAX, reading `Callback.model` moves fit's weights into the variables)
         self._pull(keras.ops.convert_to_tensor(self.alpha(self.steps_done), "float32"))
 
     def on_train_end(self, logs: dict | None = None) -> None:
         for weight, average in zip(self._weights, self._average, strict=True):
-            weight.assign(average)
+            weight.assign(keras.ops.copy(average.value))
 
 
 def compiled(function):
@@ -219,6 +221,10 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         mlflow.log_metrics({metric_key(self.prefix, name): float(value) for name, value in metrics.items()}, step=step)
 
     def on_train_begin(self, logs: dict | None = None) -> None:
+        self.log_replay()
+
+    def log_replay(self) -> None:
+        """Logs the epochs done before the resume, once (also when a resumed run has nothing left to train)."""
         if self.replayed:  # a second fit in the same run (after finishing a partly trained epoch)
             return
         self.replayed = True

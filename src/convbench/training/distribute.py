@@ -42,7 +42,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from convbench.training.recipe import LEARNING_RATE_KEYS, STRATEGIES, check_block
+from convbench.training.recipe import LEARNING_RATE_KEYS, STRATEGIES, RecipeError, check_block
 
 logger = logging.getLogger(__name__)
 
@@ -56,11 +56,20 @@ def check_distribute(config: dict[str, Any] | None) -> dict[str, Any] | None:
     The rules are the recipe schema's (`convbench.training.recipe.Distribute`).
 
     Raises:
-        RecipeError: not a mapping, an unknown key, strategy, scale, or a bad device list.
+        RecipeError: not a mapping, an unknown key, strategy, scale, or a bad device list; or a Keras
+            backend other than TensorFlow, whose strategies these are.
     """
     checked = check_block("distribute", config)
     if checked is None:
         return None
+    if keras.backend.backend() != "tensorflow":
+        raise RecipeError(
+            [
+                f"distribute.strategy {checked.strategy!r} is TensorFlow's; this run's Keras backend is "
+                f"{keras.backend.backend()!r}: run it with KERAS_BACKEND=tensorflow, or without `distribute`"
+            ],
+            "distribute",
+        )
     filled = {
         "strategy": checked.strategy,
         "devices": list(checked.devices) if checked.devices else None,

@@ -254,13 +254,14 @@ def _fit_phase(
 
     checkpoint = ResumableCheckpoint(checkpoint_dir, run_fingerprint, history)
     interrupt = InterruptCheckpoint(checkpoint, steps_offset=steps_into_epoch)
+    epoch_logger = MlflowEpochLogger(metric_prefix, replay=history, first_step=phase.first_epoch + 1)
     callbacks = [
         DataLossLogs(),  # first: every later callback (early stopping, MLflow, checkpoint) sees the data loss
         EpochTimer(),
         LearningRateLogger(),
         *early_stopping(recipe.get("early_stopping"), checkpoint.history),
         *recipe_callbacks(recipe, steps_per_epoch, steps_done=initial_epoch * steps_per_epoch + steps_into_epoch),
-        MlflowEpochLogger(metric_prefix, replay=history, first_step=phase.first_epoch + 1),
+        epoch_logger,
         *extra_callbacks,
         interrupt,
         checkpoint,
@@ -294,7 +295,9 @@ def _fit_phase(
             train(range(initial_epoch, initial_epoch + 1), skip_steps=steps_into_epoch)
             initial_epoch += 1
             interrupt.steps_offset = 0
-        if not training_model.stop_training:
+        if initial_epoch >= int(recipe["epochs"]):
+            epoch_logger.log_replay()  # a finished run: no `fit` (under JAX it needs a first batch to build)
+        elif not training_model.stop_training:
             train(range(initial_epoch, int(recipe["epochs"])))
     finally:
         interrupt.restore_handlers()

@@ -7,6 +7,7 @@ import logging
 import math
 from typing import Any
 
+import keras
 import mlflow
 import numpy as np
 import pandas as pd
@@ -27,7 +28,7 @@ from convbench.metrics import (
     order_test_metrics,
 )
 from convbench.pipelines.reporting.nodes import to_markdown
-from convbench.tracking import active_run_env, finished_runs
+from convbench.tracking import active_run_env, finished_runs, run_backend
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,8 @@ def build_leaderboard(*metrics_tables: pd.DataFrame, dataset: str) -> tuple[pd.D
 
     An architecture trained in this run is shown with this run's results; any other
     architecture with its latest finished run in the active MLflow run's experiment and Kedro
-    env (smoke runs never mix with real ones), so pipelines run one by one still compare. Rows
+    env (smoke runs never mix with real ones), so pipelines run one by one still compare. Each row
+    names the Keras backend it trained under. Rows
     are ranked by test accuracy; every `test_*` metric found in the tables or the runs is a column.
 
     Args:
@@ -57,6 +59,7 @@ def build_leaderboard(*metrics_tables: pd.DataFrame, dataset: str) -> tuple[pd.D
             run_name=active.info.run_name if active else "this run",
             run_id=active.info.run_id if active else "",
             started=_date(active.info.start_time) if active else "",
+            backend=keras.backend.backend(),
         )
     earlier = pd.DataFrame()
     if active is not None:
@@ -77,7 +80,7 @@ def rank(current: pd.DataFrame, earlier: pd.DataFrame) -> pd.DataFrame:
     group of the best row first; within a group the best test accuracy comes first and `rank`
     counts from 1, so architectures are only ranked against others trained with the same budget.
 
-    Columns: `rank`, `architecture`, `budget`, size, the last epoch's curves, every test metric
+    Columns: `rank`, `architecture`, `budget`, the Keras `backend` (speeds differ between backends), size, the last epoch's curves, every test metric
     either frame holds (`test_accuracy` first, then by name; one no row has a value of is
     dropped), time and speed, the fraction of an epoch and the budget overrun if any row has one, and where the row comes from
     (`RUN_COLUMNS`).
@@ -96,6 +99,7 @@ def rank(current: pd.DataFrame, earlier: pd.DataFrame) -> pd.DataFrame:
     columns = [
         "architecture",
         "budget",
+        "backend",
         *SIZE_METRICS,
         *HISTORY_COLUMNS,
         *tests,
@@ -128,6 +132,7 @@ def earlier_runs(experiment_id: str, exclude_run_id: str | None = None, env: str
                 continue
             rows[architecture] = {
                 "architecture": architecture,
+                "backend": run_backend(run),
                 **{name: metrics.get(name, math.nan) for name in SIZE_METRICS},
                 **{history_column(name): metrics.get(name, math.nan) for name in HISTORY_METRICS},
                 **{name: value for name, value in metrics.items() if is_test_metric(name)},
