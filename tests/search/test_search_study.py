@@ -14,6 +14,7 @@ from convbench.search.study import (
     RETRY_OF_ATTR,
     claim_trial,
     fail_orphaned_trials,
+    heartbeat,
     make_pruner,
     make_sampler,
     open_study,
@@ -92,6 +93,27 @@ def test_trials_of_dead_workers_fail_and_are_queued_again_and_live_ones_stay(tmp
         (stale.number, 0.75),
     ]
     assert fail_orphaned_trials(study, rdb_storage(url), stale_after_s=1800, now=now) == []  # each is failed once
+
+
+def test_a_live_worker_whose_epoch_outlasts_stale_after_s_keeps_its_trial_by_its_heartbeat_thread(tmp_path):
+    url, study = new_study(tmp_path)
+    trial = running_trial(study, "another-host:125:1", time.time())  # only its heartbeat tells that it lives
+    stale_after_s = 0.6
+    with heartbeat(trial, every_s=stale_after_s / 4):
+        time.sleep(2 * stale_after_s)  # one epoch, longer than stale_after_s, with no per-epoch beat
+        assert fail_orphaned_trials(study, rdb_storage(url), stale_after_s) == []
+    time.sleep(2 * stale_after_s)  # the worker is gone: no beat since
+    assert fail_orphaned_trials(study, rdb_storage(url), stale_after_s) == [trial.number]
+
+
+def test_a_heartbeat_stops_quietly_when_the_trial_has_ended(tmp_path, caplog):
+    _, study = new_study(tmp_path)
+    trial = running_trial(study, this_process(), time.time())
+    with heartbeat(trial, every_s=0.05):
+        study.tell(trial, 0.5)
+        time.sleep(0.3)  # beats after the end find a finished trial
+    assert study.trials[trial.number].state == TrialState.COMPLETE
+    assert "Heartbeat" not in caplog.text
 
 
 def test_a_rerun_after_a_kill_retries_the_killed_values_and_counts_no_trial_twice(tmp_path):

@@ -5,10 +5,10 @@
   fewer than `n_trials`. So two workers never run trial `n_trials + 1`, and a rerun runs only
   what is missing. The lock is a file lock beside a sqlite study and a PostgreSQL advisory lock
   (or MySQL's `GET_LOCK`) for a server, so workers on other machines respect it too.
-- **Kills.** Every trial records its process (`convbench.tracking.this_process`) and a heartbeat
-  at each epoch. A RUNNING trial whose process is gone (same host) or whose heartbeat is older
-  than `stale_after_s` (any host) is failed, and its parameters are queued again, so the rerun
-  tries the same point. Failed trials are never counted: no trial is counted twice.
+- **Kills.** Every trial records its process (`convbench.tracking.this_process`) and a heartbeat,
+  written from a thread every quarter of `stale_after_s` while it trains (`heartbeat`). A RUNNING
+  trial whose process is gone (same host) or whose heartbeat is older than `stale_after_s` (any
+  host) is failed, and its parameters are queued again, so the rerun tries the same point. Failed trials are never counted: no trial is counted twice.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import contextlib
 import functools
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -201,6 +202,36 @@ def fail_orphaned_trials(
             study.study_name,
         )
     return failed
+
+
+HEARTBEATS_PER_STALE_PERIOD = 4
+"""A running trial's heartbeat is written this many times per `stale_after_s`, so a late beat or two never fails it."""
+
+
+@contextlib.contextmanager
+def heartbeat(trial: optuna.Trial, every_s: float) -> Iterator[None]:
+    """Writes the trial's heartbeat (`HEARTBEAT_ATTR`) every `every_s` seconds from a thread while the block runs.
+
+    Beating on a timer, not once per epoch, keeps a live worker's trial alive however long one epoch
+    takes (a slow architecture's CPU epoch can take longer than `stale_after_s`)."""
+
+    def beat() -> None:
+        while not stopped.wait(every_s):
+            try:
+                trial.set_user_attr(HEARTBEAT_ATTR, time.time())
+            except UpdateFinishedTrialError:
+                return  # told the study how it ended, an instant before the block's end
+            except Exception as error:  # the storage may be out of reach for a while: the next beat tries again
+                logger.warning("Heartbeat of trial %d not written: %s", trial.number, error)
+
+    stopped = threading.Event()
+    thread = threading.Thread(target=beat, name=f"heartbeat-trial-{trial.number}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stopped.set()
+        thread.join()
 
 
 def counted_trials(study: optuna.Study) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 import shutil
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -24,9 +23,10 @@ from convbench.pipelines.reporting.nodes import to_markdown
 from convbench.pipelines.training.nodes import build_model
 from convbench.search.space import as_overrides, as_params_option, check_space, parse_space, with_values
 from convbench.search.study import (
-    HEARTBEAT_ATTR,
+    HEARTBEATS_PER_STALE_PERIOD,
     RETRY_OF_ATTR,
     claim_trial,
+    heartbeat,
     make_pruner,
     make_sampler,
     open_study,
@@ -52,7 +52,7 @@ DEFAULT_TRIAL_BUDGET = {"epochs": 10}
 
 
 class TrialReporter(keras.callbacks.Callback):
-    """Reports each epoch's validation accuracy to the trial, beats its heartbeat, and prunes it.
+    """Reports each epoch's validation accuracy to the trial, and prunes it.
 
     Raises `optuna.TrialPruned` at the end of an epoch the pruner judges hopeless.
     """
@@ -63,7 +63,6 @@ class TrialReporter(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         value = float((logs or {}).get(OBJECTIVE, float("nan")))
-        self.trial.set_user_attr(HEARTBEAT_ATTR, time.time())
         if math.isfinite(value):
             self.trial.report(value, step=epoch + 1)
         if self.trial.should_prune():
@@ -135,16 +134,17 @@ def run_search(
     ) is not None:
         values = {dimension.key: dimension.suggest(trial) for dimension in dimensions}
         trial_recipe = {**with_values(recipe, values), "budget": budget}
-        state = _run_trial(
-            study,
-            trial,
-            values,
-            trial_recipe,
-            data=(train_images, train_indices, class_names, normalization, train, val),
-            checkpoint=Path(search_dir) / "trials" / settings["study_name"] / f"{trial.number:05d}",
-            architecture=architecture,
-            dataset=dataset,
-        )
+        with heartbeat(trial, settings["stale_after_s"] / HEARTBEATS_PER_STALE_PERIOD):
+            state = _run_trial(
+                study,
+                trial,
+                values,
+                trial_recipe,
+                data=(train_images, train_indices, class_names, normalization, train, val),
+                checkpoint=Path(search_dir) / "trials" / settings["study_name"] / f"{trial.number:05d}",
+                architecture=architecture,
+                dataset=dataset,
+            )
         ran.append({"number": trial.number, "state": state})
     logger.info("Study %s is complete: this worker ran %d trials", settings["study_name"], len(ran))
     return {"storage": settings["storage"], "study_name": settings["study_name"], "trials": ran}
