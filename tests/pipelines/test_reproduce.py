@@ -92,6 +92,10 @@ def test_a_gap_beyond_tolerance_is_not_reproduced_with_the_gap(report):
 def test_a_budgeted_run_gets_its_own_row_and_the_long_full_recipe_says_what_it_needs(report):
     table = report[0]
     assert table.loc[("long", "60 min"), "verdict"] == "not reproduced"
+    assert (
+        table.loc[("long", "60 min"), "command"]
+        == "kedro run --pipelines=reproduce_long --params=reproduce.budget_minutes=60"
+    )
     full = table.loc[("long", "recipe")]
     assert full["verdict"] == "not run" and math.isnan(full["measured"])
     assert "needs about 4 h" in full["why"] and full["command"] == "kedro run --pipelines=reproduce_long"

@@ -26,7 +26,7 @@ from convbench.claims import Claim, check_claim, check_claims
 from convbench.config import RUN_RECIPE_SETTINGS
 from convbench.dataset_specs import get_dataset
 from convbench.merging import deep_merge
-from convbench.metrics import budget_label
+from convbench.metrics import NO_BUDGET, budget_label
 from convbench.models.registry import check_files
 from convbench.pipelines.reporting.nodes import to_markdown
 from convbench.pipelines.training.nodes import (
@@ -148,10 +148,12 @@ def why_not_runnable(claim: Claim, recipe: dict[str, Any], run_label_mode: str |
     return None
 
 
-def command_for(claim: Claim) -> str:
-    """The command that trains `claim`'s full recipe."""
-    label = f" --params=preprocessing.{claim.dataset}.label_mode={claim.label_mode}" if claim.label_mode else ""
-    return f"kedro run --pipelines=reproduce_{claim.id}{label}"
+def command_for(claim: Claim, budget: str = NO_BUDGET) -> str:
+    """The command that trains `claim` under `budget`, a budget label such as `60 min` (the full recipe by default)."""
+    params = [f"preprocessing.{claim.dataset}.label_mode={claim.label_mode}"] if claim.label_mode else []
+    if budget.endswith(" min"):  # `budget_label`'s form of `reproduce.budget_minutes`
+        params.append(f"reproduce.budget_minutes={budget.removesuffix(' min')}")
+    return f"kedro run --pipelines=reproduce_{claim.id}" + (f" --params={','.join(params)}" if params else "")
 
 
 PARAMETERS = ("claims", "training", "recipe_overrides", RUN_RECIPE_SETTINGS, "reproduce", "preprocessing")
@@ -366,6 +368,7 @@ def _measured_row(claim: Claim, result: dict[str, Any], ui_url: str) -> dict[str
         "difference": measured - claim.published,
         "verdict": verdict,
         "budget": result["budget"],
+        "command": command_for(claim, result["budget"]),
         "epochs": fraction if not math.isnan(fraction) else epochs,
         "training_minutes": result.get("training_minutes", math.nan),
         "machine": result.get("machine", ""),
