@@ -34,6 +34,13 @@ tags it; a run without the tag is from before convbench ran under other backends
 DEFAULT_BACKEND = "tensorflow"
 
 
+def current_backend() -> str:
+    """The Keras backend of this process."""
+    import keras  # here, not above: `kedro --help`, the settings and the figure modules must not load TensorFlow
+
+    return keras.backend.backend()
+
+
 def run_backend(run: Run) -> str:
     """The Keras backend `run` trained under (`BACKEND_TAG`)."""
     return run.data.tags.get(BACKEND_TAG, DEFAULT_BACKEND)

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import keras
 import mlflow
 from kedro.framework.hooks import hook_impl
 from kedro.pipeline.node import Node
@@ -22,6 +21,7 @@ from convbench.tracking import (
     ENV_TAG,
     KILLED_TAG,
     PROCESS_TAG,
+    current_backend,
     mark_orphaned_runs_killed,
     this_process,
 )
@@ -103,7 +103,7 @@ class MlflowNodeTrackingHook:
         tags = {
             "convbench.pipelines": ",".join(run_params.get("pipeline_names") or ["__default__"]),
             ENV_TAG: run_params.get("env") or "base",
-            BACKEND_TAG: keras.backend.backend(),
+            BACKEND_TAG: current_backend(),
         }
         commit = git_commit(Path(run_params.get("project_path") or "."))
         if commit:

@@ -7,7 +7,6 @@ import logging
 import math
 from typing import Any
 
-import keras
 import mlflow
 import numpy as np
 import pandas as pd
@@ -28,7 +27,7 @@ from convbench.metrics import (
     order_test_metrics,
 )
 from convbench.pipelines.reporting.nodes import to_markdown
-from convbench.tracking import active_run_env, finished_runs, run_backend
+from convbench.tracking import active_run_env, current_backend, finished_runs, run_backend
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +58,7 @@ def build_leaderboard(*metrics_tables: pd.DataFrame, dataset: str) -> tuple[pd.D
             run_name=active.info.run_name if active else "this run",
             run_id=active.info.run_id if active else "",
             started=_date(active.info.start_time) if active else "",
-            backend=keras.backend.backend(),
+            backend=current_backend(),
         )
     earlier = pd.DataFrame()
     if active is not None:
