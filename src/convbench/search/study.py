@@ -8,7 +8,8 @@
 - **Kills.** Every trial records its process (`convbench.tracking.this_process`) and a heartbeat,
   written from a thread every quarter of `stale_after_s` while it trains (`heartbeat`). A RUNNING
   trial whose process is gone (same host) or whose heartbeat is older than `stale_after_s` (any
-  host) is failed, and its parameters are queued again, so the rerun tries the same point. Failed trials are never counted: no trial is counted twice.
+  host) is failed, and its parameters are queued again, so the rerun tries the same point. Failed
+  trials are never counted: no trial is counted twice.
 """
 
 from __future__ import annotations

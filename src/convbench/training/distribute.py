@@ -62,11 +62,12 @@ def check_distribute(config: dict[str, Any] | None) -> dict[str, Any] | None:
     checked = check_block("distribute", config)
     if checked is None:
         return None
-    if keras.backend.backend() != "tensorflow":
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
         raise RecipeError(
             [
                 f"distribute.strategy {checked.strategy!r} is TensorFlow's; this run's Keras backend is "
-                f"{keras.backend.backend()!r}: run it with KERAS_BACKEND=tensorflow, or without `distribute`"
+                f"{backend!r}: run it with KERAS_BACKEND=tensorflow, or without `distribute`"
             ],
             "distribute",
         )

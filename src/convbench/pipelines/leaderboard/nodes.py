@@ -41,8 +41,8 @@ def build_leaderboard(*metrics_tables: pd.DataFrame, dataset: str) -> tuple[pd.D
     An architecture trained in this run is shown with this run's results; any other
     architecture with its latest finished run in the active MLflow run's experiment and Kedro
     env (smoke runs never mix with real ones), so pipelines run one by one still compare. Each row
-    names the Keras backend it trained under. Rows
-    are ranked by test accuracy; every `test_*` metric found in the tables or the runs is a column.
+    names the Keras backend it trained under. Rows are ranked by test accuracy; every `test_*`
+    metric found in the tables or the runs is a column.
 
     Args:
         metrics_tables: One-row metrics tables of the architectures trained in this run.
@@ -79,10 +79,10 @@ def rank(current: pd.DataFrame, earlier: pd.DataFrame) -> pd.DataFrame:
     group of the best row first; within a group the best test accuracy comes first and `rank`
     counts from 1, so architectures are only ranked against others trained with the same budget.
 
-    Columns: `rank`, `architecture`, `budget`, the Keras `backend` (speeds differ between backends), size, the last epoch's curves, every test metric
-    either frame holds (`test_accuracy` first, then by name; one no row has a value of is
-    dropped), time and speed, the fraction of an epoch and the budget overrun if any row has one, and where the row comes from
-    (`RUN_COLUMNS`).
+    Columns: `rank`, `architecture`, `budget`, the Keras `backend` (speeds differ between backends),
+    size, the last epoch's curves, every test metric either frame holds (`test_accuracy` first, then
+    by name; one no row has a value of is dropped), time and speed, the fraction of an epoch and the
+    budget overrun if any row has one, and where the row comes from (`RUN_COLUMNS`).
     """
     if not earlier.empty and not current.empty:
         earlier = earlier[~earlier["architecture"].isin(current["architecture"])]
