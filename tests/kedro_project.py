@@ -35,6 +35,23 @@ def new_project(tmp_path_factory) -> Path:
     return root
 
 
+PLAIN_LOGGING = """
+version: 1
+disable_existing_loggers: false
+formatters: {plain: {format: "%(levelname)s %(name)s: %(message)s"}}
+handlers: {console: {class: logging.StreamHandler, formatter: plain, stream: ext://sys.stdout}}
+loggers: {kedro: {level: INFO}, convbench: {level: INFO}}
+root: {handlers: [console], level: WARNING}
+"""
+
+
+def plain_logging(project: Path) -> dict[str, str]:
+    """The environment variable that gives `kedro` commands in `project` one unwrapped line per log message (on
+    stdout), so messages can be matched."""
+    (project / "plain_logging.yml").write_text(PLAIN_LOGGING)
+    return {"KEDRO_LOGGING_CONFIG": str(project / "plain_logging.yml")}
+
+
 def kedro_env(env: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a `kedro` child process: this one's, plus `env`, without `MLFLOW_TRACKING_URI`
     unless `env` names it.
@@ -47,12 +64,18 @@ def kedro_env(env: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def run_kedro(
-    project: Path, pipeline_flag: str, params: list[str], *, env: dict[str, str] | None = None, timeout: int = 900
+    project: Path,
+    pipeline_flag: str,
+    params: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    timeout: int = 900,
+    extra_args: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess:
-    """`kedro run <pipeline_flag> --env=smoke --params=...` in `project`, in `kedro_env(env)`; the result,
-    whatever its exit status."""
+    """`kedro run <pipeline_flag> --env=smoke [extra_args] --params=...` in `project`, in `kedro_env(env)`; the
+    result, whatever its exit status."""
     return subprocess.run(
-        kedro_command(pipeline_flag, params),
+        kedro_command(pipeline_flag, params, extra_args),
         cwd=project,
         capture_output=True,
         text=True,

@@ -3,9 +3,14 @@ Kedro env of a run, finished runs, and the owner process of a run (to end killed
 
 from __future__ import annotations
 
+import contextvars
 import os
 import socket
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import mlflow
 from mlflow.entities import Run
@@ -61,6 +66,57 @@ def finished_runs(experiment_id: str, env: str | None = None) -> list[Run]:
         order_by=["attributes.start_time DESC"],
         output_format="list",
     )
+
+
+Result = TypeVar("Result")
+
+
+@dataclass(frozen=True)
+class RunLink:
+    """Where another process logs into a run: the tracking URI and the run's id."""
+
+    tracking_uri: str
+    run_id: str
+
+
+def active_run_link() -> RunLink | None:
+    """This process's active run, for another process to log into (`in_run`); None without one."""
+    active = mlflow.active_run()
+    return RunLink(mlflow.get_tracking_uri(), active.info.run_id) if active else None
+
+
+def logged_steps(run_id: str, key: str) -> set[int]:
+    """The steps at which metric `key` is already logged in run `run_id`."""
+    return {metric.step for metric in MlflowClient().get_metric_history(run_id, key)}
+
+
+def in_run(link: RunLink | None, function: Callable[..., Result], *args: Any) -> Result:
+    """`function(*args)`, with `link`'s run as the active MLflow run, so that everything it logs goes there.
+
+    Where that run is already this thread's active run (or `link` is None), a plain call. Elsewhere (a
+    Dask worker) the call runs in a new thread whose only active run is `link`'s: MLflow keeps active
+    runs per thread, and the thread ends with the call, so no run is ever ended or left active here;
+    the run's own process ends it. A run that is no longer RUNNING (its `kedro run` failed or was
+    killed) is not reopened: `RunEnded` is raised instead.
+    """
+    active = mlflow.active_run()
+    if link is None or (active is not None and active.info.run_id == link.run_id):
+        return function(*args)
+
+    def attached() -> Result:
+        mlflow.set_tracking_uri(link.tracking_uri)
+        status = MlflowClient().get_run(link.run_id).info.status
+        if status != "RUNNING":
+            raise RunEnded(f"MLflow run {link.run_id} is {status}: its kedro run has ended, so nothing runs for it")
+        mlflow.start_run(run_id=link.run_id)
+        return function(*args)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="convbench-run") as thread:
+        return thread.submit(contextvars.copy_context().run, attached).result()  # the caller's context variables too
+
+
+class RunEnded(RuntimeError):
+    """The run a task was to log into has ended."""
 
 
 PROCESS_TAG = "convbench.process"

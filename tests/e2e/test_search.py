@@ -1,5 +1,6 @@
 """`cifar10_mlp_search` as users run it: a smoke-sized study end to end, a worker killed with -9 and
-rerun, and two workers at once on one study in a real PostgreSQL server.
+rerun, two workers at once on one study in a real PostgreSQL server, and a study on a Dask cluster of two
+workers.
 
 The archive is in the official CIFAR-10 binary layout, with the red plane of every image coding
 its label, so trials learn at different speeds and the pruner has something to judge.
@@ -7,6 +8,7 @@ its label, so trials learn at different speeds and the pruner has something to j
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import browser
 import cifar_archives
+import dask_cluster
 import mlflow
 import numpy as np
 import optuna
@@ -296,3 +299,37 @@ def test_two_workers_share_one_study_in_postgresql_and_run_exactly_n_trials(proj
     for run in ours:  # each trial's run is nested under the run of the worker that ran it
         parent = worker_runs[run.data.tags["mlflow.parentRunId"]]
         assert parent.data.tags[PROCESS_TAG] == run.data.tags[PROCESS_TAG]
+
+
+def test_a_search_on_two_dask_workers_trains_two_trials_at_once_and_runs_exactly_n_trials(project, tmp_path):
+    name, trials = "on_dask", 6
+    params = [f"search.study_name={name}", f"search.n_trials={trials}"]
+    runner = "--runner=convbench.runner.DaskRunner"
+    with dask_cluster.dask_cluster(tmp_path / "dask", cwd=project) as cluster:
+        worker_pids = {process.pid for process in cluster.workers.values()}
+        assert_ran(
+            run_kedro(project, SEARCH, params, extra_args=(runner, f"--runner-params=address={cluster.address}"))
+        )
+
+    found = study_of(f"sqlite:///{project / DEFAULT_STUDY}", name).get_trials()
+    assert sorted(trial.number for trial in found) == list(range(trials))
+    states = [trial.state for trial in found]
+    assert set(states) <= {TrialState.COMPLETE, TrialState.PRUNED} and TrialState.PRUNED in states
+    assert {int(trial.user_attrs[PROCESS_TAG].split(":")[1]) for trial in found} == worker_pids, (
+        "both workers ran trials"
+    )
+    firsts = {}
+    for trial in sorted(found, key=lambda trial: trial.number):
+        firsts.setdefault(trial.user_attrs[PROCESS_TAG], trial.params)
+    first_a, first_b = firsts.values()
+    assert first_a != first_b, "each worker's sampler draws from its own seed (the same seed: the same first point)"
+    spans = sorted((trial.datetime_start, trial.datetime_complete) for trial in found)
+    assert any(later[0] < earlier[1] for earlier, later in itertools.pairwise(spans)), "two trials ran at once"
+
+    parents, trial_runs = search_runs(project)
+    (parent,) = [run for run in parents if run.data.params.get("search.study_name") == name]
+    ours = [run for run in trial_runs if run.data.tags["optuna.study"] == name]
+    assert parent.info.status == "FINISHED"
+    assert sorted(int(run.data.tags["optuna.trial_number"]) for run in ours) == list(range(trials))
+    assert {run.data.tags["mlflow.parentRunId"] for run in ours} == {parent.info.run_id}
+    assert all(run.info.status == "FINISHED" for run in ours)

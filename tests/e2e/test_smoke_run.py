@@ -22,6 +22,7 @@ from typing import ClassVar
 import browser
 import cifar_archives
 import cv2
+import dask_cluster
 import keras
 import mlflow
 import nbformat
@@ -29,7 +30,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from imagenet_weights import fill_keras_cache
-from kedro_project import KEDRO, PNG_SIGNATURE, assert_ran, mlflow_ui, new_project, run_kedro
+from kedro_project import KEDRO, PNG_SIGNATURE, assert_ran, mlflow_ui, new_project, plain_logging, run_kedro
 from nbclient import NotebookClient
 
 from convbench.models.registry import ARCHITECTURES
@@ -81,7 +82,13 @@ def keras_home(tmp_path_factory):
 
 
 def kedro_run(
-    project: Path, pipeline_flag: str, url: str, known_hash: str, keras_home: Path | None = None
+    project: Path,
+    pipeline_flag: str,
+    url: str,
+    known_hash: str,
+    keras_home: Path | None = None,
+    extra_args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
     params = [
         f"ingestion.cifar10.source.url={url}",
@@ -90,8 +97,8 @@ def kedro_run(
         f"ingestion.cifar10.expected_counts.test={TEST_RECORDS}",
         f"preprocessing.cifar10.val_size={VAL_SIZE}",
     ]
-    env = {"KERAS_HOME": str(keras_home)} if keras_home else None
-    return assert_ran(run_kedro(project, pipeline_flag, params, env=env, timeout=1800))
+    env = {**plain_logging(project), **({"KERAS_HOME": str(keras_home)} if keras_home else {}), **(env or {})}
+    return assert_ran(run_kedro(project, pipeline_flag, params, env=env, timeout=1800, extra_args=extra_args))
 
 
 @pytest.fixture(scope="module")
@@ -433,14 +440,18 @@ def test_leaderboard_alone_ranks_the_earlier_run_from_mlflow(smoke_run, served_a
         assert board.loc[0, column] == pytest.approx(resnet_table.loc[0, column]), column
 
 
-def test_every_architecture_with_the_pipeline_flag_reuses_the_archive_and_ends_in_the_leaderboard(
-    smoke_run, served_archive, tracking, keras_home
+def test_every_architecture_on_two_dask_workers_reuses_the_archive_and_ends_in_the_leaderboard(
+    smoke_run, served_archive, tracking, keras_home, tmp_path
 ):
-    """`kedro run --pipeline=cifar10 --env=smoke`: the whole zoo, one MLflow run, one leaderboard."""
+    """`kedro run --pipeline=cifar10 --env=smoke` on a Dask scheduler and two workers: the whole zoo trained
+    side by side, each node once, one MLflow run, one leaderboard."""
     project, _expected = smoke_run
     url, known_hash, _ = served_archive
     before = len(CountingHandler.requests)
-    kedro_run(project, "--pipeline=cifar10", url, known_hash, keras_home)
+    with dask_cluster.dask_cluster(tmp_path / "dask", cwd=project, env={"KERAS_HOME": str(keras_home)}) as cluster:
+        addresses = set(cluster.addresses().values())
+        runner = ("--runner=convbench.runner.DaskRunner", f"--runner-params=address={cluster.address}")
+        result = kedro_run(project, "--pipeline=cifar10", url, known_hash, keras_home, extra_args=runner)
     assert len(CountingHandler.requests) == before, "an archive with the right checksum needs no network"
     runs = tracking.search_runs([tracking.get_experiment_by_name("cifar10").experiment_id])
     assert len(runs) == 3 and {r.info.status for r in runs} == {"FINISHED"}
@@ -474,3 +485,46 @@ def test_every_architecture_with_the_pipeline_flag_reuses_the_archive_and_ends_i
     assert {"cifar10/leaderboard.csv", "cifar10/leaderboard.md", "cifar10/leaderboard.png"} <= artifacts
     nodes = {node.name for node in register_pipelines()["cifar10"].nodes}
     assert {run.data.tags[f"node_status.{name}"] for name in nodes} == {"completed"}
+    assert all(run.data.metrics[f"node_time_s.{name}"] > 0 for name in nodes)
+    assert run.data.params["training.vgg16.epochs"] == "1"  # each node's parameters, logged by kedro-mlflow
+    node_runs = json.loads(
+        Path(tracking.download_artifacts(run.info.run_id, "node_runs.json", str(tmp_path))).read_text()
+    )
+    assert sorted(entry["node"] for entry in node_runs["nodes"]) == sorted(nodes), "every node, each once"
+    trainers = {entry["worker"] for entry in node_runs["nodes"] if entry["node"].endswith(".train_model")}
+    assert trainers == addresses, "the trainings ran on both workers"
+    for architecture in ARCHITECTURES:
+        assert f"Completed node cifar10.{architecture}.train_model on tcp://127.0.0.1:" in result.stdout
+        assert f"Result: {architecture} on cifar10: test accuracy" in result.stdout
+
+
+def test_without_an_address_the_dask_runner_starts_a_cluster_of_this_machine(smoke_run, served_archive, tracking):
+    project, _ = smoke_run
+    url, known_hash, _ = served_archive
+    result = kedro_run(
+        project,
+        "--pipelines=cifar10_mlp",
+        url,
+        known_hash,
+        extra_args=("--runner=convbench.runner.DaskRunner",),
+        env={"CUDA_VISIBLE_DEVICES": ""},  # a machine without GPUs, wherever the test runs
+    )
+    assert "Dask: 1 worker(s), 1 thread(s); dashboard http://127.0.0.1:" in result.stdout
+    (run,) = tracking.search_runs(
+        [tracking.get_experiment_by_name("cifar10").experiment_id], "attributes.run_name = 'cifar10_mlp'"
+    )
+    assert run.info.status == "FINISHED" and run.data.params["training.mlp.epochs"] == "1"
+    table = pd.read_csv(project / "data/smoke/08_reporting/cifar10/mlp/metrics.csv")
+    assert run.data.metrics["mlp.test_accuracy"] == pytest.approx(table.loc[0, "test_accuracy"])
+    assert [m.step for m in tracking.get_metric_history(run.info.run_id, "mlp.val_accuracy")] == [1]
+    nodes = {node.name for node in register_pipelines()["cifar10_mlp"].nodes}
+    assert {run.data.tags[f"node_status.{name}"] for name in nodes} == {"completed"}
+    workers = {line.split(" on ")[1].split()[0] for line in result.stdout.splitlines() if "Completed node" in line}
+    assert len(workers) == 1 and next(iter(workers)).startswith("tcp://127.0.0.1:")
+    assert "cifar10_mlp/learning_curves.png" in {
+        a.path for a in tracking.list_artifacts(run.info.run_id, "cifar10_mlp")
+    }
+    models = mlflow.search_logged_models(
+        experiment_ids=[run.info.experiment_id], filter_string="name = 'cifar10_mlp_classifier'", output_format="list"
+    )
+    assert len([model for model in models if model.source_run_id == run.info.run_id]) == 1

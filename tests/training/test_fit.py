@@ -72,19 +72,27 @@ def test_interrupted_training_resumes_from_the_last_epoch_bit_identically(tmp_pa
             raise KeyboardInterrupt("simulated Ctrl-C")
 
     monkeypatch.setattr(callbacks_module.ResumableCheckpoint, "on_epoch_end", interrupt_after_second_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        fit(seeded_model(), tiny_data(96, 0), tiny_data(32, 1), 3, RECIPE, checkpoint, "resnet")
-    state = json.loads((checkpoint / "state.json").read_text())
-    assert state["epochs_done"] == 2 and len(state["history"]["loss"]) == 2
-    assert state["seed_generators"], "the augmentation layers' seed states are kept"
+    with mlflow.start_run(nested=True) as interrupted_run:  # one run for the interrupted fit and its resume,
+        with pytest.raises(KeyboardInterrupt):  # as when a lost Dask worker's training resumes on another
+            fit(seeded_model(), tiny_data(96, 0), tiny_data(32, 1), 3, RECIPE, checkpoint, "resnet")
+        state = json.loads((checkpoint / "state.json").read_text())
+        assert state["epochs_done"] == 2 and len(state["history"]["loss"]) == 2
+        assert state["seed_generators"], "the augmentation layers' seed states are kept"
+        logged = mlflow.MlflowClient().get_metric_history(interrupted_run.info.run_id, "resnet.loss")
+        assert [m.step for m in logged] == [1], "epoch 2 was checkpointed, then stopped before its MLflow logging"
 
-    monkeypatch.setattr(callbacks_module.ResumableCheckpoint, "on_epoch_end", original)
-    resumed, history, summary = fit(seeded_model(), tiny_data(96, 0), tiny_data(32, 1), 3, RECIPE, checkpoint, "resnet")
+        monkeypatch.setattr(callbacks_module.ResumableCheckpoint, "on_epoch_end", original)
+        resumed, history, summary = fit(
+            seeded_model(), tiny_data(96, 0), tiny_data(32, 1), 3, RECIPE, checkpoint, "resnet"
+        )
     assert summary["resumed_from_epoch"] == 2
     assert len(history["loss"]) == 3
     assert history["loss"][:2] == state["history"]["loss"]
+    logged = mlflow.MlflowClient().get_metric_history(interrupted_run.info.run_id, "resnet.loss")
+    assert sorted(m.step for m in logged) == [1, 2, 3], "the resume logs the checkpointed epoch 2 it lacked, and 3"
+    assert [m.value for m in sorted(logged, key=lambda m: m.step)] == pytest.approx(history["loss"])
     steps = [m.step for m in mlflow.MlflowClient().get_metric_history(mlflow_run.info.run_id, "resnet.loss")]
-    assert sorted(steps) == [1, 1, 1, 2, 2, 2, 3, 3], "both runs log live; the resume replays epochs 1-2"
+    assert steps == [1, 2, 3], "the uninterrupted fit's run"
     # Same batches (epoch-keyed order), same augmentations (seed states restored), same optimizer state.
     assert history["loss"] == uninterrupted_history["loss"]
     for after_resume, whole in zip(resumed.get_weights(), uninterrupted.get_weights(), strict=True):

@@ -144,9 +144,13 @@ class MlflowNodeTrackingHook:
     def on_node_error(self, node: Node) -> None:
         self._record(node.name, "failed")
 
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        """The nodes this hook has seen end, in order: `{"node", "status", "seconds"}` each."""
+        return list(self._records)
+
     def _log_summary(self) -> None:
-        if mlflow.active_run() is not None and self._records:
-            mlflow.log_dict({"nodes": self._records}, "node_runs.json")
+        log_node_runs(self._records)
 
     @hook_impl(tryfirst=True)
     def after_pipeline_run(self) -> None:
@@ -157,6 +161,13 @@ class MlflowNodeTrackingHook:
         for name in list(self._started):  # started, but outputs never all saved
             self._record(name, "failed")
         self._log_summary()
+
+
+def log_node_runs(records: list[dict[str, Any]]) -> None:
+    """Logs `node_runs.json` (the nodes' records, in the order they ended) to the active run, if any and if
+    any node ran in this process or was reported to it (`convbench.runner.DaskRunner`)."""
+    if mlflow.active_run() is not None and records:
+        mlflow.log_dict({"nodes": records}, "node_runs.json")
 
 
 class MlflowRunLifecycleHook:

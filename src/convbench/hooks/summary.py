@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from kedro.framework.hooks import hook_impl
-from kedro.pipeline.node import Node
+from kedro.io import CatalogProtocol
+from kedro.pipeline import Pipeline
 
 from convbench.metrics import METRICS_TABLE
 
@@ -15,26 +15,19 @@ logger = logging.getLogger(__name__)
 
 class ResultSummaryHook:
     """Ends a successful run's log with its results: the test accuracy of every architecture it trained,
-    and where its metrics table is, so `make run` finishes on the number it was run for."""
+    and where its metrics table is, so `make run` finishes on the number it was run for.
 
-    def __init__(self) -> None:
-        self._tables: dict[str, Any] = {}
-
-    @hook_impl
-    def before_pipeline_run(self) -> None:
-        self._tables = {}
-
-    @hook_impl
-    def after_node_run(self, node: Node, outputs: dict[str, Any]) -> None:
-        for name, value in outputs.items():
-            if name.endswith(f".{METRICS_TABLE}"):
-                self._tables[name.removesuffix(f".{METRICS_TABLE}")] = value
+    The tables are read from the catalog once the run has ended, so the summary is the same whatever
+    process (`convbench.runner.DaskRunner`'s workers) made them.
+    """
 
     @hook_impl(trylast=True)
-    def after_pipeline_run(self) -> None:
-        for namespace, table in sorted(self._tables.items()):
-            row = table.iloc[0]
-            dataset, architecture = namespace.split(".", 1)
+    def after_pipeline_run(self, pipeline: Pipeline, catalog: CatalogProtocol) -> None:
+        for name in sorted(pipeline.all_outputs()):
+            if not name.endswith(f".{METRICS_TABLE}") or not catalog.exists(name):
+                continue
+            row = catalog.load(name).iloc[0]
+            dataset, architecture = name.removesuffix(f".{METRICS_TABLE}").split(".", 1)
             logger.info(
                 "Result: %s on %s: test accuracy %.2f%% (%d epochs, %.1f min of training); the metrics "
                 "table is 08_reporting/%s/%s/metrics.md",

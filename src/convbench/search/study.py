@@ -69,9 +69,13 @@ def redacted(url: str) -> str:
     return f"{scheme}{sep}{credentials.split(':', 1)[0]}:***@{host}"
 
 
-def make_sampler(config: dict[str, Any] | None) -> optuna.samplers.BaseSampler:
-    """A TPE sampler from `search.sampler` (`seed`, `n_startup_trials`, ...: TPESampler's own options)."""
-    return optuna.samplers.TPESampler(**(config or {}))
+def make_sampler(config: dict[str, Any] | None, stream: int = 0) -> optuna.samplers.BaseSampler:
+    """A TPE sampler from `search.sampler` (`seed`, `n_startup_trials`, ...: TPESampler's own options); with
+    a seed, stream `k` draws from `seed + k`, so workers started together do not sample the same points."""
+    config = dict(config or {})
+    if config.get("seed") is not None:
+        config["seed"] = int(config["seed"]) + stream
+    return optuna.samplers.TPESampler(**config)
 
 
 def make_pruner(config: dict[str, Any] | None, max_epochs: int) -> optuna.pruners.BasePruner:

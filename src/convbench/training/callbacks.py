@@ -204,15 +204,22 @@ class MlflowEpochLogger(keras.callbacks.Callback):
     `prefix` is the architecture's name: the keys are `convbench.metrics.metric_key`'s.
 
     `replay` holds the history of epochs done before a resume; it is logged first so the
-    run shows the whole curve.
+    run shows the whole curve, except the steps in `logged` (the run has them already).
     """
 
-    def __init__(self, prefix: str, replay: dict[str, list[float]] | None = None, first_step: int = 1) -> None:
+    def __init__(
+        self,
+        prefix: str,
+        replay: dict[str, list[float]] | None = None,
+        first_step: int = 1,
+        logged: set[int] | None = None,
+    ) -> None:
         super().__init__()
         metric_key(prefix, HISTORY_METRICS[0])  # a prefix no key could parse back fails now, not after an epoch
         self.prefix = prefix
         self.replay = replay or {}
         self.first_step = first_step  # step of this fit's first epoch (later phases continue the curve)
+        self.logged = logged or set()
         self.replayed = False
 
     def _log(self, metrics: dict[str, float], step: int) -> None:
@@ -230,7 +237,8 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         self.replayed = True
         epochs_done = len(next(iter(self.replay.values()), []))
         for epoch in range(epochs_done):
-            self._log({name: values[epoch] for name, values in self.replay.items()}, step=self.first_step + epoch)
+            if self.first_step + epoch not in self.logged:
+                self._log({name: values[epoch] for name, values in self.replay.items()}, step=self.first_step + epoch)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self._log(dict(logs or {}), step=self.first_step + epoch)

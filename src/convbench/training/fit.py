@@ -15,8 +15,9 @@ import mlflow
 import numpy as np
 
 from convbench.merging import deep_merge
-from convbench.metrics import PENALTY_METRIC
+from convbench.metrics import HISTORY_METRICS, PENALTY_METRIC, metric_key
 from convbench.models.layers import PRETRAINED_BASE
+from convbench.tracking import logged_steps
 from convbench.training.budget import OVERRUN_TOLERANCE, check_budget, overrun_s, plan_budget
 from convbench.training.callbacks import (
     DataLossLogs,
@@ -235,6 +236,7 @@ def _fit_phase(
         training_model, state = resumed
         model = training_model.get_layer(model.name)
         history, initial_epoch = state["history"], state["epochs_done"]
+        logged: set[int] = set()
         steps_into_epoch = int(state.get("steps_into_epoch", 0))
         if state.get("stopped_early"):
             initial_epoch = int(recipe["epochs"])  # finished: early stopping ended it
@@ -246,25 +248,30 @@ def _fit_phase(
             steps_into_epoch,
             recipe["epochs"],
         )
-        if state.get("mlflow_run_id") and mlflow.active_run():
+        active = mlflow.active_run()
+        if active and state.get("mlflow_run_id") == active.info.run_id:
+            # the same run wrote the checkpoint (a Dask task run again on another worker): it has the
+            # epochs it logged before it was lost
+            logged = logged_steps(active.info.run_id, metric_key(metric_prefix, HISTORY_METRICS[0]))
+        elif active and state.get("mlflow_run_id"):
             mlflow.set_tag(RESUMED_FROM_TAG, state["mlflow_run_id"])
     else:
         training_model = compile_for_training(model, recipe, steps_per_epoch)
-        history, initial_epoch = {}, 0
+        history, initial_epoch, logged = {}, 0, set()
 
     checkpoint = ResumableCheckpoint(checkpoint_dir, run_fingerprint, history)
     interrupt = InterruptCheckpoint(checkpoint, steps_offset=steps_into_epoch)
-    epoch_logger = MlflowEpochLogger(metric_prefix, replay=history, first_step=phase.first_epoch + 1)
+    epoch_logger = MlflowEpochLogger(metric_prefix, replay=history, first_step=phase.first_epoch + 1, logged=logged)
     callbacks = [
         DataLossLogs(),  # first: every later callback (early stopping, MLflow, checkpoint) sees the data loss
         EpochTimer(),
         LearningRateLogger(),
         *early_stopping(recipe.get("early_stopping"), checkpoint.history),
         *recipe_callbacks(recipe, steps_per_epoch, steps_done=initial_epoch * steps_per_epoch + steps_into_epoch),
+        interrupt,
+        checkpoint,  # before the MLflow logger: an epoch logged is an epoch checkpointed, so a resume logs none twice
         epoch_logger,
         *extra_callbacks,
-        interrupt,
-        checkpoint,
     ]
 
     def train(epochs: range, skip_steps: int = 0) -> None:

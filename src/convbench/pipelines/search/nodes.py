@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import shutil
@@ -21,6 +22,7 @@ from optuna.trial import TrialState
 from convbench.metrics import to_mlflow_metrics
 from convbench.pipelines.reporting.nodes import to_markdown
 from convbench.pipelines.training.nodes import build_model
+from convbench.runner import on_every_worker
 from convbench.search.space import as_overrides, as_params_option, check_space, parse_space, with_values
 from convbench.search.study import (
     HEARTBEATS_PER_STALE_PERIOD,
@@ -33,7 +35,7 @@ from convbench.search.study import (
     redacted,
     storage_url,
 )
-from convbench.tracking import PROCESS_TAG, this_process
+from convbench.tracking import PROCESS_TAG, RunLink, active_run_link, in_run, this_process
 from convbench.training.callbacks import TrainingInterrupted
 from convbench.training.fit import fit
 
@@ -95,59 +97,98 @@ def run_search(
     architecture: str,
     dataset: str,
 ) -> dict[str, Any]:
-    """Runs trials of the study until it has `search.n_trials` finished or running ones; what this worker did.
+    """Runs trials of the study until it has `search.n_trials` finished or running ones; what this run did.
 
     Each trial samples `search.spaces.<architecture>` (TPE), trains the recipe with those values
     under `search.trial_budget` (e.g. `{epochs: 10}`: the schedule ends there), and is pruned
     when its validation accuracy trails (`search.pruner`). Each is a nested MLflow run of this
     run, with its values as parameters, its curves and its state. Several workers (processes,
     machines) may run the same study at once; a killed one's trial is failed and tried again
-    (see `convbench.search.study`).
+    (see `convbench.search.study`). Under `convbench.runner.DaskRunner` every Dask worker is
+    such a search worker, so a cluster of n workers trains n trials at once.
 
     Returns:
-        `storage` (the URL), `study_name`, and `trials`: the numbers and states of this worker's trials.
+        `storage` (the URL), `study_name`, and `trials`: the numbers and states of this run's trials.
     """
     dimensions = parse_space(architecture, (search.get("spaces") or {}).get(architecture))
     check_space(dimensions, recipe, architecture)
     settings = study_settings(search, search_dir, dataset, architecture)
-    budget = settings["trial_budget"]
-    max_epochs = int(budget.get("epochs") or recipe["epochs"])
-    study = open_study(
-        settings["storage"],
-        settings["study_name"],
-        make_sampler(search.get("sampler")),
-        make_pruner(search.get("pruner"), max_epochs),
-    )
     logger.info(
         "Study %s in %s: %d trials of %s, budget %s per trial",
         settings["study_name"],
         redacted(settings["storage"]),
         settings["n_trials"],
         architecture,
-        budget,
+        settings["trial_budget"],
+    )
+    worker = functools.partial(
+        _search_worker,
+        recipe=recipe,
+        search=search,
+        settings=settings,
+        search_dir=Path(search_dir),
+        run_link=active_run_link(),
+        architecture=architecture,
+        dataset=dataset,
+    )
+    data = (train_images, train_labels, train_indices, val_indices, class_names, normalization)
+    on_cluster = on_every_worker(worker, data)  # under the DaskRunner: one search worker per Dask worker
+    ran = [trial for trials in on_cluster for trial in trials] if on_cluster is not None else worker(0, data)
+    logger.info("Study %s is complete: this run ran %d trials", settings["study_name"], len(ran))
+    return {"storage": settings["storage"], "study_name": settings["study_name"], "trials": ran}
+
+
+def _search_worker(
+    index: int,
+    data: tuple,
+    *,
+    recipe: dict[str, Any],
+    search: dict[str, Any],
+    settings: dict[str, Any],
+    search_dir: Path,
+    run_link: RunLink | None,
+    architecture: str,
+    dataset: str,
+) -> list[dict[str, Any]]:
+    """Claims and trains trials until the study is full; the numbers and states of those it ran.
+
+    Worker `index` seeds its sampler with `search.sampler.seed + index`, so workers that start at once
+    do not draw the same first points. Its trials are nested runs of `run_link`'s run.
+    """
+    train_images, train_labels, train_indices, val_indices, class_names, normalization = data
+    dimensions = parse_space(architecture, (search.get("spaces") or {}).get(architecture))
+    budget = settings["trial_budget"]
+    study = open_study(
+        settings["storage"],
+        settings["study_name"],
+        make_sampler(search.get("sampler"), stream=index),
+        make_pruner(search.get("pruner"), int(budget.get("epochs") or recipe["epochs"])),
     )
     train = (train_images[train_indices], train_labels[train_indices])
     val = (train_images[val_indices], train_labels[val_indices])
     ran = []
-    while (
-        trial := claim_trial(study, settings["storage"], settings["n_trials"], settings["stale_after_s"])
-    ) is not None:
-        values = {dimension.key: dimension.suggest(trial) for dimension in dimensions}
-        trial_recipe = {**with_values(recipe, values), "budget": budget}
-        with heartbeat(trial, settings["stale_after_s"] / HEARTBEATS_PER_STALE_PERIOD):
-            state = _run_trial(
-                study,
-                trial,
-                values,
-                trial_recipe,
-                data=(train_images, train_indices, class_names, normalization, train, val),
-                checkpoint=Path(search_dir) / "trials" / settings["study_name"] / f"{trial.number:05d}",
-                architecture=architecture,
-                dataset=dataset,
-            )
-        ran.append({"number": trial.number, "state": state})
-    logger.info("Study %s is complete: this worker ran %d trials", settings["study_name"], len(ran))
-    return {"storage": settings["storage"], "study_name": settings["study_name"], "trials": ran}
+
+    def claim_and_train() -> None:
+        while (
+            trial := claim_trial(study, settings["storage"], settings["n_trials"], settings["stale_after_s"])
+        ) is not None:
+            values = {dimension.key: dimension.suggest(trial) for dimension in dimensions}
+            trial_recipe = {**with_values(recipe, values), "budget": budget}
+            with heartbeat(trial, settings["stale_after_s"] / HEARTBEATS_PER_STALE_PERIOD):
+                state = _run_trial(
+                    study,
+                    trial,
+                    values,
+                    trial_recipe,
+                    data=(train_images, train_indices, class_names, normalization, train, val),
+                    checkpoint=search_dir / "trials" / settings["study_name"] / f"{trial.number:05d}",
+                    architecture=architecture,
+                    dataset=dataset,
+                )
+            ran.append({"number": trial.number, "state": state})
+
+    in_run(run_link, claim_and_train)
+    return ran
 
 
 def _run_trial(

@@ -17,6 +17,7 @@ from convbench.pipelines.training.pipeline import (
     recipe_parameters,
     resolve_recipe_node,
 )
+from convbench.runner import FANS_OUT_TAG
 
 SEARCH_OUTPUTS = (
     "search_trials",
@@ -55,7 +56,7 @@ def create_pipeline(dataset: str = "cifar10", architecture: str = "resnet", **kw
                 ],
                 outputs="search_summary",
                 name="run_search",
-                tags=["training"],
+                tags=["training", FANS_OUT_TAG],  # under the DaskRunner, a search worker on every Dask worker
             ),
             Node(
                 bind(report_search, architecture=architecture, dataset=dataset),

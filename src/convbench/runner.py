@@ -1,0 +1,415 @@
+"""`kedro run --runner=convbench.runner.DaskRunner`: every node a task on a `dask.distributed` cluster.
+
+- With no address, a cluster of this machine: one worker per visible GPU (each pinned to its GPU), or
+  one worker with all the CPU cores. With `--runner-params=address=tcp://host:8786` or
+  `DASK_SCHEDULER_ADDRESS`, the workers of an existing cluster.
+- A node is submitted as soon as its upstream nodes have ended, so the zoo's trainings run side by
+  side after one ingestion. Nodes read and write the catalog's files, which every worker must see at
+  the same path (shared storage). Only the datasets the catalog keeps in memory (an untrained model,
+  a path) travel as task results, from worker to worker, never through the scheduler or this process.
+- MLflow: each node logs into the run of this `kedro run`, from its worker (`tracking.in_run`),
+  with its time and status (`MlflowNodeTrackingHook`, run where the node runs); its parameters are
+  logged here, by kedro-mlflow's hook.
+- A worker that dies: the scheduler runs its task again elsewhere, and a training resumes from its
+  checkpoint. No finished node runs again, except one whose in-memory output a node yet to run
+  needed and lost with the worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import ExitStack
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import distributed
+import pluggy
+from distributed import (
+    Client,
+    Future,
+    LocalCluster,
+    Nanny,
+    Scheduler,
+    SpecCluster,
+    WorkerPlugin,
+    get_worker,
+)
+from kedro.framework.hooks import markers, specs
+from kedro.io import CatalogProtocol, DataCatalog, MemoryDataset
+from kedro.pipeline import Pipeline
+from kedro.pipeline.node import Node
+from kedro.runner import AbstractRunner
+from kedro.runner.task import Task
+
+from convbench.hooks.mlflow_runs import MlflowNodeTrackingHook, log_node_runs
+from convbench.keras_objects import import_custom_objects
+from convbench.tracking import RunLink, active_run_link, in_run
+
+logger = logging.getLogger(__name__)
+
+SCHEDULER_ADDRESS_ENV = "DASK_SCHEDULER_ADDRESS"
+"""The scheduler to join when `--runner-params=address=...` is not given (Dask's own variable name)."""
+
+DASHBOARD_ADDRESS = "127.0.0.1:8787"
+"""The local cluster's dashboard (Dask's default port, on this machine only); another port if taken."""
+
+WAIT_STEP_S = 30.0
+NO_WORKERS_TIMEOUT_S = 600.0
+"""How long a run waits for a cluster that has lost all its workers before it fails (their tasks wait too)."""
+
+FANS_OUT_TAG = "fans_out"
+"""Tag of a node that runs tasks of its own on the cluster (`on_every_worker`): while it waits for them, its
+worker's thread is free for them."""
+
+CLUSTER: ContextVar[Client | None] = ContextVar("convbench_dask_client", default=None)
+"""The client of the Dask worker that runs a `FANS_OUT_TAG` node, while it runs."""
+
+NODE_PROCESS_HOOKS = (MlflowNodeTrackingHook,)
+"""Node hooks that must run in the node's process (they time it): fresh ones run on the worker."""
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use: `CUDA_VISIBLE_DEVICES` where set, else those `nvidia-smi` lists."""
+    declared = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if declared is not None:
+        return [gpu.strip() for gpu in declared.split(",") if gpu.strip() and gpu.strip() != "-1"]
+    if shutil.which("nvidia-smi") is None:
+        return []
+    listing = subprocess.run(
+        ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True, text=True, check=False
+    )
+    return listing.stdout.split() if listing.returncode == 0 else []
+
+
+def cpu_threads_env(cores: int) -> dict[str, str]:
+    """The environment that lets a worker's numerical libraries use `cores` threads (a Dask nanny sets them to 1)."""
+    return {name: str(max(1, cores)) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+
+
+def gpu_worker_env(gpu: str, cores: int) -> dict[str, str]:
+    """The environment of the worker pinned to `gpu`: it sees that GPU only, allocates GPU memory as it needs
+    it, and uses `cores` CPU threads."""
+    return {"CUDA_VISIBLE_DEVICES": gpu, "TF_FORCE_GPU_ALLOW_GROWTH": "true", **cpu_threads_env(cores)}
+
+
+def local_cluster(gpus: list[str] | None = None) -> SpecCluster:
+    """A cluster of this machine: a worker per GPU in `gpus` (default: `visible_gpus()`), each pinned to
+    its GPU with a share of the cores, or else one worker with all the cores. Each worker runs one node
+    at a time."""
+    gpus = visible_gpus() if gpus is None else gpus
+    cores = os.cpu_count() or 1
+    if not gpus:
+        return LocalCluster(
+            n_workers=1,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=DASHBOARD_ADDRESS,
+            env=cpu_threads_env(cores),
+        )
+    return SpecCluster(
+        scheduler={"cls": Scheduler, "options": {"host": "127.0.0.1", "dashboard_address": DASHBOARD_ADDRESS}},
+        workers={
+            f"gpu-{gpu}": {
+                "cls": Nanny,
+                "options": {"nthreads": 1, "host": "127.0.0.1", "env": gpu_worker_env(gpu, cores // len(gpus))},
+            }
+            for gpu in gpus
+        },
+    )
+
+
+class KerasClasses(WorkerPlugin):
+    """Registers convbench's Keras classes in every worker as it joins, before it unpickles a model that
+    another worker built (an untrained model on its way to training)."""
+
+    name = "convbench-keras-classes"
+
+    def setup(self, worker) -> None:
+        import_custom_objects()
+
+
+@dataclass
+class NodeOutcome:
+    """What a node's task leaves on its worker: the outputs the catalog keeps in memory, and its report."""
+
+    node: str
+    worker: str
+    seconds: float
+    records: list[dict[str, Any]]
+    memory_outputs: dict[str, Any] = field(default_factory=dict)
+
+    def report(self) -> NodeOutcome:
+        """This outcome without its data: what the runner's process gathers."""
+        return NodeOutcome(self.node, self.worker, self.seconds, self.records)
+
+
+def node_process_hook_manager() -> tuple[pluggy.PluginManager, MlflowNodeTrackingHook]:
+    """A hook manager with Kedro's hook specs and the hooks that run in the node's process."""
+    manager = pluggy.PluginManager(markers.HOOK_NAMESPACE)
+    for spec in (specs.NodeSpecs, specs.PipelineSpecs, specs.DataCatalogSpecs, specs.DatasetSpecs):
+        manager.add_hookspecs(spec)
+    tracking = MlflowNodeTrackingHook()
+    manager.register(tracking)
+    return manager, tracking
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every node's task needs to know of the `kedro run` it belongs to."""
+
+    memory: frozenset[str]  # the datasets kept in memory, which travel as task results
+    run_link: RunLink | None  # the MLflow run to log into
+    run_id: str | None  # Kedro's session id
+    is_async: bool
+    logging_config: dict[str, Any]  # the project's, applied once in each worker process
+    origin_pid: int  # the `kedro run` process: a worker inside it (an in-process cluster) keeps its logging
+
+
+_configured_logging: list[bool] = []
+
+
+def _configure_worker_logging(context: RunContext) -> None:
+    """Applies the project's logging configuration in this worker process, once."""
+    if os.getpid() != context.origin_pid and not _configured_logging:
+        from kedro.framework.project import configure_logging
+
+        configure_logging(context.logging_config)
+        _configured_logging.append(True)
+
+
+def run_node(node: Node, catalog: CatalogProtocol, context: RunContext, *upstream: NodeOutcome) -> NodeOutcome:
+    """Runs `node` on this worker: its in-memory inputs from the `upstream` outcomes, its hooks here, its
+    MLflow logging into the `kedro run`'s run."""
+    _configure_worker_logging(context)
+    for outcome in upstream:
+        for name, data in outcome.memory_outputs.items():
+            if name in node.inputs:
+                catalog.save(name, data)
+    hook_manager, tracking = node_process_hook_manager()
+    started = time.perf_counter()
+    task = Task(node=node, catalog=catalog, is_async=context.is_async, hook_manager=hook_manager, run_id=context.run_id)
+    if FANS_OUT_TAG not in node.tags:
+        in_run(context.run_link, task.execute)
+    else:
+        token = CLUSTER.set(distributed.get_client())
+        distributed.secede()
+        try:
+            in_run(context.run_link, task.execute)
+        finally:
+            distributed.rejoin()
+            CLUSTER.reset(token)
+    return NodeOutcome(
+        node=node.name,
+        worker=get_worker().address,
+        seconds=time.perf_counter() - started,
+        records=tracking.records,
+        memory_outputs={name: catalog.load(name) for name in node.outputs if name in context.memory},
+    )
+
+
+Result = TypeVar("Result")
+
+
+def on_every_worker(task: Callable[[int, Any], Result], data: Any) -> list[Result] | None:
+    """Runs `task(index, data)` on each worker of the Dask cluster, all at once (index 0, 1, ...), and returns
+    their results; None unless called from a `FANS_OUT_TAG` node that the DaskRunner runs.
+
+    `data` is sent once to every worker, from this worker directly. The calling node has left its
+    worker's thread (`run_node`), so its own worker runs one of them too. A worker that dies has its
+    task run again elsewhere.
+    """
+    client = CLUSTER.get()
+    if client is None:
+        return None
+    workers = client.scheduler_info()["workers"]
+    [shared] = client.scatter([data], broadcast=True, direct=True)
+    futures = [
+        client.submit(task, index, shared, workers=[address], allow_other_workers=True, pure=False)
+        for index, address in enumerate(workers)
+    ]
+    return client.gather(futures)
+
+
+def report_of(outcome: NodeOutcome) -> NodeOutcome:
+    """`outcome.report()`, as a task: it runs where the outcome is."""
+    return outcome.report()
+
+
+def node_catalog(catalog: CatalogProtocol, node: Node) -> DataCatalog:
+    """The datasets `node` loads, saves and confirms, in a catalog of their own (what its task carries); the
+    in-memory ones are still empty here, whatever their copy mode."""
+    names = {*node.inputs, *node.outputs, *node.confirms}
+    return DataCatalog(datasets={name: catalog.get(name, fallback_to_runtime_pattern=True) for name in names})
+
+
+def memory_datasets(pipeline: Pipeline, catalog: CatalogProtocol) -> frozenset[str]:
+    """The datasets the pipeline's nodes make that the catalog keeps in memory (they travel between workers)."""
+    made = set(pipeline.all_outputs())
+    return frozenset(
+        name for name in made if isinstance(catalog.get(name, fallback_to_runtime_pattern=True), MemoryDataset)
+    )
+
+
+class DaskRunner(AbstractRunner):
+    """Runs each node as a task on a `dask.distributed` cluster (see the module's docstring).
+
+    Args:
+        address: the scheduler to join (`tcp://host:8786`); default `DASK_SCHEDULER_ADDRESS`, else a
+            cluster of this machine (`local_cluster`).
+        is_async: load and save each node's datasets in threads (Kedro's `--async`).
+    """
+
+    def __init__(self, address: str | None = None, is_async: bool = False) -> None:
+        super().__init__(is_async=is_async)
+        self._address = address or os.environ.get(SCHEDULER_ADDRESS_ENV) or None
+
+    def _get_executor(self, max_workers: int) -> None:
+        """No executor: the cluster runs the nodes (`_run`)."""
+        return None
+
+    def _client(self, stack: ExitStack) -> Client:
+        if self._address:
+            logger.info("Joining the Dask cluster at %s", self._address)
+            return stack.enter_context(Client(self._address))
+        cluster = stack.enter_context(local_cluster())
+        return stack.enter_context(Client(cluster))
+
+    def _run(
+        self,
+        pipeline: Pipeline,
+        catalog: CatalogProtocol,
+        hook_manager: pluggy.PluginManager | None = None,
+        run_id: str | None = None,
+    ) -> None:
+        from kedro.framework.project import LOGGING
+
+        context = RunContext(
+            memory=memory_datasets(pipeline, catalog),
+            run_link=active_run_link(),
+            run_id=run_id,
+            is_async=self._is_async,
+            logging_config=dict(LOGGING),
+            origin_pid=os.getpid(),
+        )
+        with ExitStack() as stack:
+            client = self._client(stack)
+            info = client.scheduler_info()
+            logger.info(
+                "Dask: %d worker(s), %d thread(s); dashboard %s",
+                len(info["workers"]),
+                sum(worker["nthreads"] for worker in info["workers"].values()),
+                client.dashboard_link if "dashboard" in info["services"] else "none (the scheduler runs without one)",
+            )
+            client.register_plugin(KerasClasses())
+            self._run_on(client, pipeline, catalog, context, hook_manager)
+
+    def _run_on(
+        self,
+        client: Client,
+        pipeline: Pipeline,
+        catalog: CatalogProtocol,
+        context: RunContext,
+        hook_manager: pluggy.PluginManager | None,
+    ) -> None:
+        """Submits each node once its upstream nodes have ended, logs each as it ends, and `node_runs.json`.
+
+        A task depends on another only for the in-memory datasets it reads, and a node's task is let go
+        once the nodes that read them have ended, so a worker lost later makes no finished node run
+        again. On a failure, the nodes not started are cancelled and the node's error is raised.
+        """
+        token = context.run_id or uuid.uuid4().hex  # task keys unique to this run on a shared cluster
+        dependencies = pipeline.node_dependencies
+        readers = {
+            node: {child for child in pipeline.nodes if set(child.inputs) & set(node.outputs) & context.memory}
+            for node in pipeline.nodes
+        }
+        todo, done = list(pipeline.nodes), set()
+        held: dict[Node, Future] = {}  # tasks whose in-memory outputs a node yet to end reads
+        running: dict[Future, Node] = {}
+        records: list[dict[str, Any]] = []
+        try:
+            while todo or running:
+                for node in [node for node in todo if dependencies[node] <= done]:
+                    todo.remove(node)
+                    self._log_parameters(node, catalog, hook_manager, context.run_id)
+                    outcome = client.submit(
+                        run_node,
+                        node,
+                        node_catalog(catalog, node),
+                        context,
+                        *[held[parent] for parent in dependencies[node] if node in readers[parent]],
+                        key=f"{node.name}-{token}",
+                        pure=False,
+                    )
+                    if readers[node]:
+                        held[node] = outcome
+                    running[client.submit(report_of, outcome, pure=False)] = node
+                if not running:
+                    raise RuntimeError(f"No node can start: {sorted(node.name for node in todo)} wait on each other")
+                for future in self._next_ended(client, list(running)):
+                    node = running.pop(future)
+                    report = future.result()
+                    done.add(node)
+                    records.extend({**record, "worker": report.worker} for record in report.records)
+                    logger.info(
+                        "Completed node %s on %s in %.1f s (%d of %d)",
+                        report.node,
+                        report.worker,
+                        report.seconds,
+                        len(done),
+                        len(pipeline.nodes),
+                    )
+                    for parent in dependencies[node]:
+                        if parent in held and readers[parent] <= done:
+                            del held[parent]
+        except BaseException:
+            client.cancel([*running, *held.values()])
+            self._suggest_resume_scenario(pipeline, done, catalog)
+            raise
+        finally:
+            log_node_runs(records)
+
+    @staticmethod
+    def _next_ended(client: Client, futures: list[Future]) -> set[Future]:
+        """The futures of `futures` that have ended, once at least one has; raises if the cluster has had no
+        worker for `NO_WORKERS_TIMEOUT_S`."""
+        without_workers_since = None
+        while True:
+            try:
+                return distributed.wait(futures, timeout=WAIT_STEP_S, return_when="FIRST_COMPLETED").done
+            except TimeoutError:
+                if client.scheduler_info()["workers"]:
+                    without_workers_since = None
+                    continue
+                without_workers_since = without_workers_since or time.monotonic()
+                if time.monotonic() - without_workers_since > NO_WORKERS_TIMEOUT_S:
+                    raise RuntimeError(
+                        f"The Dask cluster at {client.scheduler.address} has had no worker for "
+                        f"{NO_WORKERS_TIMEOUT_S:.0f} s: start workers (dask worker {client.scheduler.address}), "
+                        "then rerun; trainings resume from their checkpoints"
+                    ) from None
+
+    @staticmethod
+    def _log_parameters(
+        node: Node, catalog: CatalogProtocol, hook_manager: pluggy.PluginManager | None, run_id: str | None
+    ) -> None:
+        """Calls this process's `before_node_run` hooks (kedro-mlflow's logs the node's parameters) with the
+        node's parameters; the hooks that time the node run on its worker instead."""
+        if not isinstance(hook_manager, pluggy.PluginManager):  # none, or Kedro's null manager
+            return
+        here = hook_manager.subset_hook_caller(
+            "before_node_run",
+            remove_plugins=[plugin for plugin in hook_manager.get_plugins() if isinstance(plugin, NODE_PROCESS_HOOKS)],
+        )
+        parameters = {
+            name: catalog.load(name) for name in node.inputs if name.startswith("params:") or name == "parameters"
+        }
+        here(node=node, catalog=catalog, inputs=parameters, is_async=False, run_id=run_id)

@@ -1,0 +1,189 @@
+"""convbench.runner without `kedro run`: the DaskRunner on an in-process cluster, the local cluster's GPU
+pinning and threads (checked on a CPU machine from the workers' environment), and a call logging into a run
+its thread did not start (`tracking.in_run`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import mlflow
+import pytest
+from distributed import Client, LocalCluster, get_worker
+from kedro.framework.hooks import hook_impl
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.pipeline import Pipeline, node
+from kedro_datasets.json import JSONDataset
+
+from convbench.runner import (
+    FANS_OUT_TAG,
+    DaskRunner,
+    local_cluster,
+    node_process_hook_manager,
+    on_every_worker,
+    visible_gpus,
+)
+from convbench.tracking import RunEnded, RunLink, in_run
+
+
+def double(x: int) -> int:
+    return 2 * x
+
+
+def add_offset(doubled: int, offset: int) -> dict[str, int]:
+    return {"value": doubled + offset}
+
+
+def refuse(value: int) -> None:
+    raise ValueError(f"refused {value}")
+
+
+class ParameterRecorder:
+    """Records the inputs each `before_node_run` call of the runner's process is given."""
+
+    def __init__(self) -> None:
+        self.inputs: dict[str, dict] = {}
+
+    @hook_impl
+    def before_node_run(self, node, inputs) -> None:
+        self.inputs[node.name] = dict(inputs)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as local:
+        yield local
+
+
+def toy_catalog(tmp_path) -> DataCatalog:
+    catalog = DataCatalog(
+        datasets={"x": MemoryDataset(21), "result": JSONDataset(filepath=str(tmp_path / "result.json"))}
+    )
+    catalog["params:offset"] = 100
+    return catalog
+
+
+def test_nodes_run_on_the_cluster_with_memory_outputs_passed_on_and_parameters_logged_here(cluster, tmp_path):
+    pipeline = Pipeline(
+        [
+            node(double, "x", "doubled", name="double"),
+            node(add_offset, ["doubled", "params:offset"], "result", name="add_offset"),
+        ]
+    )
+    hook_manager, tracking = node_process_hook_manager()
+    recorder = ParameterRecorder()
+    hook_manager.register(recorder)
+    DaskRunner(address=cluster.scheduler_address).run(pipeline, toy_catalog(tmp_path), hook_manager)
+    assert json.loads((tmp_path / "result.json").read_text()) == {"value": 142}  # `doubled` came from the worker
+    assert recorder.inputs == {"double": {}, "add_offset": {"params:offset": 100}}  # parameters only, no data
+    assert tracking.records == [], "the hook that times nodes runs where they run, not here"
+
+
+def test_a_failing_node_stops_the_run_with_its_own_error_and_nothing_after_it_runs(cluster, tmp_path):
+    pipeline = Pipeline(
+        [
+            node(double, "x", "doubled", name="double"),
+            node(refuse, "doubled", "refused", name="refuse"),
+            node(add_offset, ["refused", "params:offset"], "result", name="add_offset"),
+        ]
+    )
+    hook_manager, _ = node_process_hook_manager()
+    with pytest.raises(ValueError, match="refused 42"):
+        DaskRunner(address=cluster.scheduler_address).run(pipeline, toy_catalog(tmp_path), hook_manager)
+    assert not (tmp_path / "result.json").exists()
+
+
+def where(index: int, data: dict[str, int]) -> tuple[int, str, int]:
+    time.sleep(0.5)  # long enough for the two to overlap
+    return index, get_worker().address, data["payload"]
+
+
+def fan_out(payload: int) -> dict[str, list | None]:
+    return {"results": on_every_worker(where, {"payload": payload})}
+
+
+def test_a_fans_out_node_runs_a_task_on_every_worker_its_own_included(cluster, tmp_path):
+    catalog = DataCatalog(
+        datasets={"payload": MemoryDataset(7), "result": JSONDataset(filepath=str(tmp_path / "r.json"))}
+    )
+    pipeline = Pipeline([node(fan_out, "payload", "result", name="fan_out", tags=[FANS_OUT_TAG])])
+    DaskRunner(address=cluster.scheduler_address).run(pipeline, catalog, node_process_hook_manager()[0])
+    results = json.loads((tmp_path / "r.json").read_text())["results"]
+    assert sorted(index for index, _, _ in results) == [0, 1]
+    assert {address for _, address, _ in results} == set(cluster.scheduler_info["workers"])
+    assert {payload for _, _, payload in results} == {7}
+
+
+def test_an_untagged_node_or_a_plain_call_runs_nothing_on_the_cluster(cluster, tmp_path):
+    catalog = DataCatalog(
+        datasets={"payload": MemoryDataset(7), "result": JSONDataset(filepath=str(tmp_path / "r.json"))}
+    )
+    pipeline = Pipeline([node(fan_out, "payload", "result", name="fan_out")])
+    DaskRunner(address=cluster.scheduler_address).run(pipeline, catalog, node_process_hook_manager()[0])
+    assert json.loads((tmp_path / "r.json").read_text()) == {"results": None}
+    assert fan_out(7) == {"results": None}
+
+
+def test_the_scheduler_address_comes_from_the_argument_then_the_environment(monkeypatch):
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", "tcp://10.0.0.5:8786")
+    assert DaskRunner()._address == "tcp://10.0.0.5:8786"
+    assert DaskRunner(address="tcp://10.0.0.6:8786")._address == "tcp://10.0.0.6:8786"
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS")
+    assert DaskRunner()._address is None  # a cluster of this machine
+
+
+@pytest.mark.parametrize(("declared", "gpus"), [("0,2", ["0", "2"]), ("", []), ("-1", []), (" 1 , 3 ", ["1", "3"])])
+def test_visible_gpus_follow_cuda_visible_devices(monkeypatch, declared, gpus):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", declared)
+    assert visible_gpus() == gpus
+
+
+def test_a_machine_with_two_gpus_gets_one_single_threaded_worker_pinned_to_each(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    with local_cluster(gpus=["0", "1"]) as cluster, Client(cluster) as client:
+        workers = client.scheduler_info()["workers"]
+        assert [worker["nthreads"] for worker in workers.values()] == [1, 1]
+        seen = client.run(
+            lambda: tuple(
+                os.environ[name] for name in ("CUDA_VISIBLE_DEVICES", "TF_FORCE_GPU_ALLOW_GROWTH", "OMP_NUM_THREADS")
+            )
+        )
+    assert sorted(seen.values()) == [("0", "true", "4"), ("1", "true", "4")]  # half the cores each
+
+
+def test_without_gpus_one_worker_gets_every_core(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    with local_cluster(gpus=[]) as cluster, Client(cluster) as client:
+        (worker,) = client.scheduler_info()["workers"].values()
+        threads = client.run(lambda: (os.environ["OMP_NUM_THREADS"], os.environ["OPENBLAS_NUM_THREADS"]))
+    assert worker["nthreads"] == 1, "one node at a time"
+    assert set(threads.values()) == {("6", "6")}, "a Dask nanny would leave them at 1"
+
+
+def test_a_call_in_a_run_logs_into_it_from_a_thread_of_its_own_and_leaves_it_running(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    experiment = client.create_experiment("runs")
+    first, second, ended = (client.create_run(experiment).info.run_id for _ in range(3))
+    client.set_terminated(ended, "FAILED")
+
+    def log(value: float) -> str:
+        mlflow.log_metric("m", value)
+        return mlflow.active_run().info.run_id
+
+    try:
+        assert in_run(RunLink(uri, first), log, 1.0) == first
+        assert in_run(RunLink(uri, second), log, 2.0) == second
+        assert in_run(RunLink(uri, first), log, 3.0) == first
+        assert mlflow.active_run() is None, "the caller's thread has no run left active"
+        with pytest.raises(RunEnded, match="FAILED"):
+            in_run(RunLink(uri, ended), log, 4.0)
+        with mlflow.start_run(run_id=second):  # already this thread's run: a plain call
+            assert in_run(RunLink(uri, second), log, 5.0) == second
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert [m.value for m in client.get_metric_history(first, "m")] == [1.0, 3.0]
+    assert [m.value for m in client.get_metric_history(second, "m")] == [2.0, 5.0]
+    assert client.get_metric_history(ended, "m") == []
+    assert client.get_run(first).info.status == "RUNNING" and client.get_run(ended).info.status == "FAILED"
