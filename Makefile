@@ -101,6 +101,7 @@ benchmarks: install
 	$(BIN)/python benchmarks/bench_training_throughput.py
 	$(BIN)/python benchmarks/bench_architectures.py
 	$(BIN)/python benchmarks/bench_lookahead.py
+	$(BIN)/python benchmarks/bench_dask_runner.py
 
 # The zoo at an equal training budget (benchmarks/bench_zoo.py): one `kedro run` per CIFAR-10 architecture,
 # then the leaderboard, copied to benchmarks/results/. Resumes: architectures already run at this budget are skipped.
