@@ -24,7 +24,7 @@ from convbench.runner import (
     on_every_worker,
     visible_gpus,
 )
-from convbench.tracking import RunEnded, RunLink, in_run
+from convbench.tracking import RunEnded, RunLink, in_run, start_nested_run
 
 
 def double(x: int) -> int:
@@ -187,3 +187,20 @@ def test_a_call_in_a_run_logs_into_it_from_a_thread_of_its_own_and_leaves_it_run
     assert [m.value for m in client.get_metric_history(second, "m")] == [2.0, 5.0]
     assert client.get_metric_history(ended, "m") == []
     assert client.get_run(first).info.status == "RUNNING" and client.get_run(ended).info.status == "FAILED"
+
+
+def test_a_nested_run_started_where_no_experiment_is_active_goes_to_its_parents_experiment(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    parent = client.create_run(client.create_experiment("cifar10")).info.run_id
+
+    def trial() -> str:  # as a search worker on a Dask worker, which never set an experiment
+        with start_nested_run("trial_0", {"optuna.trial_number": "0"}) as run:
+            return run.info.run_id
+
+    try:
+        child = client.get_run(in_run(RunLink(uri, parent), trial))
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert child.info.experiment_id == client.get_run(parent).info.experiment_id != "0"
+    assert child.data.tags["mlflow.parentRunId"] == parent

@@ -85,6 +85,14 @@ def active_run_link() -> RunLink | None:
     return RunLink(mlflow.get_tracking_uri(), active.info.run_id) if active else None
 
 
+def start_nested_run(run_name: str, tags: dict[str, str]) -> mlflow.ActiveRun:
+    """A run nested under the active run, in the active run's experiment (MLflow would put it in the process's
+    active experiment, which a Dask worker has none of: the Default one)."""
+    parent = mlflow.active_run()
+    experiment_id = parent.info.experiment_id if parent else None
+    return mlflow.start_run(run_name=run_name, nested=True, tags=tags, experiment_id=experiment_id)
+
+
 def logged_steps(run_id: str, key: str) -> set[int]:
     """The steps at which metric `key` is already logged in run `run_id`."""
     return {metric.step for metric in MlflowClient().get_metric_history(run_id, key)}

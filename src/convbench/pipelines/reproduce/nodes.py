@@ -36,7 +36,7 @@ from convbench.pipelines.training.nodes import (
     resolve_recipe,
     train_model,
 )
-from convbench.tracking import ENV_TAG, PROCESS_TAG, active_run_env, finished_runs, this_process
+from convbench.tracking import ENV_TAG, PROCESS_TAG, active_run_env, finished_runs, start_nested_run, this_process
 from convbench.training.recipe import RecipeError
 
 logger = logging.getLogger(__name__)
@@ -224,7 +224,7 @@ def reproduce_claim(
         ENV_TAG: env,
         PROCESS_TAG: this_process(),
     }
-    with mlflow.start_run(run_name=f"claim_{claim.id}", nested=True, tags=tags) as run:
+    with start_nested_run(f"claim_{claim.id}", tags) as run:
         mlflow.log_dict(recipe, "recipe.json")
         model = build_model(
             train_images, train_indices, class_names, normalization, recipe, claim.architecture, claim.dataset

@@ -35,7 +35,7 @@ from convbench.search.study import (
     redacted,
     storage_url,
 )
-from convbench.tracking import PROCESS_TAG, RunLink, active_run_link, in_run, this_process
+from convbench.tracking import PROCESS_TAG, RunLink, active_run_link, in_run, start_nested_run, this_process
 from convbench.training.callbacks import TrainingInterrupted
 from convbench.training.fit import fit
 
@@ -212,7 +212,7 @@ def _run_trial(
     retry_of = trial.user_attrs.get(RETRY_OF_ATTR)
     if retry_of is not None:
         tags["optuna.retry_of"] = str(retry_of)
-    mlflow.start_run(run_name=f"{dataset}_{architecture}_trial_{trial.number}", nested=True, tags=tags)
+    start_nested_run(f"{dataset}_{architecture}_trial_{trial.number}", tags)
     status, state = "FAILED", "FAIL"
     try:
         trial.set_user_attr("mlflow_run_id", mlflow.active_run().info.run_id)
