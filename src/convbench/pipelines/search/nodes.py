@@ -23,7 +23,7 @@ from convbench.metrics import to_mlflow_metrics
 from convbench.pipelines.reporting.nodes import to_markdown
 from convbench.pipelines.training.nodes import build_model
 from convbench.runner import on_every_worker
-from convbench.search.space import as_overrides, as_params_option, check_space, parse_space, with_values
+from convbench.search.space import Dimension, as_overrides, as_params_option, check_space, parse_space, with_values
 from convbench.search.study import (
     HEARTBEATS_PER_STALE_PERIOD,
     RETRY_OF_ATTR,
@@ -123,6 +123,7 @@ def run_search(
     )
     worker = functools.partial(
         _search_worker,
+        dimensions=dimensions,
         recipe=recipe,
         search=search,
         settings=settings,
@@ -142,6 +143,7 @@ def _search_worker(
     index: int,
     data: tuple,
     *,
+    dimensions: list[Dimension],
     recipe: dict[str, Any],
     search: dict[str, Any],
     settings: dict[str, Any],
@@ -156,7 +158,6 @@ def _search_worker(
     do not draw the same first points. Its trials are nested runs of `run_link`'s run.
     """
     train_images, train_labels, train_indices, val_indices, class_names, normalization = data
-    dimensions = parse_space(architecture, (search.get("spaces") or {}).get(architecture))
     budget = settings["trial_budget"]
     study = open_study(
         settings["storage"],
