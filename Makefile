@@ -53,8 +53,11 @@ smoke: install
 	$(BIN)/kedro run --pipelines=$(PIPELINE) --env=smoke
 
 # The whole suite under TensorFlow, then the tests marked `backends` again under JAX (the dev extra installs it).
+# TEST_WORKERS pytest processes (pytest-xdist) share the test files: a `kedro run` keeps about one core busy
+# (Python, tracing, plotting), so two processes on two cores take about two thirds of the time of one.
+TEST_WORKERS ?= 2
 test: install browser postgres lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -m backends
 
 # The quick lane while editing: lint + every test but the end-to-end Kedro runs (`-m "not e2e"`).
@@ -102,6 +105,7 @@ benchmarks: install
 	$(BIN)/python benchmarks/bench_architectures.py
 	$(BIN)/python benchmarks/bench_lookahead.py
 	$(BIN)/python benchmarks/bench_dask_runner.py
+	$(BIN)/python benchmarks/bench_pipeline_registry.py
 
 # The zoo at an equal training budget (benchmarks/bench_zoo.py): one `kedro run` per CIFAR-10 architecture,
 # then the leaderboard, copied to benchmarks/results/. Resumes: architectures already run at this budget are skipped.

@@ -256,3 +256,26 @@ def test_every_architecture_has_a_search_on_the_prepared_data_and_a_space_to_sea
             d.key: d.choices[0] if d.choices else (d.low if d.kind == "float" else int(d.low)) for d in dimensions
         }
         with_values(recipes[architecture], values)
+
+
+def test_a_pipeline_is_built_when_first_asked_for_and_only_once():
+    from kedro.pipeline import Pipeline
+
+    from convbench.pipeline_registry import LazyPipelines
+
+    built = []
+
+    def factory(name):
+        def build():
+            built.append(name)
+            return Pipeline([])
+
+        return build
+
+    pipelines = LazyPipelines({"a": factory("a"), "b": factory("b")})
+    assert list(pipelines) == ["a", "b"] and len(pipelines) == 2 and built == []
+    assert pipelines["a"] is pipelines["a"]
+    assert built == ["a"]  # `b` was never asked for
+    with pytest.raises(KeyError):
+        pipelines["c"]
+    assert set(dict(pipelines)) == {"a", "b"} and built == ["a", "b"]

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -88,6 +89,12 @@ def visible_gpus() -> list[str]:
     return listing.stdout.split() if listing.returncode == 0 else []
 
 
+@functools.cache
+def worker_gpus() -> list[str]:
+    """`visible_gpus()` of this process, looked up once."""
+    return visible_gpus()
+
+
 def cpu_threads_env(cores: int) -> dict[str, str]:
     """The environment that lets a worker's numerical libraries use `cores` threads (a Dask nanny sets them to 1)."""
     return {name: str(max(1, cores)) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
@@ -142,13 +149,18 @@ class NodeOutcome:
 
     node: str
     worker: str
+    gpus: list[str]  # the GPUs the worker sees (`visible_gpus`)
     seconds: float
     records: list[dict[str, Any]]
     memory_outputs: dict[str, Any] = field(default_factory=dict)
 
     def report(self) -> NodeOutcome:
         """This outcome without its data: what the runner's process gathers."""
-        return NodeOutcome(self.node, self.worker, self.seconds, self.records)
+        return NodeOutcome(self.node, self.worker, self.gpus, self.seconds, self.records)
+
+    def where(self) -> str:
+        """The worker's address, and its GPUs where it sees any: `tcp://10.0.0.2:40321 (GPU 1)`."""
+        return f"{self.worker} (GPU {','.join(self.gpus)})" if self.gpus else self.worker
 
 
 def node_process_hook_manager() -> tuple[pluggy.PluginManager, MlflowNodeTrackingHook]:
@@ -209,6 +221,7 @@ def run_node(node: Node, catalog: CatalogProtocol, context: RunContext, *upstrea
     return NodeOutcome(
         node=node.name,
         worker=get_worker().address,
+        gpus=worker_gpus(),
         seconds=time.perf_counter() - started,
         records=tracking.records,
         memory_outputs={name: catalog.load(name) for name in node.outputs if name in context.memory},
@@ -358,11 +371,13 @@ class DaskRunner(AbstractRunner):
                     node = running.pop(future)
                     report = future.result()
                     done.add(node)
-                    records.extend({**record, "worker": report.worker} for record in report.records)
+                    records.extend(
+                        {**record, "worker": report.worker, "gpus": report.gpus} for record in report.records
+                    )
                     logger.info(
                         "Completed node %s on %s in %.1f s (%d of %d)",
                         report.node,
-                        report.worker,
+                        report.where(),
                         report.seconds,
                         len(done),
                         len(pipeline.nodes),
