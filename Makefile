@@ -17,7 +17,7 @@ export KEDRO_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install browser postgres lint format run run-full serve smoke test test-fast viz mlflow-ui benchmarks zoo reproduce clean-venv
+.PHONY: install browser postgres lint format run run-full serve smoke test test-fast viz mlflow-ui benchmarks gpu-kit zoo reproduce clean-venv
 
 install: $(STAMP)
 
@@ -97,6 +97,11 @@ viz: install
 
 mlflow-ui: install
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db
+
+# The GPU kit (benchmarks/gpu): Keras' wheels for CPython 3.11-3.13 and the frozen recipes, git-ignored, for a
+# GPU machine with PyTorch and JAX but no TensorFlow. There: bash benchmarks/gpu/run.sh (README of benchmarks/).
+gpu-kit: install
+	$(BIN)/python benchmarks/gpu/build_kit.py
 
 benchmarks: install
 	$(BIN)/python benchmarks/bench_parse_cifar.py

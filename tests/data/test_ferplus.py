@@ -13,14 +13,13 @@ from convbench.data.fer2013 import FerFormatError, load_fer2013
 from convbench.data.ferplus import (
     DROP_REASONS,
     FERPLUS_CLASS_NAMES,
-    LABEL_MODES,
-    REFERENCE_MODES,
     check_same_rows,
     ferplus_targets,
     label_split,
     load_ferplus,
     parse_ferplus_csv,
 )
+from convbench.data.ferplus_labels import LABEL_MODES, REFERENCE_MODES
 
 # --- format facts ---------------------------------------------------------------------------
 

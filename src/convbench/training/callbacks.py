@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import keras
-import mlflow
 import numpy as np
 
 from convbench.atomic import write_atomically
@@ -223,6 +222,8 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         self.replayed = False
 
     def _log(self, metrics: dict[str, float], step: int) -> None:
+        import mlflow  # here, not at the top: the GPU kit (benchmarks/gpu) trains with these callbacks without MLflow
+
         if mlflow.active_run() is None:
             return
         mlflow.log_metrics({metric_key(self.prefix, name): float(value) for name, value in metrics.items()}, step=step)
@@ -275,6 +276,8 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         model_file = (
             f"epoch-{epochs_done:04d}" + (f"-step-{steps_into_epoch:06d}" if steps_into_epoch else "") + ".keras"
         )
+        import mlflow
+
         active = mlflow.active_run()
         state = {
             "fingerprint": self.fingerprint,

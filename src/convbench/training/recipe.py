@@ -51,7 +51,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError, PydanticUndefined
 
-from convbench.data.ferplus import LABEL_MODES
+from convbench.data.ferplus_labels import LABEL_MODES
 from convbench.merging import deep_merge
 from convbench.models.precision import MIXED_PRECISION
 from convbench.models.registry import get_builder, hyperparameters
