@@ -11,11 +11,13 @@ import time
 import mlflow
 import pytest
 from distributed import Client, LocalCluster, get_worker
+from distributed.system import MEMORY_LIMIT
 from kedro.framework.hooks import hook_impl
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.pipeline import Pipeline, node
 from kedro_datasets.json import JSONDataset
 
+from convbench import runner
 from convbench.runner import (
     FANS_OUT_TAG,
     DaskRunner,
@@ -80,7 +82,7 @@ def test_nodes_run_on_the_cluster_with_memory_outputs_passed_on_and_parameters_l
     assert tracking.records == [], "the hook that times nodes runs where they run, not here"
 
 
-def test_a_failing_node_stops_the_run_with_its_own_error_and_nothing_after_it_runs(cluster, tmp_path):
+def test_a_failing_node_stops_the_run_with_its_own_error_and_nothing_after_it_runs(cluster, tmp_path, monkeypatch):
     pipeline = Pipeline(
         [
             node(double, "x", "doubled", name="double"),
@@ -89,9 +91,14 @@ def test_a_failing_node_stops_the_run_with_its_own_error_and_nothing_after_it_ru
         ]
     )
     hook_manager, _ = node_process_hook_manager()
+    logged = []
+    monkeypatch.setattr(runner, "log_node_runs", logged.append)
     with pytest.raises(ValueError, match="refused 42"):
         DaskRunner(address=cluster.scheduler_address).run(pipeline, toy_catalog(tmp_path), hook_manager)
     assert not (tmp_path / "result.json").exists()
+    (records,) = logged
+    assert [(record["node"], record["status"]) for record in records] == [("double", "completed"), ("refuse", "failed")]
+    assert records[1]["worker"] in cluster.scheduler_info["workers"], "the worker it failed on"
 
 
 def where(index: int, data: dict[str, int]) -> tuple[int, str, int]:
@@ -150,6 +157,7 @@ def test_a_machine_with_two_gpus_gets_one_single_threaded_worker_pinned_to_each(
             )
         )
     assert sorted(seen.values()) == [("0", "true", "4"), ("1", "true", "4")]  # half the cores each
+    assert [worker["memory_limit"] for worker in workers.values()] == [MEMORY_LIMIT // 2] * 2, "half the RAM each"
 
 
 def test_without_gpus_one_worker_gets_every_core(monkeypatch):

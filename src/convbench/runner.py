@@ -42,6 +42,7 @@ from distributed import (
     WorkerPlugin,
     get_worker,
 )
+from distributed.system import MEMORY_LIMIT
 from kedro.framework.hooks import markers, specs
 from kedro.io import CatalogProtocol, DataCatalog, MemoryDataset
 from kedro.pipeline import Pipeline
@@ -106,6 +107,15 @@ def gpu_worker_env(gpu: str, cores: int) -> dict[str, str]:
     return {"CUDA_VISIBLE_DEVICES": gpu, "TF_FORCE_GPU_ALLOW_GROWTH": "true", **cpu_threads_env(cores)}
 
 
+def gpu_worker_memory_limit(workers: int) -> int:
+    """Bytes of RAM each of `workers` GPU workers may hold: an equal share of the machine's.
+
+    Dask's default for a one-thread worker is the RAM divided by the cores (4 GB of 256 on 64 cores),
+    and its nanny restarts a worker that goes past 95% of its limit: a training's data would not fit.
+    """
+    return MEMORY_LIMIT // max(1, workers)
+
+
 def local_cluster(gpus: list[str] | None = None) -> SpecCluster:
     """A cluster of this machine: a worker per GPU in `gpus` (default: `visible_gpus()`), each pinned to
     its GPU with a share of the cores, or else one worker with all the cores. Each worker runs one node
@@ -126,7 +136,12 @@ def local_cluster(gpus: list[str] | None = None) -> SpecCluster:
         workers={
             f"gpu-{gpu}": {
                 "cls": Nanny,
-                "options": {"nthreads": 1, "host": "127.0.0.1", "env": gpu_worker_env(gpu, cores // len(gpus))},
+                "options": {
+                    "nthreads": 1,
+                    "host": "127.0.0.1",
+                    "env": gpu_worker_env(gpu, cores // len(gpus)),
+                    "memory_limit": gpu_worker_memory_limit(len(gpus)),
+                },
             }
             for gpu in gpus
         },
@@ -251,6 +266,23 @@ def on_every_worker(task: Callable[[int, Any], Result], data: Any) -> list[Resul
     return client.gather(futures)
 
 
+REPORT_PRIORITY = 10
+"""Dask priority of the task that fetches a node's report: above the nodes' own tasks (0)."""
+
+
+def erred_on(client: Client, key: str) -> str | None:
+    """The worker on which task `key` raised, as the scheduler remembers it (None where it does not)."""
+
+    def lookup(dask_scheduler, key=key) -> str | None:
+        task = dask_scheduler.tasks.get(key)
+        return min(getattr(task, "erred_on", None) or [None], key=str)
+
+    try:
+        return client.run_on_scheduler(lookup)
+    except Exception:  # the record of a failure is best effort; the node's own error is what is raised
+        return None
+
+
 def report_of(outcome: NodeOutcome) -> NodeOutcome:
     """`outcome.report()`, as a task: it runs where the outcome is."""
     return outcome.report()
@@ -347,6 +379,7 @@ class DaskRunner(AbstractRunner):
         todo, done = list(pipeline.nodes), set()
         held: dict[Node, Future] = {}  # tasks whose in-memory outputs a node yet to end reads
         running: dict[Future, Node] = {}
+        outcome_keys: dict[Node, str] = {}
         records: list[dict[str, Any]] = []
         try:
             while todo or running:
@@ -364,12 +397,21 @@ class DaskRunner(AbstractRunner):
                     )
                     if readers[node]:
                         held[node] = outcome
-                    running[client.submit(report_of, outcome, pure=False)] = node
+                    # Before any other task of the worker that holds `outcome`: it tells this process the node
+                    # has ended, so the nodes after it are submitted without waiting on a training there.
+                    running[client.submit(report_of, outcome, pure=False, priority=REPORT_PRIORITY)] = node
+                    outcome_keys[node] = outcome.key  # the key alone: holding the future would keep its data
                 if not running:
                     raise RuntimeError(f"No node can start: {sorted(node.name for node in todo)} wait on each other")
                 for future in self._next_ended(client, list(running)):
                     node = running.pop(future)
-                    report = future.result()
+                    try:
+                        report = future.result()
+                    except Exception:
+                        records.append(
+                            {"node": node.name, "status": "failed", "worker": erred_on(client, outcome_keys[node])}
+                        )
+                        raise
                     done.add(node)
                     records.extend(
                         {**record, "worker": report.worker, "gpus": report.gpus} for record in report.records

@@ -21,6 +21,7 @@ from convbench.search.study import (
     rdb_storage,
     redacted,
     storage_url,
+    tell_once,
 )
 from convbench.tracking import PROCESS_TAG, this_process
 
@@ -189,3 +190,20 @@ def test_workers_starting_together_on_a_new_postgresql_database_all_open_the_stu
             thread.join(timeout=120)
         assert not errors, f"attempt {attempt}: {errors[0]!r}"
         assert len(studies) == 4 and optuna.get_all_study_names(url) == ["together"]
+
+
+def test_a_trial_failed_by_a_peer_keeps_its_state_and_the_late_worker_goes_on(tmp_path, caplog):
+    url, study = new_study(tmp_path)
+    now = time.time()
+    late = running_trial(study, "another-host:125:1", now - 4000, x=0.25)  # this host paused past stale_after_s
+    on_time = running_trial(study, this_process(), now, x=0.5)
+    assert fail_orphaned_trials(study, rdb_storage(url), stale_after_s=1800, now=now) == [late.number]
+
+    assert tell_once(study, late, 0.9, state=TrialState.COMPLETE) is False  # no UpdateFinishedTrialError
+    assert tell_once(study, late, state=TrialState.FAIL) is False  # its failure was the peer's, not this tell
+    assert f"Trial {late.number} had already been ended as FAIL by another worker" in caplog.text
+    assert tell_once(study, on_time, 0.7, state=TrialState.COMPLETE) is True
+    trials = {trial.number: trial for trial in study.get_trials()}
+    assert trials[late.number].state == TrialState.FAIL and trials[late.number].value is None
+    assert trials[on_time.number].state == TrialState.COMPLETE and trials[on_time.number].value == 0.7
+    assert len(study.get_trials(states=(TrialState.WAITING,))) == 1, "queued again once, by the peer"

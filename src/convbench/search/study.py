@@ -114,6 +114,26 @@ def open_study(
 
 
 @functools.cache
+def tell_once(study: optuna.Study, trial: optuna.Trial, value: float | None = None, *, state: TrialState) -> bool:
+    """Tells `study` that `trial` ended in `state` (with `value` when COMPLETE), unless it has ended already:
+    another worker fails a trial whose heartbeat it finds stale (a long pause of this host, a network
+    cut; `fail_orphaned_trials`, which also queues it again). Then the trial keeps the state it has, a
+    warning says so, and the search goes on. Whether this tell counted."""
+    told = study.tell(trial, value if state == TrialState.COMPLETE else None, state=state, skip_if_finished=True)
+    ended_by_a_peer = FAILED_BECAUSE_ATTR in told.user_attrs
+    if told.state == state and not ended_by_a_peer:
+        return True
+    logger.warning(
+        "Trial %d had already been ended as %s by another worker (its heartbeat came too late): this worker's "
+        "%s%s is not counted",
+        trial.number,
+        told.state.name,
+        state.name,
+        f" ({value})" if value is not None else "",
+    )
+    return False
+
+
 def rdb_storage(url: str) -> optuna.storages.RDBStorage:
     """The process's one Optuna storage of `url` (its engine and connection pool are shared)."""
     return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))

@@ -34,6 +34,7 @@ from convbench.search.study import (
     open_study,
     redacted,
     storage_url,
+    tell_once,
 )
 from convbench.tracking import PROCESS_TAG, RunLink, active_run_link, in_run, start_nested_run, this_process
 from convbench.training.callbacks import TrainingInterrupted
@@ -225,23 +226,23 @@ def _run_trial(
             model, train, val, len(class_names), recipe, checkpoint, architecture, callbacks=[TrialReporter(trial)]
         )
         value = float(history[OBJECTIVE][-1])
-        study.tell(trial, value)
+        counted = tell_once(study, trial, value, state=TrialState.COMPLETE)
         mlflow.log_metrics(
             {f"{architecture}.trial_{OBJECTIVE}": value, f"{architecture}.trial_epochs": summary["epochs"]}
         )
         logger.info("Trial %d: %s %.4f with %s", trial.number, OBJECTIVE, value, values)
-        status, state = "FINISHED", "COMPLETE"
+        status, state = "FINISHED", "COMPLETE" if counted else "FAIL"
     except optuna.TrialPruned as pruned:
-        study.tell(trial, state=TrialState.PRUNED)
+        counted = tell_once(study, trial, state=TrialState.PRUNED)
         logger.info("%s", pruned)
-        status, state = "FINISHED", "PRUNED"
+        status, state = "FINISHED", "PRUNED" if counted else "FAIL"
     except TrainingInterrupted:  # SIGTERM / Ctrl-C: the rerun tries the same values again
-        study.tell(trial, state=TrialState.FAIL)
-        study.enqueue_trial(values, user_attrs={RETRY_OF_ATTR: trial.number}, skip_if_exists=False)
+        if tell_once(study, trial, state=TrialState.FAIL):  # else the worker that failed it queued it again
+            study.enqueue_trial(values, user_attrs={RETRY_OF_ATTR: trial.number}, skip_if_exists=False)
         status, state = "KILLED", "FAIL"
         raise
     except BaseException:
-        study.tell(trial, state=TrialState.FAIL)
+        tell_once(study, trial, state=TrialState.FAIL)
         raise
     finally:
         shutil.rmtree(checkpoint, ignore_errors=True)
