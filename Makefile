@@ -55,9 +55,11 @@ smoke: install
 # The whole suite under TensorFlow, then the tests marked `backends` again under JAX (the dev extra installs it).
 # TEST_WORKERS pytest processes (pytest-xdist) share the test files: a `kedro run` keeps about one core busy
 # (Python, tracing, plotting), so two processes on two cores take about two thirds of the time of one.
+# The tests marked `timed` (a ratio of two timings) run alone afterwards: beside a second process they measure it.
 TEST_WORKERS ?= 2
 test: install browser postgres lint
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not timed"
+	$(BIN)/python -m pytest -m timed
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -m backends
 
 # The quick lane while editing: lint + every test but the end-to-end Kedro runs (`-m "not e2e"`).

@@ -30,6 +30,8 @@ from convbench.training.input_pipeline import training_dataset
 
 PROJECT = Path(__file__).resolve().parents[2]
 RATIO_LIMIT = 1.10
+
+pytestmark = pytest.mark.timed  # run alone by `make test`: a second test process beside it adds to its steps
 ARCHITECTURE = "airbench"  # the recipe with the most per-step work besides the step (lookahead)
 STEPS_PER_EPOCH, EPOCHS, ROUNDS = 16, 2, 2
 
