@@ -17,7 +17,7 @@ export KEDRO_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install browser postgres lint format run run-full serve smoke test test-fast viz mlflow-ui benchmarks gpu-kit zoo reproduce clean-venv
+.PHONY: install browser postgres lint format run run-full serve smoke test test-torch test-fast viz mlflow-ui benchmarks gpu-kit zoo reproduce clean-venv
 
 install: $(STAMP)
 
@@ -61,6 +61,11 @@ test: install browser postgres lint
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not timed"
 	$(BIN)/python -m pytest -m timed
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -m backends
+
+# The `backends` tests and the e2e backend runs under PyTorch, where it is installed (the `torch` extra; not in CI).
+test-torch: install
+	KERAS_BACKEND=torch $(BIN)/python -m pytest -m backends
+	$(BIN)/python -m pytest -m torch
 
 # The quick lane while editing: lint + every test but the end-to-end Kedro runs (`-m "not e2e"`).
 test-fast: install lint

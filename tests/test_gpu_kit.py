@@ -75,6 +75,24 @@ def test_quick_mode_times_both_architectures_in_both_precisions_under_jax(quick_
     assert "| jax | resnet | float32 | true |" in stdout and "kit.json" in stdout
 
 
+@pytest.mark.torch
+@pytest.mark.skipif(__import__("importlib").util.find_spec("torch") is None, reason="PyTorch is not installed")
+def test_quick_mode_times_both_architectures_eager_and_compiled_under_torch_where_installed(quick_run):
+    report, _ = quick_run
+    torch_rows = [row for row in report["rows"] if row["backend"] == "torch" and "architecture" in row]
+    assert sorted((row["architecture"], row["precision"], row["compiled"]) for row in torch_rows) == [
+        (architecture, precision, compiled)
+        for architecture in ("airbench", "resnet")
+        for precision in ("bfloat16", "float32")
+        for compiled in (False, True)
+    ]
+    for row in torch_rows:
+        assert row["status"] == "ok", row["status"]
+        assert row["epoch_s"] > 0 and row["steps_timed"] == 1
+    resnet = next(row for row in torch_rows if row["architecture"] == "resnet")
+    assert resnet["trainable_parameters"] == 269_722  # the same model as under JAX
+
+
 def test_a_backend_that_is_not_installed_is_a_row_that_says_so(quick_run):
     report, _ = quick_run
     if "torch" in sys.modules or __import__("importlib").util.find_spec("torch") is not None:

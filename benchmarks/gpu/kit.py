@@ -85,12 +85,9 @@ class EpochTimes:
 
 def time_training(architecture: str, recipe: dict, precision: str, compiled: bool, images, targets, epochs: int):
     """Epoch times of `architecture` built and compiled as `kedro run` does, fitted on `images`."""
-    import keras
     import numpy as np
 
-    from convbench.models.precision import building_with
-    from convbench.models.preprocessing import with_normalization
-    from convbench.models.registry import data_init, get_builder
+    from convbench.training.assembly import assemble_model
     from convbench.training.callbacks import lookahead
     from convbench.training.compiling import compile_for_training
 
@@ -100,13 +97,9 @@ def time_training(architecture: str, recipe: dict, precision: str, compiled: boo
         "jit_compile": compiled,
         "epochs": epochs,
     }
-    keras.utils.set_random_seed(int(recipe.get("seed") or 0))
-    with building_with(recipe["mixed_precision"]):
-        backbone = get_builder(architecture)(tuple(images.shape[1:]), targets.shape[1], **(recipe.get("model") or {}))
-        initialise = data_init(architecture)
-        if initialise is not None:
-            initialise(backbone, (images[:5000].astype(np.float32) - 127.5) / 64.0)
-        model = with_normalization(backbone, [127.5] * 3, [64.0] * 3, name=backbone.name)
+    model = assemble_model(
+        architecture, images.shape[1:], targets.shape[1], recipe, [127.5] * 3, [64.0] * 3, init_images=images
+    )
     batch_size = min(int(recipe["batch_size"]), len(images))
     steps = len(images) // batch_size
     training = compile_for_training(model, recipe, steps)
@@ -121,7 +114,7 @@ def time_training(architecture: str, recipe: dict, precision: str, compiled: boo
         "images_per_s": round(CIFAR10_TRAIN_IMAGES / epoch_s, 1),
         "batch_size": batch_size,
         "steps_timed": steps * len(later),
-        "trainable_parameters": sum(int(np.prod(weight.shape)) for weight in backbone.trainable_weights),
+        "trainable_parameters": sum(int(np.prod(weight.shape)) for weight in model.trainable_weights),
     }
 
 

@@ -55,6 +55,7 @@ def crop_windows(padded, offset_y, offset_x, size: tuple[int, int]):
     several times faster than `take_along_axis` along each axis (benchmarks/README.md)."""
     height, width = size
     batch, padded_height, padded_width, channels = ops.shape(padded)
+    offset_y, offset_x = ops.convert_to_tensor(offset_y, "int32"), ops.convert_to_tensor(offset_x, "int32")
     rows = offset_y[:, None] + ops.arange(height, dtype="int32")[None, :]
     cols = offset_x[:, None] + ops.arange(width, dtype="int32")[None, :]
     first_pixel = ops.arange(batch, dtype="int32") * (padded_height * padded_width)

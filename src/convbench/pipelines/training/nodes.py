@@ -11,9 +11,8 @@ import numpy as np
 
 from convbench.merging import deep_merge
 from convbench.metrics import to_mlflow_metrics
-from convbench.models.precision import building_with
-from convbench.models.preprocessing import with_normalization
-from convbench.models.registry import check_files, data_init, get_builder
+from convbench.training.assembly import DATA_INIT_IMAGES, assemble_model
+from convbench.models.registry import check_files
 from convbench.normalization import check_normalization
 from convbench.serving import ImageClassifier
 from convbench.training.distribute import distributed_recipe
@@ -73,10 +72,6 @@ def check_model_files(recipe: dict[str, Any], architecture: str) -> None:
     check_files(architecture, recipe.get("model") or {})
 
 
-DATA_INIT_IMAGES = 10_000
-"""At most this many training images (the first of the seeded split) reach a builder's `data_init`."""
-
-
 def build_model(
     train_images: np.ndarray,
     train_indices: np.ndarray,
@@ -105,18 +100,17 @@ def build_model(
         dataset: The dataset's name, for the error about a damaged `normalization.json`.
     """
     check_normalization(normalization, train_images.shape[-1], f"05_model_input/{dataset}/normalization.json")
-    builder = get_builder(architecture)
-    if recipe.get("seed") is not None:  # the same seed builds the same initial weights in any process
-        keras.utils.set_random_seed(int(recipe["seed"]))
-    with building_with(recipe.get("mixed_precision")), distribute_scope(recipe.get("distribute")):
-        backbone = builder(tuple(train_images.shape[1:]), len(class_names), **(recipe.get("model") or {}))
-        initialise = data_init(architecture)
-        if initialise is not None:
-            rows = np.asarray(train_indices)[:DATA_INIT_IMAGES]
-            mean = np.asarray(normalization["mean"], dtype=np.float32)
-            std = np.asarray(normalization["std"], dtype=np.float32)
-            initialise(backbone, (train_images[rows].astype(np.float32) - mean) / std)
-        return with_normalization(backbone, normalization["mean"], normalization["std"], name=backbone.name)
+    first_training_rows = np.asarray(train_indices)[:DATA_INIT_IMAGES]  # of the seeded split, for `data_init`
+    with distribute_scope(recipe.get("distribute")):
+        return assemble_model(
+            architecture,
+            train_images.shape[1:],
+            len(class_names),
+            recipe,
+            normalization["mean"],
+            normalization["std"],
+            init_images=train_images[first_training_rows],
+        )
 
 
 def train_model(
