@@ -81,6 +81,18 @@ def test_augmented_training_model_predicts_like_the_plain_model_at_inference():
     assert trainer.get_layer(model.name) is model
 
 
+def test_alternating_flips_are_no_layer_of_the_model_the_input_pipeline_mirrors_instead():
+    layers_of = {
+        flip: [layer.name for layer in augmentation_layers({"pad_crop": 2, "horizontal_flip": flip}, seed=0)]
+        for flip in (True, "alternating", False)
+    }
+    assert layers_of == {
+        True: ["random_pad_crop", "random_flip"],
+        "alternating": ["random_pad_crop"],
+        False: ["random_pad_crop"],
+    }
+
+
 def test_unknown_augmentation_option_is_refused():
     with pytest.raises(ValueError, match="cutout"):
         augmentation_layers({"cutout": 8}, seed=0)

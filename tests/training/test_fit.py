@@ -406,3 +406,18 @@ def test_lookahead_resumed_mid_epoch_goes_on_with_its_step_count(tmp_path):
     assert summary["resumed_from_epoch"] == 1 and history["loss"][2] == whole_history["loss"][2]
     for after_resume, whole in zip(resumed.get_weights(), uninterrupted.get_weights(), strict=True):
         np.testing.assert_array_equal(after_resume, whole)
+
+
+def test_alternating_flips_go_to_the_input_pipeline_not_to_the_model(tmp_path, monkeypatch):
+    import convbench.training.fit as fit_module
+
+    asked, real = [], fit_module.training_dataset
+
+    def spy(*args, **kwargs):
+        asked.append(kwargs["alternating_flips"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fit_module, "training_dataset", spy)
+    recipe = {**RECIPE, "epochs": 1, "augmentation": {"pad_crop": 2, "horizontal_flip": "alternating"}}
+    fit(seeded_model(), tiny_data(96, 0), tiny_data(32, 1), 3, recipe, tmp_path / "ckpt", "resnet")
+    assert asked == [True]

@@ -216,7 +216,7 @@ def resnet():
         ({"epochs": 2.5}, r"training\.resnet\.epochs must be a whole number >= 1; received 2\.5"),
         (
             {"augmentation": {"horizontal_flip": "yes"}},
-            r"training\.resnet\.augmentation\.horizontal_flip must be true or false; received 'yes'",
+            r"training\.resnet\.augmentation\.horizontal_flip must be true, false or alternating; received 'yes'",
         ),
         (
             {"tta": [1]},

@@ -7,7 +7,7 @@ from typing import Any
 import keras
 from keras import layers, ops
 
-from convbench.training.recipe import check_block
+from convbench.training.recipe import ALTERNATING, check_block
 
 
 @keras.saving.register_keras_serializable(package="convbench")
@@ -72,9 +72,14 @@ def augmentation_layers(augmentation: dict[str, Any], seed: int | None) -> list[
         return steps
     if checked.pad_crop:
         steps.append(RandomPadCrop(int(checked.pad_crop), seed=seed, mode=checked.pad_mode, name="random_pad_crop"))
-    if checked.horizontal_flip:
+    if checked.horizontal_flip is True:  # `alternating` flips are the input pipeline's (`alternates_flips`)
         steps.append(layers.RandomFlip("horizontal", seed=seed, name="random_flip"))
     return steps
+
+
+def alternates_flips(recipe: dict[str, Any]) -> bool:
+    """Whether the recipe mirrors each image in every other epoch (`horizontal_flip: alternating`)."""
+    return ((recipe.get("augmentation") or {}).get("horizontal_flip")) == ALTERNATING
 
 
 def with_augmentation(model: keras.Model, augmentation: dict[str, Any], seed: int | None = None) -> keras.Model:

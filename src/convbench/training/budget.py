@@ -31,6 +31,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from convbench.training.augmentation import alternates_flips
 from convbench.training.compiling import compile_for_training
 from convbench.training.fingerprint import fingerprint
 from convbench.training.input_pipeline import evaluation_dataset, training_dataset
@@ -265,6 +266,7 @@ def _calibrated_epochs(
             int(recipe["batch_size"]),
             seed=int(recipe["seed"]),
             sample_targets=draws_targets(recipe),
+            alternating_flips=alternates_flips(recipe),
         ).repeat()
     )
     val_batches = iter(evaluation_dataset(*val, num_classes, int(recipe["eval_batch_size"])).repeat())

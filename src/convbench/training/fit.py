@@ -18,6 +18,7 @@ from convbench.merging import deep_merge
 from convbench.metrics import HISTORY_METRICS, PENALTY_METRIC, metric_key
 from convbench.models.layers import PRETRAINED_BASE
 from convbench.tracking import logged_steps
+from convbench.training.augmentation import alternates_flips
 from convbench.training.budget import OVERRUN_TOLERANCE, check_budget, overrun_s, plan_budget
 from convbench.training.callbacks import (
     DataLossLogs,
@@ -283,6 +284,7 @@ def _fit_phase(
                 batch_size,
                 seed=int(recipe["seed"]),
                 sample_targets=draws_targets(recipe),
+                alternating_flips=alternates_flips(recipe),
                 epochs=epochs,
                 skip_steps=skip_steps,
                 steps_per_epoch=steps_per_epoch,

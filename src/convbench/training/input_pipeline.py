@@ -5,6 +5,19 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+FIRST_FLIP_STREAM = 1
+"""The stateless-random stream (with the recipe's seed) of each image's orientation in epoch 0."""
+
+
+def first_orientations(count: int, seed: int) -> tf.Tensor:
+    """[count] booleans: whether each image is mirrored in epoch 0 of alternating flips (a seeded coin each)."""
+    return tf.random.stateless_uniform([count], seed=[seed, FIRST_FLIP_STREAM]) < 0.5
+
+
+def mirrored_in(epoch: tf.Tensor, first: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
+    """Whether images `indices` are mirrored in `epoch`: their first orientation, swapped every epoch."""
+    return tf.not_equal(tf.gather(first, indices), tf.equal(tf.math.floormod(epoch, 2), 1))
+
 
 def _batches(
     images: np.ndarray, targets: np.ndarray, num_classes: int, index_batches: tf.data.Dataset, sample: bool, seed: int
@@ -29,8 +42,11 @@ def _batches(
         def batch_targets(batch_indices):
             return tf.gather(targets_t, batch_indices)
 
-    def gather(batch_indices):
-        return tf.gather(images_t, batch_indices), batch_targets(batch_indices)
+    def gather(batch_indices, batch_mirrored=None):
+        batch_images = tf.gather(images_t, batch_indices)
+        if batch_mirrored is not None:
+            batch_images = tf.where(batch_mirrored[:, None, None, None], tf.reverse(batch_images, [2]), batch_images)
+        return batch_images, batch_targets(batch_indices)
 
     options = tf.data.Options()
     # tf.data's autotuning thread stalls the iterator's teardown at every epoch end for seconds
@@ -51,6 +67,7 @@ def training_dataset(
     epochs: range | None = None,
     skip_steps: int = 0,
     steps_per_epoch: int | None = None,
+    alternating_flips: bool = False,
 ) -> tf.data.Dataset:
     """Shuffled (reshuffled every epoch, seeded) batches of (uint8 images, float targets).
 
@@ -61,6 +78,10 @@ def training_dataset(
     batches of the first epoch (those a run interrupted mid-epoch had trained on); `steps_per_epoch`
     keeps only the first batches of each epoch (a budget's fraction of an epoch).
 
+    `alternating_flips` mirrors each image in every other epoch: in epoch 0 as a coin seeded by
+    `seed` and the image's index says, the other way round in epoch 1, and so on (airbench's
+    alternating flip; without `epochs`, every iteration is epoch 0's orientation).
+
     Args:
         targets: Class of every image (one-hot encoded per batch), or a target distribution per
             image [N, num_classes] (used as is).
@@ -68,15 +89,18 @@ def training_dataset(
             (FERPlus' `probability` scheme).
     """
     count = len(images)
+    first = first_orientations(count, seed) if alternating_flips else None
     if epochs is None:
-        indices = (
-            tf.data.Dataset.range(count).shuffle(count, seed=seed, reshuffle_each_iteration=True).batch(batch_size)
-        )
+        order = tf.data.Dataset.range(count).shuffle(count, seed=seed, reshuffle_each_iteration=True)
+        if first is not None:
+            order = order.map(lambda index: (index, mirrored_in(tf.constant(0, tf.int64), first, index)))
+        indices = order.batch(batch_size)
     else:
 
         def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
             order = tf.random.experimental.stateless_shuffle(tf.range(count, dtype=tf.int64), seed=[seed, epoch])
-            batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+            slices = order if first is None else (order, mirrored_in(epoch, first, order))
+            batches = tf.data.Dataset.from_tensor_slices(slices).batch(batch_size)
             return batches.take(steps_per_epoch) if steps_per_epoch else batches
 
         indices = tf.data.Dataset.from_tensor_slices(tf.constant(list(epochs), tf.int64)).flat_map(epoch_batches)

@@ -426,6 +426,8 @@ ScheduleBlock = Annotated[
 # ---- the other blocks ------------------------------------------------------------------------------
 
 PAD_MODES = ("constant", "reflect")
+ALTERNATING = "alternating"
+"""`horizontal_flip: alternating`: each image mirrored in every other epoch, starting from a seeded coin."""
 
 
 class Augmentation(Block):
@@ -438,7 +440,11 @@ class Augmentation(Block):
     pad_mode: one_of(*PAD_MODES) = Field(
         "constant", description="How the border is filled: zeros (He et al.) or by reflection (airbench)."
     )
-    horizontal_flip: BOOLEAN = Field(False, description="Mirror half the images.")
+    horizontal_flip: one_of(True, False, ALTERNATING) = Field(
+        False,
+        description="Mirror half the images: a fresh coin per image and step (`true`), or each image in every "
+        "other epoch from a seeded first orientation (`alternating`, airbench; on the input pipeline).",
+    )
 
 
 class Lookahead(Block):

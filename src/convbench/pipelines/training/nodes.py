@@ -11,10 +11,10 @@ import numpy as np
 
 from convbench.merging import deep_merge
 from convbench.metrics import to_mlflow_metrics
-from convbench.training.assembly import DATA_INIT_IMAGES, assemble_model
 from convbench.models.registry import check_files
 from convbench.normalization import check_normalization
 from convbench.serving import ImageClassifier
+from convbench.training.assembly import DATA_INIT_IMAGES, assemble_model
 from convbench.training.distribute import distributed_recipe
 from convbench.training.distribute import scope as distribute_scope
 from convbench.training.fit import fit
