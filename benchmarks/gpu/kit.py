@@ -88,7 +88,7 @@ def time_training(architecture: str, recipe: dict, precision: str, compiled: boo
     import numpy as np
 
     from convbench.training.assembly import assemble_model
-    from convbench.training.callbacks import lookahead
+    from convbench.training.callbacks import recipe_callbacks
     from convbench.training.compiling import compile_for_training
 
     recipe = {
@@ -104,7 +104,7 @@ def time_training(architecture: str, recipe: dict, precision: str, compiled: boo
     steps = len(images) // batch_size
     training = compile_for_training(model, recipe, steps)
     timer = EpochTimes.make()
-    callbacks = [timer, *lookahead(recipe.get("lookahead"), total_steps=steps * epochs)]
+    callbacks = [timer, *recipe_callbacks(recipe, steps)]
     training.fit(images, targets, batch_size=batch_size, epochs=epochs, shuffle=False, verbose=0, callbacks=callbacks)
     later = timer.seconds[1:] or timer.seconds
     epoch_s = statistics.median(later) * CIFAR10_TRAIN_IMAGES / (steps * batch_size)

@@ -156,3 +156,40 @@ def test_invalid_hyperparameters_are_named(hp, match):
 def test_whitening_needs_image_batches():
     with pytest.raises(ValueError, match=r"Whitening needs images \[N, H>=2, W>=2, C\]"):
         whitening_filters(np.zeros((4, 1, 8, 3)))
+
+
+@pytest.mark.backends
+def test_a_scaled_bias_frozen_after_its_epochs_keeps_its_value_and_pays_no_penalty():
+    """`learns_for_epochs=1` under `fit` with `EpochSchedules`: the bias learns in epoch 0, not in epoch 1."""
+    from convbench.training.callbacks import EpochSchedules
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((3,))
+    outputs = keras.layers.Dense(1)(ScaledBias(4.0, weight_decay=0.1, learns_for_epochs=1, name="shift")(inputs))
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    biases = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            biases.append(keras.ops.convert_to_numpy(self.model.get_layer("shift").bias.value).copy())
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 3)).astype("float32"), rng.normal(size=(64, 1)).astype("float32")
+    model.fit(x, y, batch_size=16, epochs=3, verbose=0, shuffle=False, callbacks=[EpochSchedules(), Record()])
+    assert np.abs(biases[0]).max() > 1e-3  # learnt in epoch 0
+    np.testing.assert_array_equal(biases[1], biases[0])  # frozen from epoch 1 on: no gradient, no decay
+    np.testing.assert_array_equal(biases[2], biases[0])
+    assert float(keras.ops.convert_to_numpy(model.losses[0])) == 0.0  # the penalty is off while frozen
+
+
+def test_the_whitening_bias_freeze_is_kept_in_the_saved_model_and_absent_by_default(tmp_path):
+    frozen_after_3 = build_airbench((32, 32, 3), 10, whiten_bias_epochs=3, **SMALL)
+    path = tmp_path / "airbench.keras"
+    frozen_after_3.save(path)
+    loaded = keras.saving.load_model(path).get_layer(f"{WHITENING_LAYER}_bias")
+    assert loaded.learns_for_epochs == 3 and int(keras.ops.convert_to_numpy(loaded.learning.value)) == 1
+    default = build_airbench((32, 32, 3), 10, **SMALL).get_layer(f"{WHITENING_LAYER}_bias")
+    assert default.learns_for_epochs is None and [w.name for w in default.weights] == ["bias"]
+    with pytest.raises(ValueError, match="learns_for_epochs"):
+        ScaledBias(learns_for_epochs=-1)

@@ -101,6 +101,26 @@ LOOKAHEAD_DEFAULTS = LookaheadSettings()
 """The recipe's `lookahead` defaults (`convbench.training.recipe.Lookahead`)."""
 
 
+class EpochSchedules(keras.callbacks.Callback):
+    """At the start of each epoch, tells every layer of the model that has a `learn_in_epoch(epoch)` method
+    (e.g. airbench's whitening bias, frozen after its first epochs) which epoch begins."""
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        for layer in nested_layers(self.model):
+            if callable(getattr(layer, "learn_in_epoch", None)):
+                layer.learn_in_epoch(epoch)
+
+
+def nested_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """Every layer of `model`, those of the models inside it included."""
+    found = []
+    for layer in model.layers:
+        found.append(layer)
+        if isinstance(layer, keras.Model):
+            found.extend(nested_layers(layer))
+    return found
+
+
 class Lookahead(keras.callbacks.Callback):
     """Every `every` steps, pulls the weights back to their running average (airbench's lookahead).
 
@@ -187,6 +207,17 @@ def lookahead(settings: dict[str, Any] | None, total_steps: int, steps_done: int
     if checked is None:
         return []
     return [Lookahead(total_steps, checked.every, checked.decay, checked.power, steps_done=steps_done)]
+
+
+def recipe_callbacks(
+    recipe: dict[str, Any], steps_per_epoch: int, steps_done: int = 0
+) -> list[keras.callbacks.Callback]:
+    """The callbacks that are part of the recipe's training algorithm (a layer's epoch schedule, `lookahead`),
+    not of bookkeeping.
+
+    `steps_done`: the batches trained before (a resumed run's), where their step count goes on from.
+    """
+    return [EpochSchedules(), *lookahead(recipe.get("lookahead"), int(recipe["epochs"]) * steps_per_epoch, steps_done)]
 
 
 class LearningRateLogger(keras.callbacks.Callback):

@@ -29,7 +29,7 @@ from convbench.training.callbacks import (
     ResumableCheckpoint,
     early_stopping,
     load_checkpoint,
-    lookahead,
+    recipe_callbacks,
 )
 from convbench.training.compiling import compile_for_training
 from convbench.training.distribute import check_built_under, distributed_recipe, warn_if_uneven
@@ -42,16 +42,6 @@ logger = logging.getLogger(__name__)
 
 RESUMED_FROM_TAG = "convbench.resumed_from_run"
 """Tag of a run that resumed a checkpoint: the MLflow run that wrote it (killed, failed or interrupted)."""
-
-
-def recipe_callbacks(
-    recipe: dict[str, Any], steps_per_epoch: int, steps_done: int = 0
-) -> list[keras.callbacks.Callback]:
-    """The callbacks that are part of the recipe's training algorithm (`lookahead`), not of bookkeeping.
-
-    `steps_done`: the batches trained before (a resumed run's), where their step count goes on from.
-    """
-    return lookahead(recipe.get("lookahead"), int(recipe["epochs"]) * steps_per_epoch, steps_done)
 
 
 @dataclass(frozen=True)
