@@ -52,18 +52,20 @@ serve: install
 smoke: install
 	$(BIN)/kedro run --pipelines=$(PIPELINE) --env=smoke
 
-# The whole suite under TensorFlow, then the tests marked `backends` again under JAX (the dev extra installs it).
+# The whole suite under TensorFlow, then the tests marked `backends` again under JAX (the dev extra installs it);
+# the tests marked `torch` are `make test-torch`'s.
 # TEST_WORKERS pytest processes (pytest-xdist) share the test files: a `kedro run` keeps about one core busy
 # (Python, tracing, plotting), so two processes on two cores take about two thirds of the time of one.
 # The tests marked `timed` (a ratio of two timings) run alone afterwards: beside a second process they measure it.
 TEST_WORKERS ?= 2
 test: install browser postgres lint
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not timed"
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not timed and not torch"
 	$(BIN)/python -m pytest -m timed
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -m backends
 
 # The `backends` tests and the e2e backend runs under PyTorch, where it is installed (the `torch` extra; not in CI).
 test-torch: install
+	@$(BIN)/python -c "import torch" 2>/dev/null || { echo "PyTorch is not installed: $(BIN)/pip install -c constraints.txt -e '.[$(TF_EXTRA),torch]' (README, Keras backends)"; exit 2; }
 	KERAS_BACKEND=torch $(BIN)/python -m pytest -m backends
 	$(BIN)/python -m pytest -m torch
 

@@ -153,3 +153,15 @@ def test_only_missing_packages_are_unpacked_and_a_member_outside_the_target_is_r
 def test_every_kit_package_is_pinned_in_the_constraints():
     versions = pinned_versions(Path(__file__).resolve().parents[1] / "constraints.txt")
     assert all(name.lower().replace("_", "-") in versions for name in KIT_PACKAGES)
+
+
+def test_what_the_kit_imports_from_convbench_needs_no_tensorflow():
+    """The GPU machine has no TensorFlow: the model assembly, the recipe's callbacks and compiling must not import it."""
+    check = (
+        "import sys; import convbench.training.assembly, convbench.training.callbacks, convbench.training.compiling; "
+        "loaded = sorted(name for name in sys.modules if name.split('.')[0] == 'tensorflow'); "
+        "assert not loaded, loaded"
+    )
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    done = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]

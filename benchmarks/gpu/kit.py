@@ -15,7 +15,9 @@ seed) x (GPU epoch time), given where `--epochs-to-94` is known. Every figure go
 in the output folder (`--out`, else `$OUT`), and a Markdown table to stdout.
 
 `--quick` (16 images, one step an epoch) checks that the whole path runs, on any machine:
-tests/test_gpu_kit.py runs it here on the CPU under JAX.
+tests/test_gpu_kit.py runs it here on the CPU under JAX, and under PyTorch where it is installed.
+The synthetic arrays go to `fit` directly, so what the input pipeline does on the host (the batch
+order, a recipe's `horizontal_flip: alternating`) is not in the epoch times.
 """
 
 from __future__ import annotations

@@ -160,14 +160,15 @@ def test_whitening_needs_image_batches():
 
 @pytest.mark.backends
 def test_a_scaled_bias_frozen_after_its_epochs_keeps_its_value_and_pays_no_penalty():
-    """`learns_for_epochs=1` under `fit` with `EpochSchedules`: the bias learns in epoch 0, not in epoch 1."""
+    """`learns_for_epochs=1` under Keras' `fit` with `EpochSchedules`, with airbench's Nesterov momentum: the bias
+    learns in epoch 0 and stops at once after it (its momentum zeroed)."""
     from convbench.training.callbacks import EpochSchedules
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((3,))
     outputs = keras.layers.Dense(1)(ScaledBias(4.0, weight_decay=0.1, learns_for_epochs=1, name="shift")(inputs))
     model = keras.Model(inputs, outputs)
-    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.85, nesterov=True), loss="mse")
     biases = []
 
     class Record(keras.callbacks.Callback):
@@ -185,11 +186,41 @@ def test_a_scaled_bias_frozen_after_its_epochs_keeps_its_value_and_pays_no_penal
 
 def test_the_whitening_bias_freeze_is_kept_in_the_saved_model_and_absent_by_default(tmp_path):
     frozen_after_3 = build_airbench((32, 32, 3), 10, whiten_bias_epochs=3, **SMALL)
+    bias_layer = frozen_after_3.get_layer(f"{WHITENING_LAYER}_bias")
+    assert bias_layer.learn_in_epoch(2) == [] and bias_layer.learn_in_epoch(3) == [bias_layer.bias]  # froze it
+    assert bias_layer.learn_in_epoch(4) == []  # already frozen
     path = tmp_path / "airbench.keras"
     frozen_after_3.save(path)
     loaded = keras.saving.load_model(path).get_layer(f"{WHITENING_LAYER}_bias")
-    assert loaded.learns_for_epochs == 3 and int(keras.ops.convert_to_numpy(loaded.learning.value)) == 1
+    assert loaded.learns_for_epochs == 3 and int(keras.ops.convert_to_numpy(loaded.learning.value)) == 0
     default = build_airbench((32, 32, 3), 10, **SMALL).get_layer(f"{WHITENING_LAYER}_bias")
     assert default.learns_for_epochs is None and [w.name for w in default.weights] == ["bias"]
-    with pytest.raises(ValueError, match="learns_for_epochs"):
-        ScaledBias(learns_for_epochs=-1)
+    for wrong in (-1, True, 2.5):
+        with pytest.raises(ValueError, match="learns_for_epochs"):
+            ScaledBias(learns_for_epochs=wrong)
+
+
+def test_convbench_fit_freezes_the_whitening_bias_of_a_recipe_after_its_epochs(tmp_path):
+    """The recipe's `model.whiten_bias_epochs` through `build_model` and `fit`: the training's own callbacks
+    freeze the bias (none added here but a recorder)."""
+    from tiny_training import RECIPE, tiny_data
+
+    from convbench.training.callbacks import nested_layers
+    from convbench.training.fit import fit
+
+    recipe = {**RECIPE, "epochs": 3, "model": {**SMALL, "whiten_bias_epochs": 1}}
+    images, labels = tiny_data(96, 0)
+    statistics = {"mean": [128.0] * 3, "std": [64.0] * 3}
+    model = build_model(images, np.arange(96), ["a", "b", "c"], statistics, recipe, "airbench")
+    biases = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.model.weights  # noqa: B018 (under JAX, reading `Callback.model` puts fit's weights back)
+            (layer,) = [layer for layer in nested_layers(model) if layer.name == f"{WHITENING_LAYER}_bias"]
+            biases.append(keras.ops.convert_to_numpy(layer.bias.value).copy())
+
+    fit(model, (images, labels), tiny_data(32, 1), 3, recipe, tmp_path / "ckpt", "airbench", callbacks=[Record()])
+    assert len(biases) == 3 and np.abs(biases[0]).max() > 0  # learnt in epoch 0
+    np.testing.assert_array_equal(biases[1], biases[0])
+    np.testing.assert_array_equal(biases[2], biases[0])

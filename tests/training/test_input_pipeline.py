@@ -76,3 +76,13 @@ def test_alternating_flips_resume_with_the_orientations_of_the_uninterrupted_run
 def test_without_alternating_flips_no_image_is_mirrored_by_the_input_pipeline():
     dataset = training_dataset(ASYMMETRIC, np.zeros(64), 1, 16, seed=3, epochs=range(0, 2))
     assert not any(mirrored for epoch in orientations(dataset) for mirrored in epoch.values())
+
+
+def test_alternating_flips_without_epochs_give_epoch_zeros_orientations_every_iteration():
+    """The budget calibration's endless dataset: each iteration mirrors the images as epoch 0 does."""
+    epoch_zero = orientations(
+        training_dataset(ASYMMETRIC, np.zeros(64), 1, 16, seed=3, epochs=range(0, 1), alternating_flips=True)
+    )[0]
+    endless = training_dataset(ASYMMETRIC, np.zeros(64), 1, 16, seed=3, alternating_flips=True)
+    assert orientations(endless) == [epoch_zero]
+    assert orientations(endless) == [epoch_zero]  # a second iteration: another order, the same orientations

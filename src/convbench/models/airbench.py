@@ -126,6 +126,9 @@ class ScaledBias(layers.Layer):
     plain bias would, while the L2 penalty `weight_decay` on `b` shrinks the shift at the same
     per-step rate as every other weight: airbench's 64x learning rate for batch-norm biases,
     which PyTorch gives through a parameter group and Keras' single-rate optimisers cannot.
+
+    With `learns_for_epochs=N`, `b` learns in the first N epochs and is frozen after them (no
+    gradient, no penalty; `EpochSchedules` calls `learn_in_epoch` and zeroes its momentum).
     """
 
     def __init__(
@@ -134,7 +137,8 @@ class ScaledBias(layers.Layer):
         super().__init__(**kwargs)
         if not lr_multiplier > 0:
             raise ValueError(f"lr_multiplier must be positive. Received: lr_multiplier={lr_multiplier!r}")
-        if learns_for_epochs is not None and not (isinstance(learns_for_epochs, int) and learns_for_epochs >= 0):
+        whole = isinstance(learns_for_epochs, int) and not isinstance(learns_for_epochs, bool)
+        if learns_for_epochs is not None and not (whole and learns_for_epochs >= 0):
             raise ValueError(
                 f"learns_for_epochs must be a whole number >= 0 or None. Received: learns_for_epochs={learns_for_epochs!r}"
             )
@@ -162,10 +166,15 @@ class ScaledBias(layers.Layer):
         penalty = self._l2(bias)
         return keras.ops.cast(self.learning, penalty.dtype) * penalty
 
-    def learn_in_epoch(self, epoch: int) -> None:
-        """Lets `b` learn in `epoch` (0-based) if it comes before `learns_for_epochs`, else freezes it."""
-        if self.learns_for_epochs is not None:
-            self.learning.assign(int(epoch < self.learns_for_epochs))
+    def learn_in_epoch(self, epoch: int) -> list[keras.Variable]:
+        """Lets `b` learn in `epoch` (0-based, within the training phase) if it comes before
+        `learns_for_epochs`, else freezes it; returns `[b]` when this call froze it, else `[]`."""
+        if self.learns_for_epochs is None:
+            return []
+        was_learning = int(keras.ops.convert_to_numpy(self.learning.value)) == 1
+        learns = epoch < self.learns_for_epochs
+        self.learning.assign(int(learns))
+        return [self.bias] if was_learning and not learns else []
 
     def call(self, inputs):
         bias = self.bias

@@ -28,13 +28,15 @@ def assemble_model(
     mean: Sequence[float],
     std: Sequence[float],
     init_images: np.ndarray,
+    init_rows: np.ndarray | None = None,
 ) -> keras.Model:
     """`architecture` for `classes` classes with the recipe's `model` hyperparameters, its layers in the
     recipe's `mixed_precision` policy and its initial weights from the recipe's `seed`, behind a z-score
     layer (`mean`, `std`): it takes raw uint8 images.
 
     An architecture registered with a `data_init` gets its data-dependent weights from the first
-    `DATA_INIT_IMAGES` of `init_images` (training images, raw), z-scored as the model will see them.
+    `DATA_INIT_IMAGES` of `init_images` (raw training images; those of `init_rows` where given), z-scored
+    as the model will see them; other architectures read no image.
     """
     if recipe.get("seed") is not None:  # the same seed builds the same initial weights in any process
         keras.utils.set_random_seed(int(recipe["seed"]))
@@ -42,6 +44,7 @@ def assemble_model(
         backbone = get_builder(architecture)(tuple(input_shape), classes, **(recipe.get("model") or {}))
         initialise = data_init(architecture)
         if initialise is not None:
-            pixels = np.asarray(init_images[:DATA_INIT_IMAGES], dtype=np.float32)
+            rows = slice(DATA_INIT_IMAGES) if init_rows is None else np.asarray(init_rows)[:DATA_INIT_IMAGES]
+            pixels = np.asarray(init_images[rows], dtype=np.float32)
             initialise(backbone, (pixels - np.asarray(mean, np.float32)) / np.asarray(std, np.float32))
         return with_normalization(backbone, mean, std, name=backbone.name)

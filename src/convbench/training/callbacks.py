@@ -9,6 +9,7 @@ import shutil
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -103,22 +104,34 @@ LOOKAHEAD_DEFAULTS = LookaheadSettings()
 
 class EpochSchedules(keras.callbacks.Callback):
     """At the start of each epoch, tells every layer of the model that has a `learn_in_epoch(epoch)` method
-    (e.g. airbench's whitening bias, frozen after its first epochs) which epoch begins."""
+    (airbench's whitening bias, frozen after its first epochs) which epoch of the phase begins.
+
+    The method returns the weights it has just frozen; their optimiser state (momentum, Adam's
+    moments) is zeroed, so a frozen weight stops at once, as one the optimiser no longer updates.
+    An optimiser's decoupled weight decay (AdamW) would still shrink it.
+    """
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         for layer in nested_layers(self.model):
             if callable(getattr(layer, "learn_in_epoch", None)):
-                layer.learn_in_epoch(epoch)
+                for weight in layer.learn_in_epoch(epoch):
+                    reset_optimizer_state(self.model.optimizer, weight)
 
 
-def nested_layers(model: keras.Model) -> list[keras.layers.Layer]:
+def reset_optimizer_state(optimizer: keras.optimizers.Optimizer, weight: keras.Variable) -> None:
+    """Zeroes `optimizer`'s variables that belong to `weight` (named `<weight path>_<slot>` by Keras)."""
+    prefix = weight.path.replace("/", "_") + "_"
+    for slot in optimizer.variables:
+        if slot.name.startswith(prefix):
+            slot.assign(keras.ops.zeros_like(slot.value))
+
+
+def nested_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
     """Every layer of `model`, those of the models inside it included."""
-    found = []
     for layer in model.layers:
-        found.append(layer)
+        yield layer
         if isinstance(layer, keras.Model):
-            found.extend(nested_layers(layer))
-    return found
+            yield from nested_layers(layer)
 
 
 class Lookahead(keras.callbacks.Callback):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from convbench.training.callbacks import (
     ResumableCheckpoint,
     early_stopping,
     load_checkpoint,
+    nested_layers,
     recipe_callbacks,
 )
 from convbench.training.compiling import compile_for_training
@@ -83,7 +83,7 @@ def set_pretrained_base_trainable(model: keras.Model, trainable: bool) -> None:
     Raises:
         ValueError: `model` has no such layer, so a fine-tuning recipe cannot apply to it.
     """
-    found = [layer for layer in _all_layers(model) if layer.name == PRETRAINED_BASE]
+    found = [layer for layer in nested_layers(model) if layer.name == PRETRAINED_BASE]
     if not found:
         raise ValueError(
             f"The recipe has a `fine_tuning` block, which freezes the layer named {PRETRAINED_BASE!r} first, "
@@ -92,16 +92,9 @@ def set_pretrained_base_trainable(model: keras.Model, trainable: bool) -> None:
     for layer in found:
         layer.trainable = trainable
         if trainable:
-            for inner in _all_layers(layer):
+            for inner in nested_layers(layer):
                 if isinstance(inner, keras.layers.BatchNormalization):
                     inner.trainable = False
-
-
-def _all_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
 
 
 def fit(

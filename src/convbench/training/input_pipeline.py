@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-FIRST_FLIP_STREAM = 1
-"""The stateless-random stream (with the recipe's seed) of each image's orientation in epoch 0."""
+FIRST_FLIP_STREAM = -1
+"""With the recipe's seed, the stateless-random seed of each image's orientation in epoch 0: negative, so no
+epoch's shuffle (`[seed, epoch]`) draws from the same bits."""
 
 
 def first_orientations(count: int, seed: int) -> tf.Tensor:
@@ -91,10 +92,11 @@ def training_dataset(
     count = len(images)
     first = first_orientations(count, seed) if alternating_flips else None
     if epochs is None:
-        order = tf.data.Dataset.range(count).shuffle(count, seed=seed, reshuffle_each_iteration=True)
+        indices = (
+            tf.data.Dataset.range(count).shuffle(count, seed=seed, reshuffle_each_iteration=True).batch(batch_size)
+        )
         if first is not None:
-            order = order.map(lambda index: (index, mirrored_in(tf.constant(0, tf.int64), first, index)))
-        indices = order.batch(batch_size)
+            indices = indices.map(lambda batch: (batch, mirrored_in(tf.constant(0, tf.int64), first, batch)))
     else:
 
         def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:

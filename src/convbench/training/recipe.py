@@ -431,7 +431,8 @@ ALTERNATING = "alternating"
 
 
 class Augmentation(Block):
-    """Batch-wise augmentation inside the compiled train step, on the accelerator (training only)."""
+    """Batch-wise augmentation inside the compiled train step, on the accelerator (training only); alternating
+    flips are the input pipeline's (they need each image's index and the epoch)."""
 
     KIND: ClassVar[str] = "augmentation"
     EXAMPLE: ClassVar[str] = "{pad_crop: 4, horizontal_flip: true}"

@@ -14,7 +14,7 @@ from convbench.metrics import to_mlflow_metrics
 from convbench.models.registry import check_files
 from convbench.normalization import check_normalization
 from convbench.serving import ImageClassifier
-from convbench.training.assembly import DATA_INIT_IMAGES, assemble_model
+from convbench.training.assembly import assemble_model
 from convbench.training.distribute import distributed_recipe
 from convbench.training.distribute import scope as distribute_scope
 from convbench.training.fit import fit
@@ -100,7 +100,6 @@ def build_model(
         dataset: The dataset's name, for the error about a damaged `normalization.json`.
     """
     check_normalization(normalization, train_images.shape[-1], f"05_model_input/{dataset}/normalization.json")
-    first_training_rows = np.asarray(train_indices)[:DATA_INIT_IMAGES]  # of the seeded split, for `data_init`
     with distribute_scope(recipe.get("distribute")):
         return assemble_model(
             architecture,
@@ -109,7 +108,8 @@ def build_model(
             recipe,
             normalization["mean"],
             normalization["std"],
-            init_images=train_images[first_training_rows],
+            init_images=train_images,
+            init_rows=train_indices,  # the training split's, in its seeded order
         )
 
 
