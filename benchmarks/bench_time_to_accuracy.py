@@ -4,12 +4,13 @@ Run from the project root, with the archive's path (never committed; see benchma
 how to rebuild the official binary archive from the public PNGs):
 
     .venv/bin/python benchmarks/bench_time_to_accuracy.py --archive /tmp/cifar-10-binary.tar.gz \\
-        [--architecture airbench] [--seed 0] [--epochs N | --budget-minutes M] [--no-append] [--json FILE]
+        [--architecture airbench] [--seed 0] [--epochs N | --budget-minutes M] [--set KEY=VALUE ...] \\
+        [--no-append] [--json FILE]
 
 It trains through the same code as `kedro run --pipelines=cifar10_<architecture>`: the parser,
 the split and statistics with the settings Kedro resolves (`preprocessing.cifar10`), the builder
 with its data init, the recipe resolved by the project's configuration loader (conf/base, the run
-env, then `--seed`, `--epochs` and `--budget-minutes` as `--params` would set them), and
+env, then `--seed`, `--epochs`, `--budget-minutes` and each `--set KEY=VALUE` as `--params` would set them), and
 `convbench.training.fit.fit` itself: the budget calibration, callbacks, per-epoch validation,
 checkpoints and MLflow curves (into a throw-away MLflow store), exactly as the pipeline's
 `train_model` node. The one thing it adds is a callback that, after every epoch, measures
@@ -37,6 +38,7 @@ from typing import Any
 import keras
 import mlflow
 import numpy as np
+import yaml
 from machine import describe, load_average
 
 from convbench.config import RUN_RECIPE_SETTINGS, ConvbenchConfigLoader
@@ -87,12 +89,40 @@ class EpochEvaluation(keras.callbacks.Callback):
         )
 
 
+def recipe_setting(text: str) -> tuple[str, Any]:
+    """`KEY=VALUE` (a dotted key under `training.<architecture>`, a YAML value) as (key, value)."""
+    key, equals, value = text.partition("=")
+    if not equals or not key.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE (e.g. augmentation.horizontal_flip=alternating)")
+    return key.strip(), yaml.safe_load(value)
+
+
+def nested(settings: dict[str, Any]) -> dict[str, Any]:
+    """{"a.b": 1} as {"a": {"b": 1}}, as Kedro reads dotted `--params` keys."""
+    tree: dict[str, Any] = {}
+    for dotted, value in settings.items():
+        *parents, leaf = dotted.split(".")
+        branch = tree
+        for parent in parents:
+            branch = branch.setdefault(parent, {})
+        branch[leaf] = value
+    return tree
+
+
 def run_parameters(
-    architecture: str, seed: int | None, epochs: int | None, budget_minutes: float | None, env: str
+    architecture: str,
+    seed: int | None,
+    epochs: int | None,
+    budget_minutes: float | None,
+    env: str,
+    settings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The project's parameters as `kedro run --env=<env> --params=...` resolves them for these options."""
+    """The project's parameters as `kedro run --env=<env> --params=...` resolves them for these options;
+    `settings` are `training.<architecture>.KEY=VALUE` params."""
     training: dict[str, Any] = {}
-    recipe_settings = {key: value for key, value in (("seed", seed), ("epochs", epochs)) if value is not None}
+    recipe_settings = nested(settings or {}) | {
+        key: value for key, value in (("seed", seed), ("epochs", epochs)) if value is not None
+    }
     if recipe_settings:
         training[architecture] = recipe_settings
     if budget_minutes is not None:
@@ -186,11 +216,22 @@ def main() -> None:
         "--budget-minutes", type=float, default=None, help="train within this budget (training.budget.minutes)"
     )
     parser.add_argument("--env", default="local", help="the Kedro run env whose parameters apply (default: local)")
+    parser.add_argument(
+        "--set",
+        dest="settings",
+        type=recipe_setting,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a recipe setting, as --params=training.<architecture>.KEY=VALUE (repeatable)",
+    )
     parser.add_argument("--no-append", action="store_true", help="print only; do not append to README.md")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     args = parser.parse_args()
 
-    parameters = run_parameters(args.architecture, args.seed, args.epochs, args.budget_minutes, args.env)
+    parameters = run_parameters(
+        args.architecture, args.seed, args.epochs, args.budget_minutes, args.env, dict(args.settings)
+    )
     result = measure(args.archive, args.architecture, parameters)
     rows, summary = result["rows"], result["summary"]
     reached = threshold_times(rows)
