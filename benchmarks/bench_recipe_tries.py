@@ -23,23 +23,24 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import keras
-import mlflow
 import numpy as np
-from bench_time_to_accuracy import DATASET, README, recipe_setting, run_parameters, without_json
+from bench_time_to_accuracy import (
+    README,
+    final_accuracy,
+    prepared_model,
+    recipe_setting,
+    run_parameters,
+    train_logged,
+    without_json,
+)
 from machine import describe, load_average
 
-from convbench.config import RUN_RECIPE_SETTINGS
 from convbench.data.cifar import CIFAR10, read_cifar_archive
-from convbench.pipelines.preprocessing.nodes import channel_statistics, split_dataset
-from convbench.pipelines.training.nodes import build_model, resolve_recipe, train_model
-from convbench.training.tta import enabled as tta_enabled
-from convbench.training.tta import predict_with_tta
 
 SECTION = "## Recipe tries on the validation split"
 
@@ -54,47 +55,20 @@ def parse_try(text: str) -> tuple[str, dict[str, Any]]:
 
 def run_try(arrays: dict[str, Any], architecture: str, parameters: dict[str, Any]) -> dict[str, Any]:
     """Trains one try as the pipeline does; its validation figures, epochs and training time."""
-    recipe = resolve_recipe(
-        parameters["training"][architecture],
-        parameters["recipe_overrides"][DATASET],
-        parameters[RUN_RECIPE_SETTINGS][architecture],
-    )
-    images, labels = arrays["train_images"], arrays["train_labels"]
-    train_idx, val_idx, _ = split_dataset(labels, arrays["test_labels"], parameters["preprocessing"][DATASET])
-    statistics = channel_statistics(images, train_idx)
     keras.utils.clear_session()
-    model = build_model(images, train_idx, arrays["class_names"], statistics, recipe, architecture, DATASET)
+    model, recipe, train_idx, val_idx, _ = prepared_model(arrays, architecture, parameters)
     load_before = load_average()
-    with tempfile.TemporaryDirectory() as scratch:
-        mlflow.set_tracking_uri(f"sqlite:///{scratch}/mlflow.db")
-        started = time.perf_counter()
-        with mlflow.start_run():
-            model, history, summary = train_model(
-                model,
-                images,
-                labels,
-                train_idx,
-                val_idx,
-                arrays["class_names"],
-                recipe,
-                Path(scratch) / "checkpoint",
-                architecture,
-            )
-        training_s = time.perf_counter() - started
-    val_images, val_labels = images[val_idx], labels[val_idx]
-    eval_batch = int(recipe["eval_batch_size"])
-    predicted = model.predict(val_images, batch_size=eval_batch, verbose=0).argmax(1)
-    tta = recipe.get("tta") or {}
-    val_tta = (
-        float((predict_with_tta(model, val_images, tta, eval_batch).argmax(1) == val_labels).mean())
-        if tta_enabled(tta)
-        else None
+    started = time.perf_counter()
+    model, history, summary = train_logged(model, arrays, (train_idx, val_idx), recipe, architecture)
+    training_s = time.perf_counter() - started
+    val_accuracy, val_tta = final_accuracy(
+        model, arrays["train_images"][val_idx], arrays["train_labels"][val_idx], recipe
     )
     return {
         "epochs": int(summary["epochs"]),
         "training_s": training_s,
         "epoch_s": float(np.median(history.get("epoch_time_s") or [float("nan")])),
-        "val_accuracy": float((predicted == val_labels).mean()),
+        "val_accuracy": val_accuracy,
         "val_tta_accuracy": val_tta,
         "val_curve": [float(value) for value in history.get("val_accuracy", [])],
         "load_average": f"{load_before}–{load_average()}",

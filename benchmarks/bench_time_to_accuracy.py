@@ -136,51 +136,75 @@ def run_parameters(
     return loader["parameters"]
 
 
-def measure(archive: Path, architecture: str, parameters: dict[str, Any]) -> dict[str, Any]:
-    """Trains `architecture` as the pipeline does and returns the per-epoch rows and final figures."""
+def prepared_model(
+    arrays: dict[str, Any], architecture: str, parameters: dict[str, Any]
+) -> tuple[keras.Model, dict[str, Any], np.ndarray, np.ndarray, float]:
+    """What the pipeline builds before training: (model, recipe, train indices, val indices, build seconds)."""
     recipe = resolve_recipe(
         parameters["training"][architecture],
         parameters["recipe_overrides"][DATASET],
         parameters[RUN_RECIPE_SETTINGS][architecture],
     )
-    arrays = read_cifar_archive(archive, CIFAR10, {"train": 50000, "test": 10000})
-    train_images, train_labels = arrays["train_images"], arrays["train_labels"]
-    test_images, test_labels = arrays["test_images"], arrays["test_labels"]
-    train_idx, val_idx, _ = split_dataset(train_labels, test_labels, parameters["preprocessing"][DATASET])
-    statistics = channel_statistics(train_images, train_idx)
+    images, labels = arrays["train_images"], arrays["train_labels"]
+    train_idx, val_idx, _ = split_dataset(labels, arrays["test_labels"], parameters["preprocessing"][DATASET])
+    statistics = channel_statistics(images, train_idx)
     started = time.perf_counter()
-    model = build_model(train_images, train_idx, arrays["class_names"], statistics, recipe, architecture, DATASET)
-    build_s = time.perf_counter() - started
-    eval_batch = int(recipe["eval_batch_size"])
-    load_before = load_average()
+    model = build_model(images, train_idx, arrays["class_names"], statistics, recipe, architecture, DATASET)
+    return model, recipe, train_idx, val_idx, time.perf_counter() - started
+
+
+def train_logged(
+    model: keras.Model,
+    arrays: dict[str, Any],
+    indices: tuple[np.ndarray, np.ndarray],
+    recipe: dict[str, Any],
+    architecture: str,
+    callbacks: list[keras.callbacks.Callback] | None = None,
+) -> tuple[keras.Model, dict[str, list[float]], dict[str, Any]]:
+    """The pipeline's `train_model` node on (train, val) `indices`, its curves logged to a throw-away MLflow store."""
     with tempfile.TemporaryDirectory() as scratch:
-        mlflow.set_tracking_uri(f"sqlite:///{scratch}/mlflow.db")  # the curves are logged as in a kedro run
-        started = time.perf_counter()
-        evaluation = EpochEvaluation(
-            model, (train_images[val_idx], train_labels[val_idx]), (test_images, test_labels), eval_batch, started
-        )
+        mlflow.set_tracking_uri(f"sqlite:///{scratch}/mlflow.db")
         with mlflow.start_run():
-            model, history, summary = train_model(
+            return train_model(
                 model,
-                train_images,
-                train_labels,
-                train_idx,
-                val_idx,
+                arrays["train_images"],
+                arrays["train_labels"],
+                *indices,
                 arrays["class_names"],
                 recipe,
                 Path(scratch) / "checkpoint",
                 architecture,
-                callbacks=[evaluation],
+                callbacks=callbacks or [],
             )
-        training_s = time.perf_counter() - started - evaluation.evaluation_s
-    load_after = load_average()
-    final_plain = accuracy(model, test_images, test_labels, eval_batch)  # EMA weights when the recipe has ema
+
+
+def final_accuracy(
+    model: keras.Model, images: np.ndarray, labels: np.ndarray, recipe: dict[str, Any]
+) -> tuple[float, float | None]:
+    """Accuracy of the final weights (EMA when the recipe has it) without and with the recipe's TTA (None: no TTA)."""
+    eval_batch = int(recipe["eval_batch_size"])
     tta = recipe.get("tta") or {}
-    final_tta = (
-        float((predict_with_tta(model, test_images, tta, eval_batch).argmax(1) == test_labels).mean())
+    with_tta = (
+        float((predict_with_tta(model, images, tta, eval_batch).argmax(1) == labels).mean())
         if tta_enabled(tta)
         else None
     )
+    return accuracy(model, images, labels, eval_batch), with_tta
+
+
+def measure(archive: Path, architecture: str, parameters: dict[str, Any]) -> dict[str, Any]:
+    """Trains `architecture` as the pipeline does and returns the per-epoch rows and final figures."""
+    arrays = read_cifar_archive(archive, CIFAR10, {"train": 50000, "test": 10000})
+    model, recipe, train_idx, val_idx, build_s = prepared_model(arrays, architecture, parameters)
+    val = (arrays["train_images"][val_idx], arrays["train_labels"][val_idx])
+    test = (arrays["test_images"], arrays["test_labels"])
+    load_before = load_average()
+    started = time.perf_counter()
+    evaluation = EpochEvaluation(model, val, test, int(recipe["eval_batch_size"]), started)
+    model, history, summary = train_logged(model, arrays, (train_idx, val_idx), recipe, architecture, [evaluation])
+    training_s = time.perf_counter() - started - evaluation.evaluation_s
+    load_after = load_average()
+    final_plain, final_tta = final_accuracy(model, *test, recipe)
     return {
         "architecture": architecture,
         "seed": int(recipe["seed"]),
