@@ -24,13 +24,13 @@ import argparse
 import datetime as dt
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 from bench_time_to_accuracy import (
     README,
+    add_training_arguments,
     final_accuracy,
     prepared_model,
     recipe_setting,
@@ -101,15 +101,16 @@ def table(tries: list[tuple[str, dict[str, Any]]], results: list[dict[str, Any]]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--archive", type=Path, required=True, help="cifar-10-binary.tar.gz (official layout)")
-    parser.add_argument("--architecture", default="airbench")
-    parser.add_argument("--seed", type=int, default=0, help="the recipe's seed, the same for every try")
-    length = parser.add_mutually_exclusive_group()
-    length.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
-    length.add_argument("--budget-minutes", type=float, default=None, help="train each try within this budget")
-    parser.add_argument("--try", dest="tries", type=parse_try, action="append", required=True, metavar="NAME[:K=V,...]")
-    parser.add_argument("--env", default="local", help="the Kedro run env whose parameters apply (default: local)")
-    parser.add_argument("--no-append", action="store_true", help="print only; do not append to README.md")
+    add_training_arguments(parser)
+    parser.add_argument(
+        "--try",
+        dest="tries",
+        type=parse_try,
+        action="append",
+        required=True,
+        metavar="NAME[:K=V,...]",
+        help="a name and its settings, each as --params=training.<architecture>.K=V (repeatable; the first is the reference)",
+    )
     args = parser.parse_args()
 
     arrays = read_cifar_archive(args.archive, CIFAR10, {"train": 50000, "test": 10000})

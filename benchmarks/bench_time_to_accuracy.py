@@ -229,17 +229,23 @@ def threshold_times(rows: list[dict[str, float]]) -> dict[float, tuple[float, in
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that say what to train: archive, architecture, seed, epochs or budget, env."""
     parser.add_argument("--archive", type=Path, required=True, help="cifar-10-binary.tar.gz (official layout)")
     parser.add_argument("--architecture", default="airbench")
     parser.add_argument("--seed", type=int, default=0, help="the recipe's seed (training.<architecture>.seed)")
-    epochs = parser.add_mutually_exclusive_group()
-    epochs.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
-    epochs.add_argument(
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
+    length.add_argument(
         "--budget-minutes", type=float, default=None, help="train within this budget (training.budget.minutes)"
     )
     parser.add_argument("--env", default="local", help="the Kedro run env whose parameters apply (default: local)")
+    parser.add_argument("--no-append", action="store_true", help="print only; do not append to README.md")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_training_arguments(parser)
     parser.add_argument(
         "--set",
         dest="settings",
@@ -249,7 +255,6 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="a recipe setting, as --params=training.<architecture>.KEY=VALUE (repeatable)",
     )
-    parser.add_argument("--no-append", action="store_true", help="print only; do not append to README.md")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     args = parser.parse_args()
 
