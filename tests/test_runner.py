@@ -1,12 +1,17 @@
 """convbench.runner without `kedro run`: the DaskRunner on an in-process cluster, the local cluster's GPU
-pinning and threads (checked on a CPU machine from the workers' environment), and a call logging into a run
-its thread did not start (`tracking.in_run`)."""
+pinning and threads (checked on a CPU machine from the workers' environment), a many-threaded worker
+spreading its nodes over its devices (two logical CPU devices standing for two GPUs), and a call logging
+into a run its thread did not start (`tracking.in_run`)."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import threading
 import time
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -20,11 +25,16 @@ from kedro_datasets.json import JSONDataset
 from convbench import runner
 from convbench.runner import (
     FANS_OUT_TAG,
+    WORKER_DEVICES_ENV,
     DaskRunner,
+    DeviceSlots,
+    NodeOutcome,
     local_cluster,
     node_process_hook_manager,
+    on_device,
     on_every_worker,
     visible_gpus,
+    worker_devices,
 )
 from convbench.tracking import RunEnded, RunLink, in_run, start_nested_run
 
@@ -167,6 +177,94 @@ def test_without_gpus_one_worker_gets_every_core(monkeypatch):
         threads = client.run(lambda: (os.environ["OMP_NUM_THREADS"], os.environ["OPENBLAS_NUM_THREADS"]))
     assert worker["nthreads"] == 1, "one node at a time"
     assert set(threads.values()) == {("6", "6")}, "a Dask nanny would leave them at 1"
+
+
+def test_device_slots_give_each_running_node_the_least_held_device_and_take_it_back():
+    slots = DeviceSlots(["gpu:0", "gpu:1"])
+    with slots.taken() as first, slots.taken() as second:
+        with slots.taken() as third:
+            assert (first, second, third) == ("gpu:0", "gpu:1", "gpu:0"), "a third node shares the first device"
+        with slots.taken() as after_third:
+            assert after_third == "gpu:0", "a tie goes to the first device"
+    with slots.taken() as freed:
+        assert freed == "gpu:0"
+    with DeviceSlots([]).taken() as none:
+        assert none is None, "no devices to spread over: the worker's default"
+
+
+def test_device_slots_hand_out_distinct_devices_to_concurrent_threads():
+    slots = DeviceSlots(["gpu:0", "gpu:1", "gpu:2"])
+    all_in = threading.Barrier(3, timeout=10)
+    held: list[str] = []
+
+    def hold() -> None:
+        with slots.taken() as device:
+            held.append(device)
+            all_in.wait()
+
+    threads = [threading.Thread(target=hold) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(held) == ["gpu:0", "gpu:1", "gpu:2"]
+
+
+def test_a_worker_spreads_its_nodes_over_its_gpus_only_with_several_gpus_and_threads(monkeypatch):
+    monkeypatch.delenv(WORKER_DEVICES_ENV, raising=False)
+    monkeypatch.setattr(runner, "worker_gpus", lambda: ["2", "5"])  # CUDA_VISIBLE_DEVICES=2,5: Keras' gpu:0, gpu:1
+    assert worker_devices(nthreads=4) == ["gpu:0", "gpu:1"]
+    assert worker_devices(nthreads=1) == [], "one node at a time: nothing to spread"
+    monkeypatch.setattr(runner, "worker_gpus", lambda: ["0"])
+    assert worker_devices(nthreads=4) == []
+    monkeypatch.setenv(WORKER_DEVICES_ENV, " gpu:1, gpu:0 ,")
+    assert worker_devices(nthreads=1) == ["gpu:1", "gpu:0"], "the declared devices win"
+
+
+def test_on_device_leaves_anything_but_a_keras_model_and_any_data_without_a_device_as_it_is():
+    data = {"weights": [1, 2]}
+    assert on_device(data, "gpu:1") is data
+    assert on_device(data, None) is data
+
+
+def test_a_node_report_names_its_gpus_and_the_device_it_ran_on():
+    outcome = NodeOutcome("train", "tcp://10.0.0.3:40321", ["0", "1"], "gpu:1", 1.0, [])
+    assert outcome.where() == "tcp://10.0.0.3:40321 (GPU 0,1; on gpu:1)"
+    assert NodeOutcome("train", "tcp://w:1", ["1"], None, 1.0, []).where() == "tcp://w:1 (GPU 1)"
+    assert NodeOutcome("train", "tcp://w:1", [], None, 1.0, []).where() == "tcp://w:1"
+
+
+@pytest.fixture(scope="module")
+def two_device_worker(tmp_path_factory) -> dict:
+    """What tests/device_slots_run.py saw: two trainings at once on one two-thread worker over two logical
+    CPU devices (it sets them before TensorFlow starts, so it runs in a process of its own)."""
+    out = tmp_path_factory.mktemp("device_slots") / "seen.json"
+    script = Path(__file__).with_name("device_slots_run.py")
+    done = subprocess.run(
+        [sys.executable, str(script), str(out)], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads(out.read_text())
+
+
+def test_two_trainings_at_once_on_one_worker_each_run_on_a_device_of_their_own(two_device_worker):
+    records = {record["node"]: record for record in two_device_worker["records"]}
+    seen = two_device_worker["seen"]
+    assert seen["a"]["thread"] != seen["b"]["thread"], "the trainings ran at once, on the worker's two threads"
+    assert {records["train_a"]["device"], records["train_b"]["device"]} == {"cpu:0", "cpu:1"}
+    for name in ("a", "b"):
+        index = records[f"train_{name}"]["device"][-1]
+        where = [f"/job:localhost/replica:0/task:0/device:CPU:{index}"]
+        assert seen[name]["variables"] == where, f"training {name}'s weights live on its device"
+        assert seen[name]["optimizer"] == where, f"training {name}'s optimizer state lives on its device"
+
+
+def test_a_model_made_on_one_device_moves_to_another_with_its_weights_and_compiled_loss(two_device_worker):
+    moved = two_device_worker["moved"]
+    assert moved["before"] == ["/job:localhost/replica:0/task:0/device:CPU:0"]
+    assert moved["after"] == ["/job:localhost/replica:0/task:0/device:CPU:1"]
+    assert moved["same_weights"] is True
+    assert moved["loss"] == "mse"
 
 
 def test_a_call_in_a_run_logs_into_it_from_a_thread_of_its_own_and_leaves_it_running(tmp_path):

@@ -13,6 +13,10 @@
 - A worker that dies: the scheduler runs its task again elsewhere, and a training resumes from its
   checkpoint. No finished node runs again, except one whose in-memory output a node yet to run
   needed and lost with the worker.
+- GPUs: the local cluster pins one GPU to each one-thread worker (`CUDA_VISIBLE_DEVICES`). A worker
+  started by hand with several threads on a host with several GPUs spreads the nodes it runs at once
+  over its devices instead (`DeviceSlots`): each node runs under `keras.device` on the device the
+  fewest of its running nodes use, and a Keras model it receives from another node is moved there.
 """
 
 from __future__ import annotations
@@ -20,17 +24,20 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import pickle
 import shutil
 import subprocess
+import threading
 import time
 import uuid
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import distributed
+import keras
 import pluggy
 from distributed import (
     Client,
@@ -73,6 +80,10 @@ worker's thread is free for them."""
 CLUSTER: ContextVar[Client | None] = ContextVar("convbench_dask_client", default=None)
 """The client of the Dask worker that runs a `FANS_OUT_TAG` node, while it runs."""
 
+WORKER_DEVICES_ENV = "CONVBENCH_WORKER_DEVICES"
+"""Keras device names (`gpu:0,gpu:1`) over which a worker spreads the nodes it runs at the same time; where
+unset, the GPUs it sees when it has more than one of them and more than one thread (`worker_devices`)."""
+
 NODE_PROCESS_HOOKS = (MlflowNodeTrackingHook,)
 """Node hooks that must run in the node's process (they time it): fresh ones run on the worker."""
 
@@ -94,6 +105,56 @@ def visible_gpus() -> list[str]:
 def worker_gpus() -> list[str]:
     """`visible_gpus()` of this process, looked up once."""
     return visible_gpus()
+
+
+def worker_devices(nthreads: int) -> list[str]:
+    """The devices this worker process spreads its concurrent nodes over: `CONVBENCH_WORKER_DEVICES` where
+    set, else `gpu:0` ... for each GPU it sees when it has several GPUs and `nthreads` > 1, else none."""
+    declared = os.environ.get(WORKER_DEVICES_ENV)
+    if declared is not None:
+        return [device.strip() for device in declared.split(",") if device.strip()]
+    gpus = worker_gpus()
+    return [f"gpu:{index}" for index in range(len(gpus))] if nthreads > 1 and len(gpus) > 1 else []
+
+
+class DeviceSlots:
+    """A worker's devices, handed out to the nodes it runs at the same time: each node gets the device that
+    the fewest running nodes hold (the first such one), so N nodes on N devices get one each."""
+
+    def __init__(self, devices: list[str]) -> None:
+        self.devices = list(devices)
+        self._holders = dict.fromkeys(self.devices, 0)
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def taken(self) -> Iterator[str | None]:
+        """A device held for the `with` block; None where there are no devices to spread over."""
+        if not self.devices:
+            yield None
+            return
+        with self._lock:
+            device = min(self.devices, key=self._holders.__getitem__)
+            self._holders[device] += 1
+        try:
+            yield device
+        finally:
+            with self._lock:
+                self._holders[device] -= 1
+
+
+@functools.cache
+def device_slots(nthreads: int) -> DeviceSlots:
+    """This worker process's `DeviceSlots` over `worker_devices(nthreads)`, made once."""
+    return DeviceSlots(worker_devices(nthreads))
+
+
+def on_device(data: Any, device: str | None) -> Any:
+    """`data`, where it is a Keras model, made again under `keras.device(device)` with its weights and compiled
+    state (its variables then live there); anything else, or any data where `device` is None, as it is."""
+    if device is None or not isinstance(data, keras.Model):
+        return data
+    with keras.device(device):
+        return pickle.loads(pickle.dumps(data))  # a model this run made, never downloaded data
 
 
 def cpu_threads_env(cores: int) -> dict[str, str]:
@@ -165,17 +226,21 @@ class NodeOutcome:
     node: str
     worker: str
     gpus: list[str]  # the GPUs the worker sees (`visible_gpus`)
+    device: str | None  # the device the node ran on (`DeviceSlots`), None for the worker's default
     seconds: float
     records: list[dict[str, Any]]
     memory_outputs: dict[str, Any] = field(default_factory=dict)
 
     def report(self) -> NodeOutcome:
         """This outcome without its data: what the runner's process gathers."""
-        return NodeOutcome(self.node, self.worker, self.gpus, self.seconds, self.records)
+        return NodeOutcome(self.node, self.worker, self.gpus, self.device, self.seconds, self.records)
 
     def where(self) -> str:
-        """The worker's address, and its GPUs where it sees any: `tcp://10.0.0.2:40321 (GPU 1)`."""
-        return f"{self.worker} (GPU {','.join(self.gpus)})" if self.gpus else self.worker
+        """The worker's address, its GPUs where it sees any, and the device the node ran on where it was
+        placed: `tcp://10.0.0.2:40321 (GPU 1)`, `tcp://10.0.0.3:40321 (GPU 0,1; on gpu:1)`."""
+        details = [f"GPU {','.join(self.gpus)}"] if self.gpus else []
+        details += [f"on {self.device}"] if self.device else []
+        return f"{self.worker} ({'; '.join(details)})" if details else self.worker
 
 
 def node_process_hook_manager() -> tuple[pluggy.PluginManager, MlflowNodeTrackingHook]:
@@ -213,34 +278,48 @@ def _configure_worker_logging(context: RunContext) -> None:
 
 
 def run_node(node: Node, catalog: CatalogProtocol, context: RunContext, *upstream: NodeOutcome) -> NodeOutcome:
-    """Runs `node` on this worker: its in-memory inputs from the `upstream` outcomes, its hooks here, its
-    MLflow logging into the `kedro run`'s run."""
+    """Runs `node` on this worker, on a device of its own where the worker spreads its nodes over several
+    (`DeviceSlots`): its in-memory inputs from the `upstream` outcomes (a Keras model moved to that device),
+    its hooks here, its MLflow logging into the `kedro run`'s run."""
     _configure_worker_logging(context)
-    for outcome in upstream:
-        for name, data in outcome.memory_outputs.items():
-            if name in node.inputs:
-                catalog.save(name, data)
-    hook_manager, tracking = node_process_hook_manager()
-    started = time.perf_counter()
-    task = Task(node=node, catalog=catalog, is_async=context.is_async, hook_manager=hook_manager, run_id=context.run_id)
-    if FANS_OUT_TAG not in node.tags:
-        in_run(context.run_link, task.execute)
-    else:
-        token = CLUSTER.set(distributed.get_client())
-        distributed.secede()
-        try:
-            in_run(context.run_link, task.execute)
-        finally:
-            distributed.rejoin()
-            CLUSTER.reset(token)
+    worker = get_worker()
+    with device_slots(worker.state.nthreads).taken() as device:
+        for outcome in upstream:
+            for name, data in outcome.memory_outputs.items():
+                if name in node.inputs:
+                    catalog.save(name, on_device(data, device))
+        hook_manager, tracking = node_process_hook_manager()
+        started = time.perf_counter()
+        task = Task(
+            node=node, catalog=catalog, is_async=context.is_async, hook_manager=hook_manager, run_id=context.run_id
+        )
+        execute = task.execute if device is None else functools.partial(on_device_execute, task, device)
+        if FANS_OUT_TAG not in node.tags:
+            in_run(context.run_link, execute)
+        else:
+            token = CLUSTER.set(distributed.get_client())
+            distributed.secede()
+            try:
+                in_run(context.run_link, execute)
+            finally:
+                distributed.rejoin()
+                CLUSTER.reset(token)
     return NodeOutcome(
         node=node.name,
-        worker=get_worker().address,
+        worker=worker.address,
         gpus=worker_gpus(),
+        device=device,
         seconds=time.perf_counter() - started,
         records=tracking.records,
         memory_outputs={name: catalog.load(name) for name in node.outputs if name in context.memory},
     )
+
+
+def on_device_execute(task: Task, device: str) -> Node:
+    """`task.execute()` under `keras.device(device)`, entered in the thread that runs it (device scopes are
+    per thread)."""
+    with keras.device(device):
+        return task.execute()
 
 
 Result = TypeVar("Result")
@@ -414,7 +493,8 @@ class DaskRunner(AbstractRunner):
                         raise
                     done.add(node)
                     records.extend(
-                        {**record, "worker": report.worker, "gpus": report.gpus} for record in report.records
+                        {**record, "worker": report.worker, "gpus": report.gpus, "device": report.device}
+                        for record in report.records
                     )
                     logger.info(
                         "Completed node %s on %s in %.1f s (%d of %d)",
