@@ -13,6 +13,7 @@ from convbench.pipelines.reproduce.nodes import (
     RECIPE_TAG,
     build_reproduction_report,
     claim_recipe,
+    earlier_results,
     recipe_hash,
 )
 from convbench.tracking import ENV_TAG
@@ -125,3 +126,52 @@ def test_this_runs_result_wins_over_earlier_runs(mlflow_run):
     table, _, _ = build_reproduction_report(*(PARAMS[name] for name in PARAMETERS), current)
     row = table.set_index(["claim", "budget"]).loc[("short", "recipe")]
     assert row["verdict"] == "reproduced" and row["measured"] == pytest.approx(0.96)
+
+
+def earlier_report(tmp_path, *rows: str) -> str:
+    """An earlier reproduction.csv with the report's columns that `earlier_results` reads."""
+    path = tmp_path / "reproduction.csv"
+    path.write_text("claim,measured,verdict,budget,epochs,training_minutes,machine,run,why\n" + "\n".join(rows) + "\n")
+    return str(path)
+
+
+def test_an_earlier_reports_measured_rows_fill_what_this_store_has_not_run(mlflow_run, tmp_path):
+    mlflow.set_tag(ENV_TAG, "base")
+    claim_run("good", 0.895)
+    earlier = earlier_report(
+        tmp_path,
+        "good,0.50,not reproduced,recipe,3,1.0,old box,http://old:5000/#/experiments/2/runs/aaa,",  # MLflow's wins
+        "long,0.92,reproduced,60 min,41,65.3,old box,http://old:5000/#/experiments/2/runs/bbb,old why",
+        "fresh,,not run,recipe,2,,,,no finished run of this recipe yet",  # nothing to carry
+        "short,0.949,not reproduced,recipe,7,3.5,old box,,",  # the verdict is the claim's today (tolerance 1 point)
+        "gone,0.9,reproduced,recipe,3,1.0,old box,,",  # a claim no longer declared: left out
+    )
+    params = {**PARAMS, "reproduce": {**PARAMS["reproduce"], "earlier_report": earlier}}
+    table, markdown, _ = build_reproduction_report(*(params[name] for name in PARAMETERS))
+    table = table.set_index(["claim", "budget"])
+    assert table.loc[("good", "recipe"), "measured"] == pytest.approx(0.895), "a run in this store wins"
+    carried = table.loc[("long", "60 min")]
+    assert carried["measured"] == pytest.approx(0.92) and carried["verdict"] == "reproduced"
+    assert carried["epochs"] == 41 and carried["training_minutes"] == pytest.approx(65.3)
+    assert carried["machine"] == "old box" and carried["run"] == "http://old:5000/#/experiments/2/runs/bbb"
+    assert carried["why"] == f"carried over from {earlier}: its MLflow run is not in this store"
+    assert table.loc[("long", "recipe"), "verdict"] == "not run", "the full recipe still needs its hours"
+    assert table.loc[("short", "recipe"), "verdict"] == "reproduced"
+    assert table.loc[("fresh", "recipe"), "verdict"] == "not run"
+    assert "gone" not in table.index.get_level_values("claim")
+    assert markdown.startswith("Claims: 3 reproduced, 0 not reproduced, 3 not run.")
+
+
+def test_an_earlier_report_that_is_missing_or_malformed_is_refused_with_its_file_and_line(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"reproduce\.earlier_report: no file at .*nowhere\.csv"):
+        earlier_results(tmp_path / "nowhere.csv")
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text("claim,measured\ngood,0.9\n")
+    with pytest.raises(ValueError, match=r"wrong.csv: not a reproduction report, it lacks the columns \['verdict'"):
+        earlier_results(wrong)
+    blank = earlier_report(tmp_path, "good,0.9,reproduced,recipe,3,1.0,m,,", "short,,reproduced,recipe,7,1.0,m,,")
+    with pytest.raises(
+        ValueError, match=r"reproduction\.csv, line 3: claim 'short' is 'reproduced' but has no measured"
+    ):
+        earlier_results(blank)
+    assert earlier_results(None) == {}

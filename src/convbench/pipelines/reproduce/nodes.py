@@ -313,7 +313,9 @@ def build_reproduction_report(
     For every claim of `claims:`: its full recipe's row, measured in this run (`results`) or in the
     latest finished claim run of the same recipe in MLflow (same Kedro env; KILLED and FAILED runs
     never count), else "not run" with why and the command; and a row per budget it was trained
-    under (`reproduce.budget_minutes`), measured likewise. A measurement reproduces the claim when
+    under (`reproduce.budget_minutes`), measured likewise. Where `reproduce.earlier_report` names an
+    earlier report's CSV, its measured rows fill the claims and budgets that neither this run nor
+    MLflow has, marked as carried over (`earlier_results`). A measurement reproduces the claim when
     it is at most the claim's `tolerance` below the published figure.
 
     Returns:
@@ -325,6 +327,7 @@ def build_reproduction_report(
     ui_url = str(settings.get("ui_url") or "http://127.0.0.1:5000").rstrip("/")
     env = active_run_env() or "base"
     this_run = {result["claim"]: result for result in results}
+    earlier = earlier_results(settings.get("earlier_report"))
     rows = []
     for claim in claims.values():
         recipe = claim_recipe(claim, {**parameters, "reproduce": {}})
@@ -334,6 +337,8 @@ def build_reproduction_report(
         current = this_run.get(claim.id)
         if current and current["status"] != NOT_RUN:
             runs_by_budget[current["budget"]] = current
+        for budget, result in earlier.get(claim.id, {}).items():
+            runs_by_budget.setdefault(budget, result)
         budgets = ["recipe", *sorted(budget for budget in runs_by_budget if budget != "recipe")]
         for budget in budgets:
             result = runs_by_budget.get(budget)
@@ -343,6 +348,49 @@ def build_reproduction_report(
                 rows.append(_measured_row(claim, result, ui_url))
     table = pd.DataFrame(rows, columns=list(REPORT_COLUMNS))
     return table, report_markdown(table), plot_reproduction(table)
+
+
+EARLIER_COLUMNS = ("claim", "measured", "verdict", "budget", "epochs", "training_minutes", "machine", "run")
+"""The columns of an earlier report that `earlier_results` reads."""
+
+
+def earlier_results(path: str | os.PathLike | None) -> dict[str, dict[str, dict[str, Any]]]:
+    """The measured rows of an earlier report's CSV (`reproduction.csv`, e.g. the one committed in
+    benchmarks/results/), as results by claim and budget; {} for no path.
+
+    An earlier report is how measurements survive a new MLflow store (another machine, a fresh clone).
+    Its rows carry no recipe fingerprint: carry one over only while the claim's recipe is unchanged.
+
+    Raises:
+        FileNotFoundError: no file at `path`.
+        ValueError: a column of `EARLIER_COLUMNS` is missing, or a measured row has no number.
+    """
+    if not path:
+        return {}
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"reproduce.earlier_report: no file at {path} (an earlier reproduction.csv)")
+    table = pd.read_csv(path, dtype={"budget": str})
+    missing = [column for column in EARLIER_COLUMNS if column not in table.columns]
+    if missing:
+        raise ValueError(f"{path}: not a reproduction report, it lacks the columns {missing}")
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    for line, row in zip(range(2, len(table) + 2), table.itertuples(index=False), strict=True):
+        if row.verdict == NOT_RUN:
+            continue
+        if _missing(row.measured):
+            raise ValueError(f"{path}, line {line}: claim {row.claim!r} is {row.verdict!r} but has no measured value")
+        results.setdefault(row.claim, {})[str(row.budget)] = {
+            "claim": row.claim,
+            "measured": float(row.measured),
+            "budget": str(row.budget),
+            "epochs": float(row.epochs),
+            "training_minutes": float(row.training_minutes),
+            "machine": "" if _missing(row.machine) else str(row.machine),
+            "run": "" if _missing(row.run) else str(row.run),
+            "carried_from": str(path),
+        }
+    return results
 
 
 def _base_row(claim: Claim) -> dict[str, Any]:
@@ -372,9 +420,22 @@ def _measured_row(claim: Claim, result: dict[str, Any], ui_url: str) -> dict[str
         "epochs": fraction if not math.isnan(fraction) else epochs,
         "training_minutes": result.get("training_minutes", math.nan),
         "machine": result.get("machine", ""),
-        "run": f"{ui_url}/#/experiments/{result['experiment_id']}/runs/{result['run_id']}",
-        "why": claim.note,
+        "run": result["run"] if "carried_from" in result else _run_url(ui_url, result),
+        "why": _joined(claim.note, _carried(result)),
     }
+
+
+def _run_url(ui_url: str, result: dict[str, Any]) -> str:
+    return f"{ui_url}/#/experiments/{result['experiment_id']}/runs/{result['run_id']}"
+
+
+def _carried(result: dict[str, Any]) -> str:
+    source = result.get("carried_from")
+    return f"carried over from {source}: its MLflow run is not in this store" if source else ""
+
+
+def _joined(*parts: str) -> str:
+    return "; ".join(part for part in parts if part)
 
 
 def _not_run_row(
