@@ -236,8 +236,8 @@ def test_a_node_report_names_its_gpus_and_the_device_it_ran_on():
 
 @pytest.fixture(scope="module")
 def two_device_worker(tmp_path_factory) -> dict:
-    """What tests/device_slots_run.py saw: two trainings at once on one two-thread worker over two logical
-    CPU devices (it sets them before TensorFlow starts, so it runs in a process of its own)."""
+    """What tests/device_slots_run.py saw on one two-thread worker over two logical CPU devices (it sets them
+    before TensorFlow starts, so it runs in a process of its own)."""
     out = tmp_path_factory.mktemp("device_slots") / "seen.json"
     script = Path(__file__).with_name("device_slots_run.py")
     done = subprocess.run(
@@ -247,22 +247,48 @@ def two_device_worker(tmp_path_factory) -> dict:
     return json.loads(out.read_text())
 
 
+def variables_on(device: str) -> list[str]:
+    """Where TensorFlow says a variable placed on Keras device `cpu:<i>` lives."""
+    return [f"/job:localhost/replica:0/task:0/device:CPU:{device.removeprefix('cpu:')}"]
+
+
 def test_two_trainings_at_once_on_one_worker_each_run_on_a_device_of_their_own(two_device_worker):
     records = {record["node"]: record for record in two_device_worker["records"]}
     seen = two_device_worker["seen"]
-    assert seen["a"]["thread"] != seen["b"]["thread"], "the trainings ran at once, on the worker's two threads"
+    assert seen["seen_a"]["thread"] != seen["seen_b"]["thread"], "the trainings ran at once, on two threads"
     assert {records["train_a"]["device"], records["train_b"]["device"]} == {"cpu:0", "cpu:1"}
     for name in ("a", "b"):
-        index = records[f"train_{name}"]["device"][-1]
-        where = [f"/job:localhost/replica:0/task:0/device:CPU:{index}"]
-        assert seen[name]["variables"] == where, f"training {name}'s weights live on its device"
-        assert seen[name]["optimizer"] == where, f"training {name}'s optimizer state lives on its device"
+        where = variables_on(records[f"train_{name}"]["device"])
+        assert seen[f"seen_{name}"]["variables"] == where, f"training {name}'s weights live on its device"
+        assert seen[f"seen_{name}"]["optimizer"] == where, f"training {name}'s optimizer state lives on its device"
+
+
+def test_a_model_built_on_one_device_is_moved_to_the_device_its_training_runs_on(two_device_worker):
+    records = {record["node"]: record for record in two_device_worker["records"]}
+    assert records["build_a"]["device"] == records["build_b"]["device"] == "cpu:0", "each built alone"
+    moved = [name for name in ("a", "b") if records[f"train_{name}"]["device"] == "cpu:1"]
+    assert len(moved) == 1 and two_device_worker["seen"][f"seen_{moved[0]}"]["variables"] == variables_on("cpu:1")
+
+
+def test_a_fans_out_node_runs_a_task_per_device_each_on_its_own_in_a_thread_of_its_own(two_device_worker):
+    records = {record["node"]: record for record in two_device_worker["records"]}
+    assert records["fan_out"]["device"] is None, "the node itself holds no device while its tasks run"
+    tasks = two_device_worker["seen"]["fanned"]["tasks"]
+    assert sorted(task["device"] for task in tasks) == ["cpu:0", "cpu:1"]
+    for task in tasks:
+        assert task["variables"] == variables_on(task["device"])
+
+
+def test_a_model_built_under_a_strategy_keeps_its_devices(two_device_worker):
+    records = {record["node"]: record for record in two_device_worker["records"]}
+    assert records["use_mirrored"]["device"] is None, "not placed: the strategy's devices are the recipe's"
+    assert two_device_worker["seen"]["mirrored"] == {"strategy": "MirroredStrategy", "built_under_strategy": True}
 
 
 def test_a_model_made_on_one_device_moves_to_another_with_its_weights_and_compiled_loss(two_device_worker):
     moved = two_device_worker["moved"]
-    assert moved["before"] == ["/job:localhost/replica:0/task:0/device:CPU:0"]
-    assert moved["after"] == ["/job:localhost/replica:0/task:0/device:CPU:1"]
+    assert moved["before"] == variables_on("cpu:0")
+    assert moved["after"] == variables_on("cpu:1")
     assert moved["same_weights"] is True
     assert moved["loss"] == "mse"
 

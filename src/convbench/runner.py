@@ -16,7 +16,8 @@
 - GPUs: the local cluster pins one GPU to each one-thread worker (`CUDA_VISIBLE_DEVICES`). A worker
   started by hand with several threads on a host with several GPUs spreads the nodes it runs at once
   over its devices instead (`DeviceSlots`): each node runs under `keras.device` on the device the
-  fewest of its running nodes use, and a Keras model it receives from another node is moved there.
+  fewest of its running nodes use, and a Keras model it receives from another node is moved there;
+  a search's trial loops run one per device, each on its own.
 """
 
 from __future__ import annotations
@@ -84,6 +85,10 @@ WORKER_DEVICES_ENV = "CONVBENCH_WORKER_DEVICES"
 """Keras device names (`gpu:0,gpu:1`) over which a worker spreads the nodes it runs at the same time; where
 unset, the GPUs it sees when it has more than one of them and more than one thread (`worker_devices`)."""
 
+PLACED_DEVICE: ContextVar[str | None] = ContextVar("convbench_placed_device", default=None)
+"""The device the running node or cluster task was given (`DeviceSlots`); None for the worker's default. Threads
+that `tracking.in_run` starts inherit it (`on_placed_device` enters it there)."""
+
 NODE_PROCESS_HOOKS = (MlflowNodeTrackingHook,)
 """Node hooks that must run in the node's process (they time it): fresh ones run on the worker."""
 
@@ -146,6 +151,39 @@ class DeviceSlots:
 def device_slots(nthreads: int) -> DeviceSlots:
     """This worker process's `DeviceSlots` over `worker_devices(nthreads)`, made once."""
     return DeviceSlots(worker_devices(nthreads))
+
+
+NO_SLOTS = DeviceSlots([])
+
+
+@contextmanager
+def placed(slots: DeviceSlots) -> Iterator[str | None]:
+    """A device of `slots` held and set as `PLACED_DEVICE` (None where there are none) for the `with` block,
+    and entered as this thread's Keras device."""
+    with slots.taken() as device:
+        token = PLACED_DEVICE.set(device)
+        try:
+            with on_placed_device():
+                yield device
+        finally:
+            PLACED_DEVICE.reset(token)
+
+
+@contextmanager
+def on_placed_device() -> Iterator[str | None]:
+    """`keras.device(PLACED_DEVICE)` in the calling thread (device scopes are per thread); nothing where no
+    device was given. Code that trains in a thread of its own enters it there."""
+    device = PLACED_DEVICE.get()
+    if device is None:
+        yield None
+        return
+    with keras.device(device):
+        yield device
+
+
+def built_under_strategy(data: Any) -> bool:
+    """Whether `data` is a Keras model built under a `tf.distribute` strategy: its devices are its recipe's."""
+    return isinstance(data, keras.Model) and getattr(data, "_distribute_strategy", None) is not None
 
 
 def on_device(data: Any, device: str | None) -> Any:
@@ -280,20 +318,30 @@ def _configure_worker_logging(context: RunContext) -> None:
 def run_node(node: Node, catalog: CatalogProtocol, context: RunContext, *upstream: NodeOutcome) -> NodeOutcome:
     """Runs `node` on this worker, on a device of its own where the worker spreads its nodes over several
     (`DeviceSlots`): its in-memory inputs from the `upstream` outcomes (a Keras model moved to that device),
-    its hooks here, its MLflow logging into the `kedro run`'s run."""
+    its hooks here, its MLflow logging into the `kedro run`'s run.
+
+    Not placed: a `FANS_OUT_TAG` node (its tasks are, `on_every_worker`) and a node given a model built under
+    a `distribute` strategy. A placed node loads and saves its datasets in its own thread, `--async` or not.
+    """
     _configure_worker_logging(context)
     worker = get_worker()
-    with device_slots(worker.state.nthreads).taken() as device:
-        for outcome in upstream:
-            for name, data in outcome.memory_outputs.items():
-                if name in node.inputs:
-                    catalog.save(name, on_device(data, device))
+    inputs = {
+        name: data for outcome in upstream for name, data in outcome.memory_outputs.items() if name in node.inputs
+    }
+    spread = FANS_OUT_TAG not in node.tags and not any(map(built_under_strategy, inputs.values()))
+    with placed(device_slots(worker.state.nthreads) if spread else NO_SLOTS) as device:
+        for name, data in inputs.items():
+            catalog.save(name, on_device(data, device))
         hook_manager, tracking = node_process_hook_manager()
         started = time.perf_counter()
         task = Task(
-            node=node, catalog=catalog, is_async=context.is_async, hook_manager=hook_manager, run_id=context.run_id
+            node=node,
+            catalog=catalog,
+            is_async=context.is_async and device is None,
+            hook_manager=hook_manager,
+            run_id=context.run_id,
         )
-        execute = task.execute if device is None else functools.partial(on_device_execute, task, device)
+        execute = task.execute if device is None else functools.partial(on_placed_device_execute, task)
         if FANS_OUT_TAG not in node.tags:
             in_run(context.run_link, execute)
         else:
@@ -315,10 +363,9 @@ def run_node(node: Node, catalog: CatalogProtocol, context: RunContext, *upstrea
     )
 
 
-def on_device_execute(task: Task, device: str) -> Node:
-    """`task.execute()` under `keras.device(device)`, entered in the thread that runs it (device scopes are
-    per thread)."""
-    with keras.device(device):
+def on_placed_device_execute(task: Task) -> Node:
+    """`task.execute()` under `on_placed_device()`, entered in the thread that runs it."""
+    with on_placed_device():
         return task.execute()
 
 
@@ -329,20 +376,36 @@ def on_every_worker(task: Callable[[int, Any], Result], data: Any) -> list[Resul
     """Runs `task(index, data)` on each worker of the Dask cluster, all at once (index 0, 1, ...), and returns
     their results; None unless called from a `FANS_OUT_TAG` node that the DaskRunner runs.
 
-    `data` is sent once to every worker, from this worker directly. The calling node has left its
-    worker's thread (`run_node`), so its own worker runs one of them too. A worker that dies has its
-    task run again elsewhere.
+    A worker that spreads its nodes over several devices (`DeviceSlots`) runs one task per device, each
+    placed on its own (`PLACED_DEVICE`; a task that trains in a thread of its own enters
+    `on_placed_device()` there). `data` is sent once to every worker, from this worker directly. The
+    calling node has left its worker's thread (`run_node`), so its own worker runs its share too. A
+    worker that dies has its tasks run again elsewhere.
     """
     client = CLUSTER.get()
     if client is None:
         return None
-    workers = client.scheduler_info()["workers"]
+    tasks_per_worker = client.run(device_count)
     [shared] = client.scatter([data], broadcast=True, direct=True)
+    addresses = [
+        address for address in client.scheduler_info()["workers"] for _ in range(tasks_per_worker.get(address, 1))
+    ]
     futures = [
-        client.submit(task, index, shared, workers=[address], allow_other_workers=True, pure=False)
-        for index, address in enumerate(workers)
+        client.submit(placed_call, task, index, shared, workers=[address], allow_other_workers=True, pure=False)
+        for index, address in enumerate(addresses)
     ]
     return client.gather(futures)
+
+
+def device_count(dask_worker) -> int:
+    """How many tasks of `on_every_worker` this worker runs: one per device it spreads work over, at least one."""
+    return max(1, len(device_slots(dask_worker.state.nthreads).devices))
+
+
+def placed_call(task: Callable[[int, Any], Result], index: int, data: Any) -> Result:
+    """`task(index, data)` on a device of this worker's own (`placed`), where it has devices to spread over."""
+    with placed(device_slots(get_worker().state.nthreads)):
+        return task(index, data)
 
 
 REPORT_PRIORITY = 10

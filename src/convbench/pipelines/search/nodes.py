@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 from convbench.metrics import to_mlflow_metrics
 from convbench.pipelines.reporting.nodes import to_markdown
 from convbench.pipelines.training.nodes import build_model
-from convbench.runner import on_every_worker
+from convbench.runner import on_every_worker, on_placed_device
 from convbench.search.space import Dimension, as_overrides, as_params_option, check_space, parse_space, with_values
 from convbench.search.study import (
     HEARTBEATS_PER_STALE_PERIOD,
@@ -106,7 +106,8 @@ def run_search(
     run, with its values as parameters, its curves and its state. Several workers (processes,
     machines) may run the same study at once; a killed one's trial is failed and tried again
     (see `convbench.search.study`). Under `convbench.runner.DaskRunner` every Dask worker is
-    such a search worker, so a cluster of n workers trains n trials at once.
+    such a search worker (one per device where a worker spreads its work over several devices), so a
+    cluster of n workers trains n trials at once.
 
     Returns:
         `storage` (the URL), `study_name`, and `trials`: the numbers and states of this run's trials.
@@ -134,7 +135,9 @@ def run_search(
         dataset=dataset,
     )
     data = (train_images, train_labels, train_indices, val_indices, class_names, normalization)
-    on_cluster = on_every_worker(worker, data)  # under the DaskRunner: one search worker per Dask worker
+    on_cluster = on_every_worker(
+        worker, data
+    )  # under the DaskRunner: one search worker per Dask worker (or per device)
     ran = [trial for trials in on_cluster for trial in trials] if on_cluster is not None else worker(0, data)
     logger.info("Study %s is complete: this run ran %d trials", settings["study_name"], len(ran))
     return {"storage": settings["storage"], "study_name": settings["study_name"], "trials": ran}
@@ -171,23 +174,24 @@ def _search_worker(
     ran = []
 
     def claim_and_train() -> None:
-        while (
-            trial := claim_trial(study, settings["storage"], settings["n_trials"], settings["stale_after_s"])
-        ) is not None:
-            values = {dimension.key: dimension.suggest(trial) for dimension in dimensions}
-            trial_recipe = {**with_values(recipe, values), "budget": budget}
-            with heartbeat(trial, settings["stale_after_s"] / HEARTBEATS_PER_STALE_PERIOD):
-                state = _run_trial(
-                    study,
-                    trial,
-                    values,
-                    trial_recipe,
-                    data=(train_images, train_indices, class_names, normalization, train, val),
-                    checkpoint=search_dir / "trials" / settings["study_name"] / f"{trial.number:05d}",
-                    architecture=architecture,
-                    dataset=dataset,
-                )
-            ran.append({"number": trial.number, "state": state})
+        with on_placed_device():  # the device the DaskRunner gave this search worker, if any
+            while (
+                trial := claim_trial(study, settings["storage"], settings["n_trials"], settings["stale_after_s"])
+            ) is not None:
+                values = {dimension.key: dimension.suggest(trial) for dimension in dimensions}
+                trial_recipe = {**with_values(recipe, values), "budget": budget}
+                with heartbeat(trial, settings["stale_after_s"] / HEARTBEATS_PER_STALE_PERIOD):
+                    state = _run_trial(
+                        study,
+                        trial,
+                        values,
+                        trial_recipe,
+                        data=(train_images, train_indices, class_names, normalization, train, val),
+                        checkpoint=search_dir / "trials" / settings["study_name"] / f"{trial.number:05d}",
+                        architecture=architecture,
+                        dataset=dataset,
+                    )
+                ran.append({"number": trial.number, "state": state})
 
     in_run(run_link, claim_and_train)
     return ran
