@@ -341,7 +341,7 @@ def run_node(node: Node, catalog: CatalogProtocol, context: RunContext, *upstrea
             hook_manager=hook_manager,
             run_id=context.run_id,
         )
-        execute = task.execute if device is None else functools.partial(on_placed_device_execute, task)
+        execute = functools.partial(on_placed_device_execute, task)
         if FANS_OUT_TAG not in node.tags:
             in_run(context.run_link, execute)
         else:
@@ -364,7 +364,8 @@ def run_node(node: Node, catalog: CatalogProtocol, context: RunContext, *upstrea
 
 
 def on_placed_device_execute(task: Task) -> Node:
-    """`task.execute()` under `on_placed_device()`, entered in the thread that runs it."""
+    """`task.execute()` under `on_placed_device()` (nothing where no device was given), entered in the thread
+    that runs it."""
     with on_placed_device():
         return task.execute()
 

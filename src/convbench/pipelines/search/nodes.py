@@ -135,9 +135,8 @@ def run_search(
         dataset=dataset,
     )
     data = (train_images, train_labels, train_indices, val_indices, class_names, normalization)
-    on_cluster = on_every_worker(
-        worker, data
-    )  # under the DaskRunner: one search worker per Dask worker (or per device)
+    # Under the DaskRunner: one search worker per Dask worker (or per device of a worker that spreads its work)
+    on_cluster = on_every_worker(worker, data)
     ran = [trial for trials in on_cluster for trial in trials] if on_cluster is not None else worker(0, data)
     logger.info("Study %s is complete: this run ran %d trials", settings["study_name"], len(ran))
     return {"storage": settings["storage"], "study_name": settings["study_name"], "trials": ran}
