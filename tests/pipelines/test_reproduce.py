@@ -128,6 +128,27 @@ def test_this_runs_result_wins_over_earlier_runs(mlflow_run):
     assert row["verdict"] == "reproduced" and row["measured"] == pytest.approx(0.96)
 
 
+def test_a_label_mode_claim_is_blamed_on_this_runs_label_mode_only_when_this_run_tried_it(mlflow_run):
+    mlflow.set_tag(ENV_TAG, "base")
+    claims = {
+        label_mode: {"dataset": "ferplus", "architecture": "resnet", "metric": "test_accuracy", "published": 0.84,
+                     "source": "paper E", "label_mode": label_mode, "hours_here": 23}
+        for label_mode in ("majority", "probability")
+    }  # fmt: skip
+    params = {**PARAMS, "claims": claims, "preprocessing": {"ferplus": {"label_mode": "majority"}}}
+    tried = {"claim": "probability", "status": "not run", "budget": "recipe",
+             "reason": "trained with label mode probability, this run prepared ferplus with majority: add ..."}  # fmt: skip
+
+    outside, _, _ = build_reproduction_report(*(params[name] for name in PARAMETERS))
+    inside, _, _ = build_reproduction_report(*(params[name] for name in PARAMETERS), tried)
+
+    outside, inside = outside.set_index("claim")["why"], inside.set_index("claim")["why"]
+    assert (
+        outside["probability"] == outside["majority"] == "not run here: needs about 23 h of training on the 2-core CPU"
+    )
+    assert inside["probability"] == tried["reason"]
+
+
 def earlier_report(tmp_path, *rows: str) -> str:
     """An earlier reproduction.csv with the report's columns that `earlier_results` reads."""
     path = tmp_path / "reproduction.csv"

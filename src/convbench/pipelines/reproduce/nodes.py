@@ -343,7 +343,7 @@ def build_reproduction_report(
         for budget in budgets:
             result = runs_by_budget.get(budget)
             if result is None:
-                rows.append(_not_run_row(claim, recipe, current, parameters))
+                rows.append(_not_run_row(claim, recipe, current))
             else:
                 rows.append(_measured_row(claim, result, ui_url))
     table = pd.DataFrame(rows, columns=list(REPORT_COLUMNS))
@@ -438,11 +438,11 @@ def _joined(*parts: str) -> str:
     return "; ".join(part for part in parts if part)
 
 
-def _not_run_row(
-    claim: Claim, recipe: dict[str, Any], current: dict[str, Any] | None, parameters: dict[str, Any]
-) -> dict[str, Any]:
-    run_label_mode = ((parameters.get("preprocessing") or {}).get(claim.dataset) or {}).get("label_mode")
-    why = why_not_runnable(claim, recipe, run_label_mode) or (current or {}).get("reason")
+def _not_run_row(claim: Claim, recipe: dict[str, Any], current: dict[str, Any] | None) -> dict[str, Any]:
+    """A claim's full-recipe row without a measurement. Why: this run's reason for not training it
+    (`current`), else a missing file, else its hours; a claim outside this run is never blamed on
+    this run's label mode."""
+    why = (current or {}).get("reason") or why_not_runnable(claim, recipe, claim.label_mode)
     if not why and claim.hours_here and claim.hours_here > LONG_HOURS:
         why = f"not run here: needs about {claim.hours_here:g} h of training on the 2-core CPU"
     return {
