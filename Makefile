@@ -56,10 +56,11 @@ smoke: install
 # the tests marked `torch` are `make test-torch`'s.
 # TEST_WORKERS pytest processes (pytest-xdist) share the test files: a `kedro run` keeps about one core busy
 # (Python, tracing, plotting), so two processes on two cores take about two thirds of the time of one.
+# They get whole files, end-to-end files first (tests/conftest.py): no file of several minutes starts last.
 # The tests marked `timed` (a ratio of two timings) run alone afterwards: beside a second process they measure it.
 TEST_WORKERS ?= 2
 test: install browser postgres lint
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not timed and not torch"
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not timed and not torch"
 	$(BIN)/python -m pytest -m timed
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -m backends
 

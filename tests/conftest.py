@@ -55,3 +55,13 @@ def postgres_server():
 
     with postgres.running_server() as server:
         yield server
+
+
+def pytest_collection_modifyitems(items):
+    """End-to-end tests first, the rest after in their order.
+
+    `make test` hands whole files to its two processes in collection order (`--dist loadfile
+    --no-loadscope-reorder`): a file of several minutes of `kedro run`s then starts early, while the
+    many short unit tests fill in around it, instead of starting last while the other process idles.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is None)
