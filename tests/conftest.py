@@ -34,6 +34,18 @@ def throwaway_default_mlflow_store():
         yield THROWAWAY_TRACKING_URI
 
 
+@pytest.fixture(autouse=True)
+def no_experiment_left_for_child_processes():
+    """Unsets MLFLOW_EXPERIMENT_ID after each test.
+
+    `mlflow.set_experiment` exports it so that child processes log to the same experiment
+    (MLflow 3): a test's experiment id would otherwise reach the `kedro run`s and scripts that
+    later tests start in this process, which then look for an experiment their store lacks.
+    """
+    yield
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+
+
 @pytest.fixture
 def mlflow_run(tmp_path):
     """An active MLflow run in a sqlite store and artifact folder of the test's own."""

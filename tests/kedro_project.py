@@ -54,12 +54,14 @@ def plain_logging(project: Path) -> dict[str, str]:
 
 def kedro_env(env: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a `kedro` child process: this one's, plus `env`, without `MLFLOW_TRACKING_URI`
-    unless `env` names it.
+    and `MLFLOW_EXPERIMENT_ID` unless `env` names them.
 
-    That variable picks a run's tracking store (conf/base/mlflow.yml); inherited, it would send the
-    run away from `<project>/mlflow.db`, where the tests read it.
+    The first picks a run's tracking store (conf/base/mlflow.yml); inherited, it would send the
+    run away from `<project>/mlflow.db`, where the tests read it. The second, which
+    `mlflow.set_experiment` exports, names an experiment of another store.
     """
-    inherited = {name: value for name, value in os.environ.items() if name != "MLFLOW_TRACKING_URI"}
+    unset = {"MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID"}
+    inherited = {name: value for name, value in os.environ.items() if name not in unset}
     return {**inherited, **(env or {})}
 
 

@@ -2,8 +2,8 @@
 `kedro run`s on one dataset.
 
 One project, runs in order (each test uses the state the previous left):
-1. `cifar10_resnet` (smoke, several epochs) uninterrupted, while a second run of the same dataset
-   is started next to it and refused (dataset lock);
+1. `cifar10_resnet` (smoke, several epochs) uninterrupted but for a pause once it holds the dataset lock,
+   in which a second run of the same dataset is started and refused;
 2. the same run `kill -9`'d after its second epoch, then rerun: it resumes and its model equals run 1's;
 3. the same run on a Dask scheduler and two workers (`convbench.runner.DaskRunner`), the worker that
    trains `kill -9`'d after its second epoch: the other worker resumes the training from its checkpoint
@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -111,14 +112,48 @@ def latest_model(project: Path) -> keras.Model:
     return keras.models.load_model(project / MODELS / version / "model.keras")
 
 
+def sqlite_locked(database: Path) -> bool:
+    """Whether another connection holds any lock on the sqlite file `database` (a read, a write)."""
+    connection = sqlite3.connect(f"file:{database}?mode=rw", uri=True, timeout=0)
+    try:
+        connection.execute("BEGIN EXCLUSIVE")
+        connection.rollback()
+        return False
+    except sqlite3.OperationalError:
+        return True
+    finally:
+        connection.close()
+
+
+def stop_outside_the_mlflow_store(process: subprocess.Popen, project: Path) -> None:
+    """Stops `process` (SIGSTOP to its group) at a moment it holds no lock on the project's MLflow store:
+    stopped mid-transaction, it would lock every other run out of `mlflow.db`."""
+    while True:
+        os.killpg(process.pid, signal.SIGSTOP)
+        if not sqlite_locked(project / "mlflow.db"):
+            return
+        os.killpg(process.pid, signal.SIGCONT)
+        time.sleep(0.05)
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(project):
-    """Run 1, and a second run of the same dataset started while it holds the lock."""
+    """Run 1, and a second run of the same dataset started while it holds the lock.
+
+    Run 1 is stopped while the second runs: however slowly the second starts, run 1 still holds the lock then.
+    """
     first = start(project)
     wait_for(
         lambda: (project / "data/smoke/.locks/cifar10.owner.json").exists() or first.poll() is not None, "the lock"
     )
-    second = subprocess.run(COMMANDS[project], cwd=project, capture_output=True, text=True, timeout=600, env=WIDE_LOGS)
+    assert first.poll() is None, first.communicate()[0][-5000:]
+    stop_outside_the_mlflow_store(first, project)
+    try:
+        second = subprocess.run(
+            COMMANDS[project], cwd=project, capture_output=True, text=True, timeout=600, env=WIDE_LOGS
+        )
+    finally:
+        os.killpg(first.pid, signal.SIGCONT)
     result = assert_ran(finish(first))
     return result, second, latest_model(project).get_weights()
 
