@@ -118,6 +118,8 @@ def mlflow_ui(project: Path) -> Iterator[str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        # Without MLflow's job runner (GenAI jobs, unused here): eight more processes, which would take the CPU.
+        env=kedro_env({"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}),
     )
     base = f"http://127.0.0.1:{port}"
     try:

@@ -110,7 +110,9 @@ def test_smoke_env_shrinks_every_architecture_and_dataset_in_code():
         assert recipe["batch_size"] == 64 and "smoke" not in recipe, name
         resolved = recipe_for(parameters, "mnist", name)
         assert resolved["epochs"] == 1 and not flip(resolved), name
-    assert parameters["training"]["resnet_v2"]["model"]["depth"] == 29  # the recipe's own `smoke:` block
+    written = yaml.safe_load((CONF / "base/parameters_training.yml").read_text())["training"]["resnet_v2"]
+    smoke_depth = parameters["training"]["resnet_v2"]["model"]["depth"]
+    assert smoke_depth == written["smoke"]["model"]["depth"] != written["model"]["depth"]  # its own `smoke:` block
     assert parameters["training"]["mobilenet_v2_imagenet"]["model"]["alpha"] == 0.35
     assert parameters["training"]["resnet"]["model"]["depth"] == 20  # no block: the full model
 
