@@ -20,6 +20,9 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 KEDRO = Path(sys.executable).with_name("kedro")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MLFLOW_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+"""For `mlflow ui` and `mlflow server` in the tests: without MLflow's job runner (GenAI jobs, unused here),
+whose eight more processes would take the CPU."""
 
 
 def new_project(tmp_path_factory) -> Path:
@@ -118,8 +121,7 @@ def mlflow_ui(project: Path) -> Iterator[str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        # Without MLflow's job runner (GenAI jobs, unused here): eight more processes, which would take the CPU.
-        env=kedro_env({"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}),
+        env=kedro_env(MLFLOW_SERVER_ENV),
     )
     base = f"http://127.0.0.1:{port}"
     try:

@@ -21,7 +21,7 @@ import cifar_archives
 import mlflow
 import pandas as pd
 import pytest
-from kedro_project import KEDRO, assert_ran, kedro_command, kedro_env, new_project, run_kedro
+from kedro_project import KEDRO, MLFLOW_SERVER_ENV, assert_ran, kedro_command, kedro_env, new_project, run_kedro
 from postgres import free_port
 
 pytestmark = pytest.mark.e2e
@@ -52,8 +52,7 @@ def tracking_server(postgres_server, tmp_path_factory):
         "--workers",
         "1",
     ]
-    # Without MLflow's job runner (GenAI jobs, unused here): its seven worker processes would take the CPU.
-    env = kedro_env({"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    env = kedro_env(MLFLOW_SERVER_ENV)
     log = (folder / "server.log").open("w")
     server = subprocess.Popen(
         command, cwd=folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
